@@ -1,0 +1,1 @@
+"""What every agent-fleet process shares: settings, names, events, Redis scripts, AMQP."""

@@ -1,0 +1,95 @@
+"""The fleet's AMQP topology and publishers (aio-pika).
+
+- ``<ns>.in`` (topic): inbound client actions, routed by conversation id to the
+  durable queue ``<ns>.conv.<id>``; published persistent, ``mandatory`` and
+  confirmed, so an action is acknowledged only once it is safely queued.
+- ``<ns>.out`` (topic): logged events for live delivery, routed by conversation id
+  to the gateways that have clients of it. Not confirmed: the Redis log is the
+  record, and gateways fill any gap from it.
+- ``<ns>.dispatch``: durable work queue of claim requests for workers.
+"""
+
+from __future__ import annotations
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+
+from broker.errors import ConversationClosed, Unavailable
+from broker.names import Names
+
+PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
+TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
+
+
+class Broker:
+    """One robust AMQP connection with the fleet's exchanges declared; ``connect`` first."""
+
+    connection: AbstractRobustConnection
+    confirmed: AbstractChannel
+    fast: AbstractChannel
+    inbound: AbstractExchange
+    outbound: AbstractExchange
+
+    def __init__(self, url: str, names: Names, name: str = "fleet") -> None:
+        self.url = url
+        self.names = names
+        self.name = name
+
+    async def connect(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.url, reconnect_interval=1.0, client_properties={"connection_name": self.name}
+        )
+        self.confirmed = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self.fast = await self.connection.channel(publisher_confirms=False)
+        topic = aio_pika.ExchangeType.TOPIC
+        names = self.names
+        self.inbound = await self.confirmed.declare_exchange(
+            names.inbound_exchange, topic, durable=True
+        )
+        # Live events go out on the channel without confirms: nothing waits for them.
+        self.outbound = await self.fast.declare_exchange(
+            names.outbound_exchange, topic, durable=True
+        )
+        await self.confirmed.declare_queue(names.dispatch_queue, durable=True)
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    async def declare_conversation(self, cid: str) -> None:
+        """The conversation's durable inbound queue, bound to the inbound exchange."""
+        queue = await self.confirmed.declare_queue(
+            self.names.conversation_queue(cid), durable=True, robust=False
+        )
+        await queue.bind(self.inbound, routing_key=cid, robust=False)
+
+    async def publish_action(self, cid: str, body: bytes, message_id: str) -> None:
+        """Queue an inbound action; return only once the broker confirmed it."""
+        message = aio_pika.Message(
+            body, delivery_mode=PERSISTENT, content_type="application/json", message_id=message_id
+        )
+        try:
+            await self.inbound.publish(message, routing_key=cid, mandatory=True, timeout=10)
+        except PublishError as exc:
+            raise ConversationClosed(f"conversation {cid} takes no more input") from exc
+        except (AMQPError, DeliveryError, TimeoutError, ConnectionError) as exc:
+            raise Unavailable("the message broker did not confirm the action") from exc
+
+    async def request_claim(self, cid: str) -> None:
+        """Ask some worker with spare capacity to claim ``cid``."""
+        message = aio_pika.Message(orjson.dumps({"conversation_id": cid}), delivery_mode=PERSISTENT)
+        try:
+            await self.confirmed.default_exchange.publish(
+                message, routing_key=self.names.dispatch_queue, mandatory=True, timeout=10
+            )
+        except (AMQPError, TimeoutError, ConnectionError) as exc:
+            raise Unavailable("the message broker did not confirm the claim request") from exc
+
+    async def publish_event(self, cid: str, entry: bytes) -> None:
+        """Send a logged event to the gateways that have clients of ``cid``."""
+        await self.outbound.publish(
+            aio_pika.Message(entry, delivery_mode=TRANSIENT), routing_key=cid, mandatory=False
+        )

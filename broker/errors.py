@@ -1,0 +1,53 @@
+"""Domain exceptions; the gateway turns them into protocol errors ``{code, message}``."""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """An error a client may see: a stable ``code`` and a human ``message``."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(FleetError):
+    code = "bad_request"
+    status = 400
+
+
+class PayloadTooLarge(FleetError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unauthorized(FleetError):
+    code = "unauthorized"
+    status = 401
+
+
+class NotFound(FleetError):
+    code = "not_found"
+    status = 404
+
+
+class ConversationClosed(FleetError):
+    code = "conversation_closed"
+    status = 409
+
+
+class Unavailable(FleetError):
+    """The broker or Redis could not take the request; the client may retry."""
+
+    code = "unavailable"
+    status = 503
+
+
+class LeaseLost(Exception):
+    """A fenced write was refused: another worker holds a newer epoch."""

@@ -1,0 +1,98 @@
+"""Ownership: fenced conversation leases and per-worker liveness, in Redis.
+
+A lease is ``worker_id:epoch`` with no TTL of its own; it is valid while its
+worker's liveness key exists. Every claim bumps the epoch, the fencing token that
+the append script checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from broker import scripts
+from broker.names import Names
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of a claim: see ``lua/claim.lua`` for the outcomes."""
+
+    outcome: str
+    epoch: int
+
+    @property
+    def won(self) -> bool:
+        return self.outcome == "claimed"
+
+
+def lease_value(worker_id: str, epoch: int) -> str:
+    return f"{worker_id}:{epoch}"
+
+
+class Leases:
+    """Claim and release conversations; keep workers' liveness; find dead workers."""
+
+    def __init__(self, redis: Redis, names: Names) -> None:
+        self.redis = redis
+        self.names = names
+        self._claim = scripts.load(redis, "claim")
+        self._release = scripts.load(redis, "release")
+        self._heartbeat = scripts.load(redis, "heartbeat")
+        self._dead_workers = scripts.load(redis, "dead_workers")
+        self._forget_worker = scripts.load(redis, "forget_worker")
+        self._needs_owner = scripts.load(redis, "needs_owner")
+
+    async def claim(self, cid: str, worker_id: str) -> Claim:
+        n = self.names
+        outcome, epoch = await self._claim(
+            keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id)],
+            args=[cid, worker_id, n.alive_prefix, n.owns_prefix],
+        )
+        return Claim(outcome.decode(), int(epoch))
+
+    async def release(self, cid: str, worker_id: str, epoch: int) -> bool:
+        """Compare-and-delete: False when the lease had already moved on."""
+        n = self.names
+        released = await self._release(
+            keys=[n.lease(cid), n.meta(cid), n.owns(worker_id)],
+            args=[lease_value(worker_id, epoch), cid],
+        )
+        return bool(released)
+
+    async def heartbeat(self, worker_id: str, ttl: float, register: bool = False) -> bool:
+        """Renew liveness (or create it with ``register``); False when it had lapsed."""
+        n = self.names
+        alive = await self._heartbeat(
+            keys=[n.alive(worker_id), n.worker_deadlines],
+            args=[worker_id, int(ttl * 1000), "1" if register else "0"],
+        )
+        return bool(alive)
+
+    async def retire(self, worker_id: str) -> None:
+        """A worker leaving on purpose: drop its liveness and index entries."""
+        n = self.names
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(n.alive(worker_id), n.owns(worker_id))
+            pipe.zrem(n.worker_deadlines, worker_id)
+            await pipe.execute()
+
+    async def dead_workers(self, limit: int = 100) -> list[str]:
+        n = self.names
+        ids = await self._dead_workers(keys=[n.worker_deadlines], args=[n.alive_prefix, limit])
+        return [i.decode() for i in ids]
+
+    async def owned_by(self, worker_id: str) -> list[str]:
+        return [c.decode() for c in await self.redis.smembers(self.names.owns(worker_id))]
+
+    async def forget(self, worker_id: str) -> bool:
+        n = self.names
+        keys = [n.worker_deadlines, n.alive(worker_id), n.owns(worker_id)]
+        return bool(await self._forget_worker(keys=keys, args=[worker_id]))
+
+    async def needs_owner(self, cid: str) -> bool:
+        n = self.names
+        return bool(
+            await self._needs_owner(keys=[n.meta(cid), n.lease(cid)], args=[n.alive_prefix])
+        )

@@ -1,0 +1,29 @@
+-- Claim a conversation for a worker: NX lease plus epoch bump (the fencing token),
+-- in one step. A lease held by a worker whose liveness key is gone is taken over.
+-- KEYS: meta, lease, epoch, owns (of the claimant)
+-- ARGV: conversation_id, worker_id, alive_prefix, owns_prefix
+-- Returns {outcome, epoch}; outcome is one of
+--   claimed    the lease is now ARGV[2]:epoch
+--   owned      the claimant already holds it (epoch unchanged)
+--   busy       a live worker holds it
+--   closed     the conversation was closed; nothing may run it again
+--   unknown    no such conversation
+--   not_alive  the claimant's own liveness lapsed: it must not claim anything
+-- The holder's liveness key is derived from the lease value, so it cannot be in KEYS;
+-- it is a worker key, never a conversation key.
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {'unknown', 0} end
+if status == 'closed' then return {'closed', 0} end
+if redis.call('EXISTS', ARGV[3] .. ARGV[2]) == 0 then return {'not_alive', 0} end
+local holder = redis.call('GET', KEYS[2])
+if holder then
+  local owner, epoch = string.match(holder, '^(.*):(%d+)$')
+  if owner == ARGV[2] then return {'owned', tonumber(epoch)} end
+  if redis.call('EXISTS', ARGV[3] .. owner) == 1 then return {'busy', tonumber(epoch)} end
+  redis.call('SREM', ARGV[4] .. owner, ARGV[1])
+end
+local epoch = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. epoch)
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'status', 'running', 'owner', ARGV[2])
+return {'claimed', epoch}

@@ -1,0 +1,117 @@
+"""Conversation records and their event logs in Redis."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from broker import scripts
+from broker.errors import LeaseLost
+from broker.names import Names
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A conversation's record: who owns it and how far its log goes."""
+
+    conversation_id: str
+    user: str
+    status: str
+    owner: str | None
+    created_at: float
+    last_event_id: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "conversation_id": self.conversation_id,
+            "status": self.status,
+            "owner": self.owner,
+            "created_at": self.created_at,
+            "last_event_id": self.last_event_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What a fenced append logged (or had logged before, when ``duplicate``)."""
+
+    first_id: int
+    entries: list[bytes]
+    duplicate: bool
+
+
+class Store:
+    """Create, find and list conversations; append to and read their logs."""
+
+    def __init__(self, redis: Redis, names: Names) -> None:
+        self.redis = redis
+        self.names = names
+        self._append = scripts.load(redis, "append")
+
+    async def create(self, user: str) -> str:
+        cid = uuid.uuid4().hex
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self.names.meta(cid), mapping={"user": user, "status": "idle", "created_at": now}
+            )
+            pipe.zadd(self.names.user_conversations(user), {cid: now})
+            await pipe.execute()
+        return cid
+
+    async def get(self, cid: str) -> Conversation | None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.names.meta(cid))
+            pipe.llen(self.names.log(cid))
+            meta, length = await pipe.execute()
+        if not meta:
+            return None
+        owner = meta.get(b"owner")
+        return Conversation(
+            conversation_id=cid,
+            user=meta[b"user"].decode(),
+            status=meta[b"status"].decode(),
+            owner=owner.decode() if owner else None,
+            created_at=float(meta[b"created_at"]),
+            last_event_id=length - 1,
+        )
+
+    async def owner_of(self, cid: str) -> str | None:
+        """The user a conversation belongs to, or None when there is no such conversation."""
+        user = await self.redis.hget(self.names.meta(cid), "user")
+        return user.decode() if user else None
+
+    async def list_ids(self, user: str, after: str | None, limit: int) -> list[str]:
+        """A user's conversation ids, oldest first, starting after the id ``after``."""
+        key = self.names.user_conversations(user)
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrank(key, after)
+            if rank is None:
+                return []
+            start = rank + 1
+        return [i.decode() for i in await self.redis.zrange(key, start, start + limit - 1)]
+
+    async def read(self, cid: str, after: int = -1, limit: int | None = None) -> list[bytes]:
+        """Logged events with ``id > after``, oldest first, as their JSON."""
+        stop = -1 if limit is None else after + limit
+        return list(await self.redis.lrange(self.names.log(cid), after + 1, stop))
+
+    async def append(
+        self, cid: str, lease: str, bodies: Sequence[bytes], once: str = ""
+    ) -> Appended:
+        """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on."""
+        n = self.names
+        reply = await self._append(
+            keys=[n.lease(cid), n.log(cid), n.once(cid)], args=[lease, once, *bodies]
+        )
+        code = reply[0]
+        if code == -1:
+            raise LeaseLost(f"lease {lease} of {cid} is no longer current")
+        if code == -2:
+            return Appended(first_id=reply[1], entries=reply[2:], duplicate=True)
+        return Appended(first_id=code, entries=[], duplicate=False)

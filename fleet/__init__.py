@@ -1,0 +1,1 @@
+"""The ``fleet`` command: run and inspect an agent-fleet."""

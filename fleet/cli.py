@@ -1,0 +1,95 @@
+"""``fleet``: one command for every process of the fleet, plus ops helpers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from broker import tokens
+from broker.logging import configure
+from broker.settings import ConfigError, Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    parser.add_argument("--namespace", help="FLEET_NAMESPACE: prefix of every key, queue, exchange")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gateway = commands.add_parser("gateway", help="serve Socket.IO and the HTTP API")
+    gateway.add_argument("--host", help="FLEET_HOST (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="FLEET_PORT (default 8000)")
+
+    worker = commands.add_parser("worker", help="run agent loops")
+    worker.add_argument(
+        "--capacity", type=int, dest="worker_capacity", help="FLEET_WORKER_CAPACITY"
+    )
+    worker.add_argument("--agent", help="FLEET_AGENT, as module:factory")
+
+    commands.add_parser("reaper", help="recover conversations of dead workers")
+
+    dev = commands.add_parser("dev", help="run a whole local fleet; Ctrl-C stops it")
+    dev.add_argument("--gateways", type=int, default=1)
+    dev.add_argument("--workers", type=int, default=2)
+    dev.add_argument("--reapers", type=int, default=1)
+    dev.add_argument("--port", type=int, help="first gateway port (default FLEET_PORT, 8000)")
+
+    commands.add_parser("status", help="show live workers and the dispatch backlog")
+
+    token = commands.add_parser("token", help="print a token for USER")
+    token.add_argument("user")
+    token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Environment first, flags override."""
+    keys = ("namespace", "host", "port", "worker_capacity", "agent")
+    overrides: dict[str, Any] = {
+        k: getattr(args, k) for k in keys if getattr(args, k, None) is not None
+    }
+    return Settings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        return _run(args, settings)
+    except (ConfigError, ValidationError, ValueError) as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "token":
+        print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl))
+        return 0
+    if command == "dev":
+        from fleet.dev import run_dev
+
+        return run_dev(settings, args.gateways, args.workers, args.reapers, args.port)
+    if command == "status":
+        from fleet.status import show_status
+
+        return asyncio.run(show_status(settings))
+    configure(settings.log_level, command, settings.log_format)
+    if command == "gateway":
+        from gateway.app import Gateway
+
+        Gateway(settings).run()
+    elif command == "worker":
+        from workers.worker import Worker
+
+        Worker(settings).run()
+    elif command == "reaper":
+        from workers.reaper import Reaper
+
+        Reaper(settings).run()
+    return 0

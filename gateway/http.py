@@ -1,0 +1,144 @@
+"""The HTTP API: conversations, their events and actions, health and readiness."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from broker import tokens
+from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
+from gateway.service import MAX_PAGE, Conversations
+
+log = structlog.get_logger()
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def raw_events(entries: list[bytes]) -> Response:
+    """``{"events": [...]}`` built from the logged JSON as is, without decoding it."""
+    return Response(b'{"events":[' + b",".join(entries) + b"]}", media_type="application/json")
+
+
+def error(exc: FleetError) -> Response:
+    return ORJSONResponse({"ok": False, "error": exc.as_dict()}, status_code=exc.status)
+
+
+def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+class HttpApi:
+    """Routes of the HTTP API; every ``/api`` route needs a bearer token."""
+
+    def __init__(
+        self,
+        conversations: Conversations,
+        jwt_secret: str,
+        max_payload: int,
+        ready: Callable[[], Awaitable[bool]],
+    ) -> None:
+        self._conversations = conversations
+        self._secret = jwt_secret
+        self._max_payload = max_payload
+        self._ready = ready
+
+    def routes(self) -> list[Route]:
+        api = self._api
+        return [
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
+            Route("/api/conversations", api(self.create), methods=["POST"]),
+            Route("/api/conversations", api(self.list), methods=["GET"]),
+            Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
+            Route("/api/conversations/{cid}/events", api(self.events), methods=["GET"]),
+            Route("/api/conversations/{cid}/actions", api(self.act), methods=["POST"]),
+        ]
+
+    def _api(self, handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
+        """Authenticate, run, and turn domain errors into JSON errors (logged once)."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                header = request.headers.get("authorization", "")
+                scheme, _, token = header.partition(" ")
+                user = tokens.verify(self._secret, token if scheme.lower() == "bearer" else None)
+                return await handler(request, user)
+            except FleetError as exc:
+                log.info(
+                    "request_refused", path=request.url.path, code=exc.code, reason=exc.message
+                )
+                return error(exc)
+            except Exception:
+                log.exception("request_failed", path=request.url.path)
+                return error(Unavailable("the request could not be completed; retry"))
+
+        return endpoint
+
+    async def _json_body(self, request: Request) -> Any:
+        body = await request.body()
+        if len(body) > self._max_payload:
+            raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {self._max_payload}")
+        if not body:
+            return {}
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadRequest("body must be JSON") from None
+
+    async def healthz(self, request: Request) -> Response:
+        return ORJSONResponse({"ok": True})
+
+    async def readyz(self, request: Request) -> Response:
+        ready = await self._ready()
+        return ORJSONResponse({"ok": ready}, status_code=200 if ready else 503)
+
+    async def create(self, request: Request, user: str) -> Response:
+        body = await self._json_body(request)
+        if not isinstance(body, dict):
+            raise BadRequest("body must be an object")
+        initial = body.get("initial_message")
+        if initial is not None and not isinstance(initial, str):
+            raise BadRequest("initial_message must be a string")
+        cid = await self._conversations.create(user, initial)
+        return ORJSONResponse({"conversation_id": cid}, status_code=201)
+
+    async def list(self, request: Request, user: str) -> Response:
+        after = request.query_params.get("after")
+        limit = int_param(request, "limit", 100, 1, MAX_PAGE)
+        records = await self._conversations.list(user, after, limit)
+        return ORJSONResponse({"conversations": [r.to_dict() for r in records]})
+
+    async def get(self, request: Request, user: str) -> Response:
+        record = await self._conversations.get(user, request.path_params["cid"])
+        return ORJSONResponse(record.to_dict())
+
+    async def events(self, request: Request, user: str) -> Response:
+        after = int_param(request, "after", -1, -1, 2**62)
+        limit = int_param(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+        cid = request.path_params["cid"]
+        return raw_events(await self._conversations.events(user, cid, after, limit))
+
+    async def act(self, request: Request, user: str) -> Response:
+        cid = await self._conversations.authorize(user, request.path_params["cid"])
+        action_id = await self._conversations.act(cid, await self._json_body(request))
+        return ORJSONResponse({"ok": True, "action_id": action_id})

@@ -1,0 +1,76 @@
+"""The Socket.IO edge: connect with a token and a conversation, ``user_action``, live events."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+import socketio
+import structlog
+
+from broker import tokens
+from broker.errors import BadRequest, FleetError, Unavailable
+from gateway.feed import Feed
+from gateway.service import Conversations
+
+log = structlog.get_logger()
+
+
+def connect_params(environ: dict[str, Any], auth: object) -> dict[str, Any]:
+    """The auth object, or the query parameters of the same names when it is absent."""
+    if isinstance(auth, dict) and auth:
+        return auth
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    return {k: query[k][0] for k in ("token", "conversation_id", "latest_event_id") if k in query}
+
+
+def parse_latest_event_id(value: object) -> int:
+    if value is None:
+        return -1
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+        raise BadRequest("latest_event_id must be an integer >= -1")
+    return value
+
+
+class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    """The default namespace of the client protocol."""
+
+    def __init__(self, conversations: Conversations, feed: Feed, jwt_secret: str) -> None:
+        super().__init__("/")
+        self._conversations = conversations
+        self._feed = feed
+        self._secret = jwt_secret
+        self._sessions: dict[str, str] = {}  # sid -> conversation id
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
+        params = connect_params(environ, auth)
+        try:
+            user = tokens.verify(self._secret, params.get("token"))
+            cid = await self._conversations.authorize(user, params.get("conversation_id"))
+            after = parse_latest_event_id(params.get("latest_event_id"))
+        except FleetError as exc:
+            log.info("connect_refused", code=exc.code, reason=exc.message)
+            raise socketio.exceptions.ConnectionRefusedError(exc.as_dict()) from None
+        self._sessions[sid] = cid
+        await self._feed.join(sid, cid, after)
+        log.debug("client_connected", conversation_id=cid, sid=sid)
+
+    async def on_disconnect(self, sid: str, *reason: object) -> None:
+        self._sessions.pop(sid, None)
+        await self._feed.leave(sid)
+
+    async def on_user_action(self, sid: str, payload: object = None) -> dict[str, Any]:
+        cid = self._sessions.get(sid)
+        try:
+            if cid is None:
+                raise BadRequest("not connected to a conversation")
+            action_id = await self._conversations.act(cid, payload)
+        except FleetError as exc:
+            log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)
+            return {"ok": False, "error": exc.as_dict()}
+        except Exception:
+            log.exception("action_failed", conversation_id=cid)
+            return {"ok": False, "error": Unavailable("action not queued; retry").as_dict()}
+        return {"ok": True, "action_id": action_id}

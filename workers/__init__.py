@@ -1,0 +1,1 @@
+"""Agent-loop workers, the reaper and the agents they run."""

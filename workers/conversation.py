@@ -1,0 +1,150 @@
+"""One conversation's agent loop: consume its queue, log fenced, publish, ack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
+from aio_pika.exceptions import AMQPError
+
+from broker.amqp import Broker
+from broker.errors import LeaseLost
+from broker.events import Action, Event, NewEvent, with_id
+from broker.leases import lease_value
+from broker.store import Store
+from workers.agents import Agent
+
+log = structlog.get_logger()
+
+
+class ConversationLoop:
+    """Runs one conversation under one lease epoch until drained or fenced."""
+
+    def __init__(
+        self,
+        cid: str,
+        worker_id: str,
+        epoch: int,
+        agent: Agent,
+        store: Store,
+        broker: Broker,
+        channel: AbstractChannel,
+        alive: Callable[[], bool],
+    ) -> None:
+        self.conversation_id = cid
+        self.epoch = epoch
+        self.lease = lease_value(worker_id, epoch)
+        self._agent = agent
+        self._store = store
+        self._broker = broker
+        self._channel = channel
+        self._alive = alive
+        self._messages: AbstractQueueIterator | None = None
+        self._draining = False
+        self._retry_delay = 0.025
+        self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
+
+    async def run(self) -> None:
+        """Consume until drained; raise ``LeaseLost`` when fenced.
+
+        A lost channel ends the consumer; the robust connection reopens it and we
+        consume again, with capped exponential backoff.
+        """
+        delay = 0.05
+        while not self._draining:
+            try:
+                await self._consume()
+                delay = 0.05
+            except (AMQPError, ConnectionError) as exc:
+                self.log.warning("consume_interrupted", error=repr(exc))
+            if not self._draining:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _consume(self) -> None:
+        names = self._broker.names
+        cid = self.conversation_id
+        queue = await self._channel.declare_queue(
+            names.conversation_queue(cid),
+            durable=True,
+            robust=False,  # type: ignore[call-arg]
+        )
+        await queue.bind(names.inbound_exchange, routing_key=cid, robust=False)  # type: ignore[call-arg]
+        async with queue.iterator() as self._messages:
+            if self._draining:
+                return
+            async for message in self._messages:
+                await self._process(message)
+                if self._draining:
+                    return
+
+    async def drain(self) -> None:
+        """Stop after the action in hand; the unstarted ones go back to the queue."""
+        self._draining = True
+        if self._messages is not None:
+            await self._messages.close()
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        try:
+            action = Action.from_json(message.body)
+        except (ValueError, KeyError, TypeError):
+            self.log.warning("action_malformed", size=len(message.body))
+            await message.reject(requeue=False)
+            return
+        # Requeue on any failure: the action is redone here or by the next owner,
+        # and the ``once`` keys keep the log free of duplicates.
+        try:
+            async with message.process(requeue=True):
+                await self._handle(action)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            self.log.warning("action_retry", action_id=action.action_id, error=repr(exc))
+            self._retry_delay = min(self._retry_delay * 2, 2.0)
+            await asyncio.sleep(self._retry_delay)
+        else:
+            self._retry_delay = 0.025
+
+    async def _handle(self, action: Action) -> None:
+        user_event = action.event()
+        first_id = await self.emit(user_event, once=f"action:{action.action_id}")
+        event = Event(
+            first_id,
+            self.conversation_id,
+            user_event.source,
+            user_event.kind,
+            user_event.data,
+            user_event.ts,
+        )
+        try:
+            await self._agent.on_event(event, self)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            self.log.exception("agent_failed", action_id=action.action_id)
+            await self.emit(
+                NewEvent("system", "error", {"message": f"agent failed: {exc!r}"}),
+                once=f"error:{action.action_id}",
+            )
+
+    async def emit(self, *events: NewEvent, once: str = "") -> int:
+        """Log ``events`` under this loop's lease, then publish them; the first id."""
+        if not self._alive():
+            raise LeaseLost(f"liveness of {self.lease} lapsed")
+        cid = self.conversation_id
+        bodies = [event.body(cid) for event in events]
+        appended = await self._store.append(cid, self.lease, bodies, once)
+        if appended.duplicate:
+            # Logged by an earlier delivery that may have died before publishing:
+            # publish again; gateways drop ids they already delivered.
+            entries = appended.entries
+        else:
+            entries = [with_id(appended.first_id + i, body) for i, body in enumerate(bodies)]
+        for entry in entries:
+            await self._broker.publish_event(cid, entry)
+        return appended.first_id
+
+    async def history(self) -> list[Event]:
+        return [Event.from_json(raw) for raw in await self._store.read(self.conversation_id)]

@@ -1,0 +1,71 @@
+"""The reaper: re-dispatches the conversations of workers whose liveness lapsed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import structlog
+
+from broker.amqp import Broker
+from broker.leases import Leases
+from broker.names import Names
+from broker.redis import connect
+from broker.settings import Settings
+
+log = structlog.get_logger()
+
+
+class Reaper:
+    """Sweeps the index of worker deadlines; each dead worker's conversations are re-dispatched."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def run(self) -> None:
+        asyncio.run(self.main(handle_signals=True))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def main(self, handle_signals: bool = False) -> None:
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        redis = connect(self.settings.redis_url)
+        self.leases = Leases(redis, self.names)
+        self.broker = Broker(self.settings.amqp_url, self.names, name="reaper")
+        await self.broker.connect()
+        log.info("reaper_started")
+        self.ready.set()
+        try:
+            delay = self.settings.reaper_interval
+            while not self._stop.is_set():
+                try:
+                    await self.sweep()
+                    delay = self.settings.reaper_interval
+                except Exception as exc:
+                    log.warning("sweep_failed", error=repr(exc))
+                    delay = min(delay * 2, 2.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        finally:
+            await self.broker.close()
+            await redis.aclose()
+        log.info("reaper_stopped")
+
+    async def sweep(self) -> int:
+        """Re-dispatch the conversations of every dead worker; how many were re-dispatched."""
+        moved = 0
+        for worker_id in await self.leases.dead_workers():
+            cids = await self.leases.owned_by(worker_id)
+            await asyncio.gather(*(self.broker.request_claim(cid) for cid in cids))
+            if await self.leases.forget(worker_id):
+                log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
+                moved += len(cids)
+        return moved

@@ -1,0 +1,260 @@
+"""The agent-loop worker process: claims conversations and runs their loops."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import time
+
+import orjson
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+from broker.amqp import Broker
+from broker.errors import LeaseLost
+from broker.leases import Leases
+from broker.names import Names, valid_conversation_id
+from broker.redis import connect
+from broker.settings import Settings
+from broker.store import Store
+from workers.agents import AgentFactory, load_factory
+from workers.conversation import ConversationLoop
+
+log = structlog.get_logger()
+
+CONVERSATION_PREFETCH = 4
+DISPATCH_PREFETCH = 32
+
+
+class Worker:
+    """Takes claim requests while below capacity and runs one loop per claimed conversation.
+
+    Liveness is one short-TTL key renewed by ``_heartbeat``; conversation leases have
+    no TTL of their own. A worker that cannot prove it is alive fences itself: it
+    stops every loop and comes back as a new incarnation with a new id.
+    """
+
+    def __init__(self, settings: Settings, agent_factory: AgentFactory | None = None) -> None:
+        self.settings = settings
+        self.names = Names(settings.namespace)
+        self.agent_factory = agent_factory or load_factory(settings.agent)
+        self._base_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.worker_id = self._base_id
+        self._incarnation = 0
+        self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
+        self._claiming = 0
+        self._registered = False
+        self._live = asyncio.Event()
+        self._valid_until = 0.0
+        self._orphans: set[str] = set()
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._dispatch_tag: ConsumerTag | None = None
+        self._dispatch_lock = asyncio.Lock()
+        self.ready = asyncio.Event()
+
+    # --- lifecycle --------------------------------------------------------------------
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT, then drain."""
+        asyncio.run(self.main(handle_signals=True))
+
+    def stop(self) -> None:
+        """Begin a graceful drain."""
+        self._stop.set()
+
+    async def main(self, handle_signals: bool = False) -> None:
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        self.redis = connect(self.settings.redis_url)
+        self.store = Store(self.redis, self.names)
+        self.leases = Leases(self.redis, self.names)
+        self.broker = Broker(self.settings.amqp_url, self.names, name="worker")
+        await self.broker.connect()
+        try:
+            self._channel = await self._open_channel(CONVERSATION_PREFETCH)
+            dispatch_channel = await self._open_channel(DISPATCH_PREFETCH)
+            self._dispatch: AbstractQueue = await dispatch_channel.declare_queue(
+                self.names.dispatch_queue, durable=True
+            )
+            async with asyncio.TaskGroup() as self._tasks:
+                heartbeat = self._tasks.create_task(self._heartbeat())
+                await self._live.wait()
+                await self._update_dispatch()
+                log.info(
+                    "worker_started",
+                    worker_id=self.worker_id,
+                    capacity=self.settings.worker_capacity,
+                )
+                self.ready.set()
+                await self._stop.wait()
+                await self._drain()
+                heartbeat.cancel()
+        finally:
+            await self.broker.close()
+            await self.redis.aclose()
+        log.info("worker_stopped", worker_id=self.worker_id)
+
+    async def _open_channel(self, prefetch: int) -> AbstractChannel:
+        channel = await self.broker.connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    # --- liveness -----------------------------------------------------------------------
+    def alive(self) -> bool:
+        """Whether this incarnation is surely still alive in the fleet's eyes."""
+        return self._registered and time.monotonic() < self._valid_until
+
+    async def _heartbeat(self) -> None:
+        ttl = self.settings.liveness_ttl
+        interval = self.settings.heartbeat_interval
+        while True:
+            sent = time.monotonic()
+            alive: bool | None
+            try:
+                async with asyncio.timeout(interval):
+                    alive = await self.leases.heartbeat(
+                        self.worker_id, ttl, register=not self._registered
+                    )
+            except Exception as exc:
+                log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
+                alive = None
+            if alive:
+                self._valid_until = sent + ttl
+                if not self._registered:
+                    self._registered = True
+                    self._live.set()
+                    await self._redispatch(self._orphans)
+                    await self._update_dispatch()
+            elif self._registered and (alive is False or time.monotonic() >= self._valid_until):
+                await self._fence("liveness_lapsed" if alive is False else "liveness_unconfirmed")
+            await asyncio.sleep(interval)
+
+    async def _fence(self, reason: str) -> None:
+        """Stop every loop at once; come back as a new incarnation that owns nothing."""
+        log.warning(
+            "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
+        )
+        self._registered = False
+        await self._update_dispatch()
+        self._orphans |= set(self.loops)
+        tasks = [task for _, task in self.loops.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._incarnation += 1
+        self.worker_id = f"{self._base_id}.{self._incarnation}"
+
+    async def _redispatch(self, cids: set[str]) -> None:
+        """Ask the fleet to claim conversations this worker let go of."""
+        while cids:
+            await self.broker.request_claim(cids.pop())
+
+    # --- claiming ---------------------------------------------------------------------------
+    def _has_room(self) -> bool:
+        return (
+            not self._stopping
+            and self.alive()
+            and len(self.loops) + self._claiming < self.settings.worker_capacity
+        )
+
+    async def _update_dispatch(self) -> None:
+        """Consume claim requests only while there is room for another conversation."""
+        async with self._dispatch_lock:
+            if self._has_room() and self._dispatch_tag is None:
+                self._dispatch_tag = await self._dispatch.consume(self._on_claim_request)
+            elif not self._has_room() and self._dispatch_tag is not None:
+                await self._dispatch.cancel(self._dispatch_tag)
+                self._dispatch_tag = None
+
+    async def _on_claim_request(self, message: AbstractIncomingMessage) -> None:
+        try:
+            cid = orjson.loads(message.body)["conversation_id"]
+        except (ValueError, KeyError, TypeError):
+            cid = None
+        if not valid_conversation_id(cid):
+            log.warning("claim_request_malformed", size=len(message.body))
+            await message.reject(requeue=False)
+            return
+        if cid in self.loops:
+            await message.ack()
+            return
+        if not self._has_room():
+            await message.reject(requeue=True)
+            await self._update_dispatch()
+            return
+        self._claiming += 1
+        try:
+            async with message.process(requeue=True):
+                claim = await self.leases.claim(cid, self.worker_id)
+                if claim.outcome in ("claimed", "owned") and cid not in self.loops:
+                    self._start(cid, claim.epoch)
+                elif claim.outcome == "not_alive":
+                    raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
+                else:
+                    log.debug("claim_skipped", conversation_id=cid, outcome=claim.outcome)
+        except Exception as exc:
+            log.warning("claim_failed", conversation_id=cid, error=repr(exc))
+        finally:
+            self._claiming -= 1
+        await self._update_dispatch()
+
+    def _start(self, cid: str, epoch: int) -> None:
+        loop = ConversationLoop(
+            cid,
+            self.worker_id,
+            epoch,
+            self.agent_factory(),
+            self.store,
+            self.broker,
+            self._channel,
+            self.alive,
+        )
+        loop.log.info("lease_claimed")
+        self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
+
+    async def _run_loop(self, loop: ConversationLoop) -> None:
+        cid = loop.conversation_id
+        try:
+            await loop.run()
+        except LeaseLost as exc:
+            loop.log.warning("lease_lost", reason=str(exc))
+        except Exception:
+            # Hand the conversation back: another worker (or this one) retries it.
+            loop.log.exception("loop_failed")
+            await self._hand_over(loop)
+        finally:
+            if self.loops.get(cid, (None,))[0] is loop:
+                del self.loops[cid]
+        await self._update_dispatch()
+
+    async def _hand_over(self, loop: ConversationLoop) -> None:
+        """Release the lease (compare-and-delete) and ask another worker to claim."""
+        cid = loop.conversation_id
+        if await self.leases.release(cid, self.worker_id, loop.epoch):
+            await self.broker.request_claim(cid)
+            loop.log.info("lease_released")
+
+    # --- drain ---------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        """Stop claiming, finish the actions in hand, release and re-dispatch everything."""
+        self._stopping = True
+        await self._update_dispatch()
+        loops = list(self.loops.values())
+        log.info("worker_draining", worker_id=self.worker_id, conversations=len(loops))
+        await asyncio.gather(*(loop.drain() for loop, _ in loops), return_exceptions=True)
+        tasks = [task for _, task in loops]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        # Shielded: releasing and re-dispatching must finish even if we are cancelled.
+        await asyncio.shield(
+            asyncio.gather(*(self._hand_over(loop) for loop, _ in loops), return_exceptions=True)
+        )
+        await self.leases.retire(self.worker_id)
