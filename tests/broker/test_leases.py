@@ -1,0 +1,121 @@
+"""The lease scripts on the real Redis: claim, refusal, takeover, fencing, release, liveness."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.errors import LeaseLost
+from broker.events import NewEvent
+from broker.leases import Leases, lease_value
+from broker.names import Names
+from broker.store import Store
+
+TTL = 0.3
+
+
+@pytest.fixture
+def leases(redis: Redis, names: Names) -> Leases:
+    return Leases(redis, names)
+
+
+@pytest.fixture
+def store(redis: Redis, names: Names) -> Store:
+    return Store(redis, names)
+
+
+async def live_worker(leases: Leases, worker_id: str, ttl: float = 30) -> str:
+    assert await leases.heartbeat(worker_id, ttl, register=True)
+    return worker_id
+
+
+async def wait_until_dead(leases: Leases, worker_id: str) -> None:
+    """Poll (with a deadline) until the reaper's index reports the worker dead."""
+    async with asyncio.timeout(5):
+        while worker_id not in await leases.dead_workers():
+            await asyncio.sleep(0.02)
+
+
+async def test_claim_then_second_claim_is_refused(leases: Leases, store: Store) -> None:
+    cid = await store.create("alice")
+    a = await live_worker(leases, "worker-a")
+    b = await live_worker(leases, "worker-b")
+
+    first = await leases.claim(cid, a)
+    second = await leases.claim(cid, b)
+
+    assert (first.outcome, first.epoch) == ("claimed", 1)
+    assert (second.outcome, second.epoch) == ("busy", 1)
+    assert (await leases.claim(cid, a)).outcome == "owned"
+    assert await leases.owned_by(a) == [cid]
+    assert await leases.owned_by(b) == []
+    record = await store.get(cid)
+    assert record is not None and record.owner == a and record.status == "running"
+
+
+async def test_takeover_of_a_dead_owner_bumps_the_epoch(leases: Leases, store: Store) -> None:
+    cid = await store.create("alice")
+    a = await live_worker(leases, "worker-a", ttl=TTL)
+    b = await live_worker(leases, "worker-b")
+    assert (await leases.claim(cid, a)).epoch == 1
+
+    await wait_until_dead(leases, a)
+    takeover = await leases.claim(cid, b)
+
+    assert (takeover.outcome, takeover.epoch) == ("claimed", 2)
+    assert await leases.owned_by(a) == []
+    assert await leases.owned_by(b) == [cid]
+
+
+async def test_a_write_with_the_old_epoch_is_refused(leases: Leases, store: Store) -> None:
+    cid = await store.create("alice")
+    a = await live_worker(leases, "worker-a", ttl=TTL)
+    b = await live_worker(leases, "worker-b")
+    await leases.claim(cid, a)
+    old = lease_value(a, 1)
+    await store.append(cid, old, [NewEvent("agent", "message", {"content": "before"}).body(cid)])
+
+    await wait_until_dead(leases, a)
+    new = await leases.claim(cid, b)
+    with pytest.raises(LeaseLost):
+        await store.append(cid, old, [NewEvent("agent", "message", {"content": "stale"}).body(cid)])
+    await store.append(
+        cid, lease_value(b, new.epoch), [NewEvent("agent", "message", {"content": "after"}).body(cid)]
+    )
+
+    logged = [e for e in await store.read(cid)]
+    assert [b'"before"' in logged[0], b'"after"' in logged[1]] == [True, True]
+    assert len(logged) == 2
+
+
+async def test_claims_refused_for_unknown_and_by_a_lapsed_worker(
+    leases: Leases, store: Store
+) -> None:
+    cid = await store.create("alice")
+    assert (await leases.claim("nope", "worker-a")).outcome == "unknown"
+    assert (await leases.claim(cid, "never-registered")).outcome == "not_alive"
+
+
+async def test_release_is_compare_and_delete(leases: Leases, store: Store) -> None:
+    cid = await store.create("alice")
+    a = await live_worker(leases, "worker-a")
+    claim = await leases.claim(cid, a)
+
+    assert not await leases.release(cid, a, claim.epoch + 1)
+    assert await leases.release(cid, a, claim.epoch)
+    assert not await leases.release(cid, a, claim.epoch)
+    assert await leases.owned_by(a) == []
+    assert await leases.needs_owner(cid)
+    again = await leases.claim(cid, a)
+    assert (again.outcome, again.epoch) == ("claimed", 2)
+
+
+async def test_a_lapsed_heartbeat_is_never_renewed(leases: Leases) -> None:
+    a = await live_worker(leases, "worker-a", ttl=TTL)
+    assert await leases.heartbeat(a, TTL)
+    await wait_until_dead(leases, a)
+    assert not await leases.heartbeat(a, TTL)
+    assert await leases.forget(a)
+    assert a not in await leases.dead_workers()

@@ -1,0 +1,55 @@
+"""The fenced append and the log on the real Redis."""
+
+from __future__ import annotations
+
+import orjson
+from redis.asyncio import Redis
+
+from broker.events import NewEvent
+from broker.leases import Leases, lease_value
+from broker.names import Names
+from broker.store import Store
+
+
+async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
+    store, leases = Store(redis, names), Leases(redis, names)
+    cid = await store.create("alice")
+    await leases.heartbeat("w", 30, register=True)
+    claim = await leases.claim(cid, "w")
+    return store, cid, lease_value("w", claim.epoch)
+
+
+def message(text: str) -> NewEvent:
+    return NewEvent("agent", "message", {"content": text})
+
+
+async def test_ids_are_consecutive_from_zero(redis: Redis, names: Names) -> None:
+    store, cid, lease = await owned(redis, names)
+    first = await store.append(cid, lease, [message("a").body(cid)])
+    batch = await store.append(cid, lease, [message("b").body(cid), message("c").body(cid)])
+
+    events = [orjson.loads(raw) for raw in await store.read(cid)]
+    assert (first.first_id, batch.first_id) == (0, 1)
+    assert [(e["id"], e["data"]["content"]) for e in events] == [(0, "a"), (1, "b"), (2, "c")]
+    assert all(e["conversation_id"] == cid and e["source"] == "agent" for e in events)
+
+
+async def test_once_logs_a_batch_at_most_once(redis: Redis, names: Names) -> None:
+    store, cid, lease = await owned(redis, names)
+    bodies = [message("x").body(cid), message("y").body(cid)]
+    first = await store.append(cid, lease, bodies, once="reply:1")
+    again = await store.append(cid, lease, bodies, once="reply:1")
+
+    assert not first.duplicate and again.duplicate
+    assert again.first_id == 0
+    assert [orjson.loads(e)["data"]["content"] for e in again.entries] == ["x", "y"]
+    assert len(await store.read(cid)) == 2
+
+
+async def test_read_pages_after_an_id(redis: Redis, names: Names) -> None:
+    store, cid, lease = await owned(redis, names)
+    await store.append(cid, lease, [message(str(i)).body(cid) for i in range(5)])
+
+    page = [orjson.loads(raw)["id"] for raw in await store.read(cid, after=1, limit=2)]
+    rest = [orjson.loads(raw)["id"] for raw in await store.read(cid, after=3)]
+    assert (page, rest) == ([2, 3], [4])

@@ -1,0 +1,155 @@
+"""Fixtures: a fresh FLEET_NAMESPACE per test on the real Redis and RabbitMQ, cleaned up after."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from gateway.app import Gateway
+from workers.reaper import Reaper
+from workers.worker import Worker
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+JWT_SECRET = "test-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"test-{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def names(namespace: str) -> Names:
+    return Names(namespace)
+
+
+@pytest.fixture
+def settings(namespace: str) -> Settings:
+    return Settings(
+        namespace=namespace,
+        redis_url=REDIS_URL,
+        amqp_url=AMQP_URL,
+        jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
+        port=free_port(),
+        shutdown_grace=5.0,
+    )
+
+
+async def purge_namespace(namespace: str) -> None:
+    """Delete every key, queue and exchange of a test namespace.
+
+    Tests may SCAN: the fleet itself never does, but a test must find what it left.
+    """
+    redis = Redis.from_url(REDIS_URL)
+    names = Names(namespace)
+    cids: set[str] = set()
+    async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
+        decoded = key.decode()
+        if decoded.endswith(":meta") and ":conv:{" in decoded:
+            cids.add(decoded.split("{", 1)[1].split("}", 1)[0])
+        await redis.delete(key)
+    await redis.aclose()
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in [names.dispatch_queue, *(names.conversation_queue(c) for c in cids)]:
+            await channel.queue_delete(queue)
+        for exchange in (names.inbound_exchange, names.outbound_exchange):
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture(autouse=True)
+async def _cleanup(namespace: str) -> AsyncIterator[None]:
+    yield
+    await purge_namespace(namespace)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+class InProcessFleet:
+    """A gateway, workers and a reaper running as tasks of the test's event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
+        self._tasks: list[tuple[Callable[[], Any], asyncio.Task[None]]] = []
+
+    async def start_gateway(self) -> Gateway:
+        gateway = Gateway(self.settings)
+        config = uvicorn.Config(
+            gateway.app, host="127.0.0.1", port=self.settings.port, log_config=None, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+
+        def stop() -> None:
+            server.should_exit = True
+
+        self._tasks.append((stop, task))
+        return gateway
+
+    async def start_worker(self, **overrides: Any) -> Worker:
+        worker = Worker(self.settings.model_copy(update=overrides))
+        task = asyncio.create_task(worker.main())
+        await wait_for_event(worker.ready, task)
+        self.workers.append((worker, task))
+        self._tasks.append((worker.stop, task))
+        return worker
+
+    async def start_reaper(self) -> Reaper:
+        reaper = Reaper(self.settings)
+        task = asyncio.create_task(reaper.main())
+        await wait_for_event(reaper.ready, task)
+        self._tasks.append((reaper.stop, task))
+        return reaper
+
+    async def close(self) -> None:
+        for stop, _ in reversed(self._tasks):
+            stop()
+        await asyncio.gather(*(task for _, task in self._tasks))
+
+
+async def wait_for_event(event: asyncio.Event, task: asyncio.Task[None], timeout: float = 10) -> None:
+    """Wait for ``event``, failing fast if ``task`` dies first."""
+    waiter = asyncio.ensure_future(event.wait())
+    done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()
+        raise AssertionError("task ended before it was ready")
+    assert waiter in done, "not ready in time"
+
+
+@pytest.fixture
+async def fleet(settings: Settings) -> AsyncIterator[InProcessFleet]:
+    running = InProcessFleet(settings)
+    yield running
+    await running.close()

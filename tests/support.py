@@ -1,0 +1,85 @@
+"""Clients for tests: tokens, HTTP, and a Socket.IO client that records events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import socketio
+
+from broker import tokens
+from broker.settings import Settings
+
+EventList = list[dict[str, Any]]
+
+
+def token(settings: Settings, user: str, ttl: float = 3600) -> str:
+    return tokens.issue(settings.require_jwt_secret(), user, ttl)
+
+
+def http(base_url: str, bearer: str | None = None) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+    return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=10)
+
+
+async def create_conversation(base_url: str, bearer: str, initial: str | None = None) -> str:
+    async with http(base_url, bearer) as client:
+        body = {} if initial is None else {"initial_message": initial}
+        response = await client.post("/api/conversations", json=body)
+        assert response.status_code == 201, response.text
+        cid: str = response.json()["conversation_id"]
+        return cid
+
+
+class Client:
+    """A python-socketio client in one conversation, recording every event it receives."""
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.events: EventList = []
+        self._changed = asyncio.Condition()
+        self.sio.on("event", self._on_event)
+
+    async def _on_event(self, event: dict[str, Any]) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def connect(
+        self, url: str, bearer: str | None, cid: str, latest_event_id: int = -1
+    ) -> Client:
+        auth: dict[str, Any] = {"conversation_id": cid, "latest_event_id": latest_event_id}
+        if bearer is not None:
+            auth["token"] = bearer
+        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+        return self
+
+    async def act(self, content: str, action_id: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"kind": "message", "data": {"content": content}}
+        if action_id is not None:
+            payload["action_id"] = action_id
+        ack: dict[str, Any] = await self.sio.call("user_action", payload, timeout=15)
+        return ack
+
+    async def wait_for(self, done: Callable[[EventList], bool], timeout: float = 10) -> EventList:
+        """Wait until ``done(events)`` holds; fail with what arrived if it never does."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: done(self.events)), timeout)
+            except TimeoutError:
+                raise AssertionError(f"condition not met; events: {self.events}") from None
+        return self.events
+
+    async def close(self) -> None:
+        await self.sio.disconnect()
+
+
+def replies(events: EventList) -> dict[str, list[str]]:
+    """Agent message contents per action id they reply to."""
+    out: dict[str, list[str]] = {}
+    for event in events:
+        if event["source"] == "agent" and event["kind"] == "message":
+            out.setdefault(event["data"]["in_reply_to"], []).append(event["data"]["content"])
+    return out
