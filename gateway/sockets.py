@@ -52,7 +52,8 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             after = parse_latest_event_id(params.get("latest_event_id"))
         except FleetError as exc:
             log.info("connect_refused", code=exc.code, reason=exc.message)
-            raise socketio.exceptions.ConnectionRefusedError(exc.as_dict()) from None
+            # Clients see ``message``, and ``data`` = {code, message} (JS: err.message, err.data).
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         self._sessions[sid] = cid
         await self._feed.join(sid, cid, after)
         log.debug("client_connected", conversation_id=cid, sid=sid)
