@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,12 +40,14 @@ class Client:
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: EventList = []
+        self.arrivals: list[float] = []  # monotonic arrival time of each event
         self._changed = asyncio.Condition()
         self.sio.on("event", self._on_event)
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         async with self._changed:
             self.events.append(event)
+            self.arrivals.append(time.monotonic())
             self._changed.notify_all()
 
     async def connect(
