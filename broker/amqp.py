@@ -13,7 +13,12 @@ from __future__ import annotations
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractExchange,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustQueue,
+)
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
 from broker.errors import ConversationClosed, Unavailable
@@ -27,8 +32,8 @@ class Broker:
     """One robust AMQP connection with the fleet's exchanges declared; ``connect`` first."""
 
     connection: AbstractRobustConnection
-    confirmed: AbstractChannel
-    fast: AbstractChannel
+    confirmed: AbstractRobustChannel
+    fast: AbstractRobustChannel
     inbound: AbstractExchange
     outbound: AbstractExchange
 
@@ -59,12 +64,20 @@ class Broker:
     async def close(self) -> None:
         await self.connection.close()
 
-    async def declare_conversation(self, cid: str) -> None:
-        """The conversation's durable inbound queue, bound to the inbound exchange."""
-        queue = await self.confirmed.declare_queue(
+    async def declare_conversation(
+        self, cid: str, channel: AbstractRobustChannel | None = None
+    ) -> AbstractRobustQueue:
+        """The conversation's durable inbound queue, bound to the inbound exchange.
+
+        Not ``robust``: a robust channel would remember every queue it ever declared
+        and redeclare them all on reconnect; the worker redeclares what it still runs.
+        """
+        channel = channel or self.confirmed
+        queue = await channel.declare_queue(
             self.names.conversation_queue(cid), durable=True, robust=False
         )
-        await queue.bind(self.inbound, routing_key=cid, robust=False)
+        await queue.bind(self.names.inbound_exchange, routing_key=cid, robust=False)
+        return queue
 
     async def publish_action(self, cid: str, body: bytes, message_id: str) -> None:
         """Queue an inbound action; return only once the broker confirmed it."""

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from broker import scripts
 from broker.names import Names
+from broker.redis import text
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class Leases:
         return [i.decode() for i in ids]
 
     async def owned_by(self, worker_id: str) -> list[str]:
-        return [c.decode() for c in await self.redis.smembers(self.names.owns(worker_id))]
+        return [text(c) for c in await self.redis.smembers(self.names.owns(worker_id))]
 
     async def forget(self, worker_id: str) -> bool:
         n = self.names

@@ -18,3 +18,8 @@ def connect(url: str) -> Redis:
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[ConnectionError, TimeoutError],
     )
+
+
+def text(value: bytes | str) -> str:
+    """A reply as ``str``: our clients return bytes, redis-py's types allow both."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -6,12 +6,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from redis.asyncio import Redis
 
 from broker import scripts
 from broker.errors import LeaseLost
 from broker.names import Names
+from broker.redis import text
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ class Store:
     async def owner_of(self, cid: str) -> str | None:
         """The user a conversation belongs to, or None when there is no such conversation."""
         user = await self.redis.hget(self.names.meta(cid), "user")
-        return user.decode() if user else None
+        return text(user) if user else None
 
     async def list_ids(self, user: str, after: str | None, limit: int) -> list[str]:
         """A user's conversation ids, oldest first, starting after the id ``after``."""
@@ -91,15 +93,17 @@ class Store:
         start = 0
         if after is not None:
             rank = await self.redis.zrank(key, after)
-            if rank is None:
+            if not isinstance(rank, int):
                 return []
             start = rank + 1
-        return [i.decode() for i in await self.redis.zrange(key, start, start + limit - 1)]
+        ids = await self.redis.zrange(key, start, start + limit - 1)
+        return [text(i) for i in cast(list[bytes], ids)]
 
     async def read(self, cid: str, after: int = -1, limit: int | None = None) -> list[bytes]:
         """Logged events with ``id > after``, oldest first, as their JSON."""
         stop = -1 if limit is None else after + limit
-        return list(await self.redis.lrange(self.names.log(cid), after + 1, stop))
+        entries = await self.redis.lrange(self.names.log(cid), after + 1, stop)
+        return cast(list[bytes], entries)
 
     async def append(
         self, cid: str, lease: str, bodies: Sequence[bytes], once: str = ""

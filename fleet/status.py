@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import aio_pika
 
 from broker.names import Names
-from broker.redis import connect
+from broker.redis import connect, text
 from broker.settings import Settings
 
 
@@ -13,12 +15,15 @@ async def show_status(settings: Settings) -> int:
     names = Names(settings.namespace)
     redis = connect(settings.redis_url)
     try:
-        redis_now = await redis.time()
-        now_ms = redis_now[0] * 1000 + redis_now[1] // 1000
-        workers = await redis.zrange(names.worker_deadlines, 0, -1, withscores=True)
+        seconds, micros = await redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        workers = cast(
+            list[tuple[bytes, float]],
+            await redis.zrange(names.worker_deadlines, 0, -1, withscores=True),
+        )
         print(f"namespace {settings.namespace!r}: {len(workers)} worker(s)")
         for raw_id, deadline in workers:
-            worker_id = raw_id.decode()
+            worker_id = text(raw_id)
             owned = await redis.scard(names.owns(worker_id))
             alive = await redis.exists(names.alive(worker_id))
             state = "alive" if alive else f"dead for {(now_ms - deadline) / 1000:.1f}s"

@@ -125,7 +125,7 @@ class HttpApi:
     async def list(self, request: Request, user: str) -> Response:
         after = request.query_params.get("after")
         limit = int_param(request, "limit", 100, 1, MAX_PAGE)
-        records = await self._conversations.list(user, after, limit)
+        records = await self._conversations.list_page(user, after, limit)
         return ORJSONResponse({"conversations": [r.to_dict() for r in records]})
 
     async def get(self, request: Request, user: str) -> Response:

@@ -66,7 +66,7 @@ class Conversations:
         if orphaned:
             await self.broker.request_claim(cid)
 
-    async def list(self, user: str, after: str | None, limit: int) -> list[Conversation]:
+    async def list_page(self, user: str, after: str | None, limit: int) -> list[Conversation]:
         ids = await self.store.list_ids(user, after, min(limit, MAX_PAGE))
         records = await asyncio.gather(*(self.store.get(cid) for cid in ids))
         return [r for r in records if r is not None]

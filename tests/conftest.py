@@ -137,10 +137,14 @@ class InProcessFleet:
         await asyncio.gather(*(task for _, task in self._tasks))
 
 
-async def wait_for_event(event: asyncio.Event, task: asyncio.Task[None], timeout: float = 10) -> None:
+async def wait_for_event(
+    event: asyncio.Event, task: asyncio.Task[None], timeout: float = 10
+) -> None:
     """Wait for ``event``, failing fast if ``task`` dies first."""
     waiter = asyncio.ensure_future(event.wait())
-    done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {waiter, task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    )
     if task in done:
         waiter.cancel()
         task.result()

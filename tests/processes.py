@@ -31,8 +31,13 @@ class FleetProcess:
 
     async def start(self) -> FleetProcess:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fleet", *self.args,
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "fleet",
+            *self.args,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         self._reader = asyncio.create_task(self._read())
         return self

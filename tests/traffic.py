@@ -81,7 +81,9 @@ async def tally(senders: list[Sender], redis: Redis, names: Names) -> Tally:
         assert [e["id"] for e in logged] == list(range(len(logged))), f"{sender.cid}: gap in log"
         user = Counter(e["data"]["action_id"] for e in logged if e["source"] == "user")
         agent = Counter(
-            e["data"]["in_reply_to"] for e in logged if e["source"] == "agent" and e["kind"] == "message"
+            e["data"]["in_reply_to"]
+            for e in logged
+            if e["source"] == "agent" and e["kind"] == "message"
         )
         for action_id in sender.acked:
             copies = (len(received.get(action_id, [])), user[action_id], agent[action_id])

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueueIterator
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueueIterator, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
 
 from broker.amqp import Broker
@@ -30,7 +30,7 @@ class ConversationLoop:
         agent: Agent,
         store: Store,
         broker: Broker,
-        channel: AbstractChannel,
+        channel: AbstractRobustChannel,
         alive: Callable[[], bool],
     ) -> None:
         self.conversation_id = cid
@@ -64,14 +64,7 @@ class ConversationLoop:
                 delay = min(delay * 2, 2.0)
 
     async def _consume(self) -> None:
-        names = self._broker.names
-        cid = self.conversation_id
-        queue = await self._channel.declare_queue(
-            names.conversation_queue(cid),
-            durable=True,
-            robust=False,  # type: ignore[call-arg]
-        )
-        await queue.bind(names.inbound_exchange, routing_key=cid, robust=False)  # type: ignore[call-arg]
+        queue = await self._broker.declare_conversation(self.conversation_id, self._channel)
         async with queue.iterator() as self._messages:
             if self._draining:
                 return

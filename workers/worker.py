@@ -11,7 +11,7 @@ import time
 
 import orjson
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, ConsumerTag
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, ConsumerTag
 
 from broker.amqp import Broker
 from broker.errors import LeaseLost
@@ -99,7 +99,7 @@ class Worker:
             await self.redis.aclose()
         log.info("worker_stopped", worker_id=self.worker_id)
 
-    async def _open_channel(self, prefetch: int) -> AbstractChannel:
+    async def _open_channel(self, prefetch: int) -> AbstractRobustChannel:
         channel = await self.broker.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         return channel

@@ -82,7 +82,9 @@ async def test_a_write_with_the_old_epoch_is_refused(leases: Leases, store: Stor
     with pytest.raises(LeaseLost):
         await store.append(cid, old, [NewEvent("agent", "message", {"content": "stale"}).body(cid)])
     await store.append(
-        cid, lease_value(b, new.epoch), [NewEvent("agent", "message", {"content": "after"}).body(cid)]
+        cid,
+        lease_value(b, new.epoch),
+        [NewEvent("agent", "message", {"content": "after"}).body(cid)],
     )
 
     logged = [e for e in await store.read(cid)]

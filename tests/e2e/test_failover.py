@@ -18,7 +18,9 @@ from tests.traffic import Sender, settle, tally
 CONVERSATIONS = 20
 
 
-async def test_sigkill_a_worker_under_traffic(settings: Settings, redis: Redis, names: Names) -> None:
+async def test_sigkill_a_worker_under_traffic(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     async with process_fleet(settings) as fleet:
@@ -43,7 +45,9 @@ async def test_sigkill_a_worker_under_traffic(settings: Settings, redis: Redis, 
         killed_at = time.monotonic()
         moved = [s for s in senders if s.cid.encode() in victim_owned]
         for sender in moved:
-            await sender.client.wait_for(lambda _, s=sender: s.first_reply_after(killed_at) is not None)
+            await sender.client.wait_for(
+                lambda _, s=sender: s.first_reply_after(killed_at) is not None
+            )
         resumed = [s.first_reply_after(killed_at) for s in moved]
         resume = max(t for t in resumed if t is not None) - killed_at
         stop.set()

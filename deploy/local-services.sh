@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Make sure Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672) answer.
+# Uses running servers as they are; starts installed ones; installs them on
+# Debian/Ubuntu as root; otherwise says what to install.
+set -euo pipefail
+
+answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() {  # port, name, seconds
+  local deadline=$((SECONDS + $3))
+  until answers "$1"; do
+    if ((SECONDS > deadline)); then echo "local-services: $2 did not answer on port $1" >&2; exit 1; fi
+    sleep 0.5
+  done
+}
+
+install_packages() {
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "local-services: installing $* with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  else
+    cat >&2 <<MSG
+local-services: $* not installed. Install them (Debian/Ubuntu: sudo apt-get install $*;
+macOS: brew install redis rabbitmq), or run them in containers with
+  docker compose -f deploy/docker-compose.yml up -d redis rabbitmq
+MSG
+    exit 1
+  fi
+}
+
+if answers 6379; then
+  echo "local-services: redis answers on 6379"
+else
+  command -v redis-server >/dev/null || install_packages redis-server
+  echo "local-services: starting redis-server"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  wait_for 6379 redis 15
+fi
+
+if answers 5672; then
+  echo "local-services: rabbitmq answers on 5672"
+else
+  command -v rabbitmq-server >/dev/null || install_packages rabbitmq-server
+  echo "local-services: starting rabbitmq-server (takes 5-15 s)"
+  rabbitmq-server -detached
+  wait_for 5672 rabbitmq 90
+fi
