@@ -21,6 +21,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
 
+from broker import connection
 from broker.errors import ConversationClosed, Unavailable
 from broker.names import Names
 
@@ -43,9 +44,7 @@ class Broker:
         self.name = name
 
     async def connect(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.url, reconnect_interval=1.0, client_properties={"connection_name": self.name}
-        )
+        self.connection = await connection.connect(self.url, self.name)
         self.confirmed = await self.connection.channel(
             publisher_confirms=True, on_return_raises=True
         )

@@ -71,6 +71,10 @@ class Leases:
         )
         return bool(alive)
 
+    async def expire(self, worker_id: str) -> None:
+        """Declare a worker dead now: the reaper re-dispatches what it owned."""
+        await self.redis.delete(self.names.alive(worker_id))
+
     async def retire(self, worker_id: str) -> None:
         """A worker leaving on purpose: drop its liveness and index entries."""
         n = self.names

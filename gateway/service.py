@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from broker.amqp import Broker
-from broker.errors import NotFound, PayloadTooLarge
+from broker.errors import NotFound, PayloadTooLarge, Unavailable
 from broker.events import Action
 from broker.leases import Leases
 from broker.names import valid_conversation_id
 from broker.store import Conversation, Store
 
 MAX_PAGE = 1000
+
+log = structlog.get_logger()
 
 
 class Conversations:
@@ -58,13 +62,25 @@ class Conversations:
         if len(body) > self.max_payload:
             raise PayloadTooLarge(f"action is {len(body)} bytes; the limit is {self.max_payload}")
         # Lazy recovery: if nobody live owns the conversation, ask for a claim. The
-        # check runs beside the publish, so it costs no latency.
-        _, orphaned = await asyncio.gather(
+        # check runs beside the publish, so it costs no latency; it is best effort
+        # (the reaper recovers too), so its failure does not fail the action.
+        published, orphaned = await asyncio.gather(
             self.broker.publish_action(cid, body, action.action_id),
             self.leases.needs_owner(cid),
+            return_exceptions=True,
         )
-        if orphaned:
+        if isinstance(published, BaseException):
+            raise published
+        if orphaned is True:
+            await self._request_claim(cid)
+        elif isinstance(orphaned, BaseException):
+            log.warning("owner_check_failed", conversation_id=cid, error=repr(orphaned))
+
+    async def _request_claim(self, cid: str) -> None:
+        try:
             await self.broker.request_claim(cid)
+        except Unavailable as exc:
+            log.warning("claim_request_failed", conversation_id=cid, error=repr(exc))
 
     async def list_page(self, user: str, after: str | None, limit: int) -> list[Conversation]:
         ids = await self.store.list_ids(user, after, min(limit, MAX_PAGE))

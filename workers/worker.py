@@ -110,11 +110,18 @@ class Worker:
         return self._registered and time.monotonic() < self._valid_until
 
     async def _heartbeat(self) -> None:
+        """Renew liveness every interval; fence as soon as it cannot be proven.
+
+        A renewal sent at ``t`` keeps the key alive until at least ``t + ttl`` (Redis
+        sets the expiry when it runs the command), so trusting it only until
+        ``t + ttl / 2`` and checking once per interval (ttl / 4) stops our loops
+        before anyone else may take over.
+        """
         ttl = self.settings.liveness_ttl
         interval = self.settings.heartbeat_interval
         while True:
             sent = time.monotonic()
-            alive: bool | None
+            alive: bool | None = None
             try:
                 async with asyncio.timeout(interval):
                     alive = await self.leases.heartbeat(
@@ -122,20 +129,33 @@ class Worker:
                     )
             except Exception as exc:
                 log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
-                alive = None
             if alive:
-                self._valid_until = sent + ttl
+                self._valid_until = sent + ttl / 2
                 if not self._registered:
                     self._registered = True
                     self._live.set()
-                    await self._redispatch(self._orphans)
-                    await self._update_dispatch()
+                    await self._after_registering()
             elif self._registered and (alive is False or time.monotonic() >= self._valid_until):
                 await self._fence("liveness_lapsed" if alive is False else "liveness_unconfirmed")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
+
+    async def _after_registering(self) -> None:
+        try:
+            for cid in list(self._orphans):
+                await self.broker.request_claim(cid)
+                self._orphans.discard(cid)
+        except Exception as exc:  # retried after the next fence or by the reaper
+            log.warning("redispatch_failed", worker_id=self.worker_id, error=repr(exc))
+        await self._update_dispatch()
 
     async def _fence(self, reason: str) -> None:
-        """Stop every loop at once; come back as a new incarnation that owns nothing."""
+        """Stop every loop at once; come back as a new incarnation that owns nothing.
+
+        Our old liveness key is deleted (if Redis answers) so the reaper re-dispatches
+        the old incarnation's conversations at once instead of after its TTL.
+        """
+        if not self._registered:
+            return
         log.warning(
             "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
         )
@@ -146,13 +166,12 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await self.leases.expire(self.worker_id)
+        except Exception as exc:
+            log.warning("expire_failed", worker_id=self.worker_id, error=repr(exc))
         self._incarnation += 1
         self.worker_id = f"{self._base_id}.{self._incarnation}"
-
-    async def _redispatch(self, cids: set[str]) -> None:
-        """Ask the fleet to claim conversations this worker let go of."""
-        while cids:
-            await self.broker.request_claim(cids.pop())
 
     # --- claiming ---------------------------------------------------------------------------
     def _has_room(self) -> bool:
@@ -165,11 +184,14 @@ class Worker:
     async def _update_dispatch(self) -> None:
         """Consume claim requests only while there is room for another conversation."""
         async with self._dispatch_lock:
-            if self._has_room() and self._dispatch_tag is None:
-                self._dispatch_tag = await self._dispatch.consume(self._on_claim_request)
-            elif not self._has_room() and self._dispatch_tag is not None:
-                await self._dispatch.cancel(self._dispatch_tag)
-                self._dispatch_tag = None
+            try:
+                if self._has_room() and self._dispatch_tag is None:
+                    self._dispatch_tag = await self._dispatch.consume(self._on_claim_request)
+                elif not self._has_room() and self._dispatch_tag is not None:
+                    await self._dispatch.cancel(self._dispatch_tag)
+                    self._dispatch_tag = None
+            except Exception as exc:  # the robust channel restores the consumer it had
+                log.warning("dispatch_update_failed", error=repr(exc))
 
     async def _on_claim_request(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -223,10 +245,16 @@ class Worker:
             await loop.run()
         except LeaseLost as exc:
             loop.log.warning("lease_lost", reason=str(exc))
+            if not self.alive():
+                # Our own liveness is in doubt, not just this lease: fence everything.
+                self._tasks.create_task(self._fence("liveness_unconfirmed"))
         except Exception:
             # Hand the conversation back: another worker (or this one) retries it.
             loop.log.exception("loop_failed")
-            await self._hand_over(loop)
+            try:
+                await self._hand_over(loop)
+            except Exception as exc:
+                loop.log.warning("hand_over_failed", error=repr(exc))
         finally:
             if self.loops.get(cid, (None,))[0] is loop:
                 del self.loops[cid]

@@ -19,6 +19,9 @@ class Conversation(Protocol):
     """What an agent may do with the conversation it runs in."""
 
     conversation_id: str
+    # The fencing token of this run: pass it to external systems the agent writes
+    # to, so they too can refuse a stale owner.
+    epoch: int
 
     async def emit(self, *events: NewEvent, once: str = "") -> int:
         """Log ``events`` together (fenced), with ``once`` at most once ever; the first id."""

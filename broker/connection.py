@@ -1,0 +1,42 @@
+"""A robust AMQP connection that reconnects with capped exponential backoff."""
+
+from __future__ import annotations
+
+import time
+
+import aio_pika
+from aio_pika import RobustConnection
+from aio_pika.abc import AbstractRobustConnection
+
+FIRST_RETRY = 0.1
+MAX_RETRY = 2.0
+
+
+class BackoffConnection(RobustConnection):
+    """aio-pika sleeps ``reconnect_interval`` between attempts; here that interval
+    equals the time spent disconnected so far (within bounds), so each wait about
+    doubles the last, up to ``MAX_RETRY``."""
+
+    _down_since: float | None = None
+
+    @property
+    def reconnect_interval(self) -> float:
+        if self.connected.is_set():
+            self._down_since = None
+            return FIRST_RETRY
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+        return min(MAX_RETRY, max(FIRST_RETRY, now - self._down_since))
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        """Ignored: the interval is computed."""
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    return await aio_pika.connect_robust(
+        url,
+        connection_class=BackoffConnection,
+        client_properties={"connection_name": name},
+    )
