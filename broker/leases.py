@@ -44,6 +44,7 @@ class Leases:
         self._dead_workers = scripts.load(redis, "dead_workers")
         self._forget_worker = scripts.load(redis, "forget_worker")
         self._needs_owner = scripts.load(redis, "needs_owner")
+        self._leader = scripts.load(redis, "leader")
 
     async def claim(self, cid: str, worker_id: str) -> Claim:
         n = self.names
@@ -101,3 +102,11 @@ class Leases:
         return bool(
             await self._needs_owner(keys=[n.meta(cid), n.lease(cid)], args=[n.alive_prefix])
         )
+
+    async def lead(self, reaper_id: str, ttl: float) -> bool:
+        """Hold (or take) the reaper leadership for ``ttl`` seconds."""
+        keys = [self.names.reaper_leader]
+        return bool(await self._leader(keys=keys, args=[reaper_id, int(ttl * 1000), "hold"]))
+
+    async def resign(self, reaper_id: str) -> None:
+        await self._leader(keys=[self.names.reaper_leader], args=[reaper_id, 0, "release"])

@@ -69,6 +69,10 @@ class Names:
         """Sorted set: worker id -> liveness deadline (ms, Redis clock); swept by the reaper."""
         return f"{self.namespace}:workers"
 
+    @property
+    def reaper_leader(self) -> str:
+        return f"{self.namespace}:reaper:leader"
+
     # --- AMQP ---------------------------------------------------------------------
     @property
     def inbound_exchange(self) -> str:

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     # suspected sooner; fencing keeps both cases safe.
     liveness_ttl: float = Field(1.0, gt=0.05)
     reaper_interval: float = Field(0.1, gt=0)
+    # One reaper acts at a time; a standby takes over within this many seconds.
+    reaper_lease_ttl: float = Field(2.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
 
     max_payload_bytes: int = Field(64 * 1024, ge=256)

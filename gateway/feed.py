@@ -30,7 +30,8 @@ Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 class _Client:
     sid: str
     cursor: int
-    inbox: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    # Live events; None asks for a catch-up from the log (after a broker reconnect).
+    inbox: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
 
 
@@ -55,6 +56,13 @@ class Feed:
         channel = self._broker.fast
         self._queue: AbstractQueue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await self._queue.consume(self._on_message, no_ack=True)
+        # Events published while we were disconnected never reach our queue.
+        self._broker.connection.reconnect_callbacks.add(self._on_reconnect)
+
+    def _on_reconnect(self, *_: object) -> None:
+        log.info("feed_reconnected", clients=len(self._clients))
+        for _cid, client in self._clients.values():
+            client.inbox.put_nowait(None)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -118,6 +126,9 @@ class Feed:
             await self._catch_up(cid, client, upto=None)
             while True:
                 event = await client.inbox.get()
+                if event is None:
+                    await self._catch_up(cid, client, upto=None)
+                    continue
                 if event["id"] <= client.cursor:
                     continue
                 if event["id"] > client.cursor + 1:

@@ -24,6 +24,26 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 JWT_SECRET = "test-secret-" + "x" * 32
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--chaos-long", action="store_true", help="longer chaos scenarios (make chaos)"
+    )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.chaos.harness import report_table
+
+    table = report_table()
+    if table:
+        terminalreporter.write_sep("=", "chaos scenarios")
+        terminalreporter.write_line(table)
+
+
+@pytest.fixture
+def chaos_long(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--chaos-long"))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -92,7 +92,7 @@ class FleetProcess:
 class ProcessFleet:
     """Start gateways, workers and reapers as real ``fleet`` processes of one namespace."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, **env: str) -> None:
         self.settings = settings
         self.processes: list[FleetProcess] = []
         self.env = {
@@ -104,28 +104,30 @@ class ProcessFleet:
             "FLEET_LOG_FORMAT": "json",
             "FLEET_LIVENESS_TTL": str(settings.liveness_ttl),
             "FLEET_SHUTDOWN_GRACE": str(settings.shutdown_grace),
+            "FLEET_AGENT": settings.agent,
+            **env,
         }
 
-    async def _spawn(self, name: str, args: list[str]) -> FleetProcess:
-        process = await FleetProcess(name, args, self.env).start()
+    async def _spawn(self, name: str, args: list[str], **env: str) -> FleetProcess:
+        process = await FleetProcess(name, args, {**self.env, **env}).start()
         self.processes.append(process)
         return process
 
-    async def gateway(self, port: int) -> FleetProcess:
-        process = await self._spawn(f"gateway-{port}", ["gateway", "--port", str(port)])
+    async def gateway(self, port: int, **env: str) -> FleetProcess:
+        process = await self._spawn(f"gateway-{port}", ["gateway", "--port", str(port)], **env)
         await process.wait_for_log("gateway_started")
         async with http(f"http://127.0.0.1:{port}") as client:
             assert (await client.get("/readyz")).status_code == 200
         return process
 
-    async def worker(self) -> tuple[FleetProcess, str]:
+    async def worker(self, **env: str) -> tuple[FleetProcess, str]:
         """A started worker and its id."""
-        process = await self._spawn(f"worker-{len(self.processes)}", ["worker"])
+        process = await self._spawn(f"worker-{len(self.processes)}", ["worker"], **env)
         line = await process.wait_for_log("worker_started")
         return process, line["worker_id"]
 
-    async def reaper(self) -> FleetProcess:
-        process = await self._spawn(f"reaper-{len(self.processes)}", ["reaper"])
+    async def reaper(self, **env: str) -> FleetProcess:
+        process = await self._spawn(f"reaper-{len(self.processes)}", ["reaper"], **env)
         await process.wait_for_log("reaper_started")
         return process
 
@@ -134,8 +136,8 @@ class ProcessFleet:
 
 
 @asynccontextmanager
-async def process_fleet(settings: Settings) -> AsyncIterator[ProcessFleet]:
-    fleet = ProcessFleet(settings)
+async def process_fleet(settings: Settings, **env: str) -> AsyncIterator[ProcessFleet]:
+    fleet = ProcessFleet(settings, **env)
     try:
         yield fleet
     finally:

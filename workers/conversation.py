@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueueIterator, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
+from aio_pika.queue import Queue, QueueIterator
 
 from broker.amqp import Broker
 from broker.errors import LeaseLost
@@ -17,6 +19,18 @@ from broker.store import Store
 from workers.agents import Agent
 
 log = structlog.get_logger()
+
+
+class _Messages(QueueIterator):
+    """aio-pika's queue iterator, minus a race: deliveries are handed over by tasks,
+    so one can land after the iterator closed and requeued its buffer, and would
+    then sit unacked until the channel closes. Such a late delivery is requeued."""
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        if self.consumer_tag is None:
+            await message.nack(requeue=True)
+        else:
+            await super().on_message(message)
 
 
 class ConversationLoop:
@@ -65,7 +79,7 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         queue = await self._broker.declare_conversation(self.conversation_id, self._channel)
-        async with queue.iterator() as self._messages:
+        async with _Messages(cast(Queue, queue)) as self._messages:
             if self._draining:
                 return
             async for message in self._messages:

@@ -1,10 +1,19 @@
-"""The reaper: re-dispatches the conversations of workers whose liveness lapsed."""
+"""The reaper: re-dispatches the conversations of workers whose liveness lapsed.
+
+Several reapers may run; a leader lease lets one act at a time and a standby take
+over within ``reaper_lease_ttl``. The fleet does not depend on it for recovery:
+gateways request a claim for any conversation they publish to that has no live
+owner. The reaper makes recovery proactive, for conversations nobody writes to.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 import signal
+import socket
 
 import structlog
 
@@ -23,6 +32,8 @@ class Reaper:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = Names(settings.namespace)
+        self.reaper_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.leading = False
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -41,23 +52,39 @@ class Reaper:
         self.leases = Leases(redis, self.names)
         self.broker = Broker(self.settings.amqp_url, self.names, name="reaper")
         await self.broker.connect()
-        log.info("reaper_started")
+        log.info("reaper_started", reaper_id=self.reaper_id)
         self.ready.set()
         try:
-            delay = self.settings.reaper_interval
-            while not self._stop.is_set():
-                try:
-                    await self.sweep()
-                    delay = self.settings.reaper_interval
-                except Exception as exc:
-                    log.warning("sweep_failed", error=repr(exc))
-                    delay = min(delay * 2, 2.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+            await self._loop()
+            with contextlib.suppress(Exception):
+                await self.leases.resign(self.reaper_id)
         finally:
             await self.broker.close()
             await redis.aclose()
-        log.info("reaper_stopped")
+        log.info("reaper_stopped", reaper_id=self.reaper_id)
+
+    async def _loop(self) -> None:
+        delay = self.settings.reaper_interval
+        while not self._stop.is_set():
+            try:
+                await self.tick()
+                delay = self.settings.reaper_interval
+            except Exception as exc:
+                log.warning("sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
+                delay = min(delay * 2, 2.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def tick(self) -> None:
+        """Keep (or take) the leadership; sweep when leading."""
+        leading = await self.leases.lead(self.reaper_id, self.settings.reaper_lease_ttl)
+        if leading != self.leading:
+            log.info(
+                "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
+            )
+            self.leading = leading
+        if leading:
+            await self.sweep()
 
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched."""

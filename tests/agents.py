@@ -1,0 +1,47 @@
+"""Agents for fault tests, loaded by real worker processes through FLEET_AGENT."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from broker.events import Event, NewEvent, state
+from workers.agents import Conversation
+
+
+class EpochEcho:
+    """The echo agent, with the fencing token it ran under in each reply."""
+
+    async def on_event(self, event: Event, conversation: Conversation) -> None:
+        if event.source != "user" or event.kind != "message":
+            return
+        action_id = event.data["action_id"]
+        reply = {"content": event.data["content"], "in_reply_to": action_id}
+        await conversation.emit(
+            state("running"),
+            NewEvent("agent", "message", {**reply, "epoch": conversation.epoch}),
+            state("awaiting_user_input"),
+            once=f"reply:{action_id}",
+        )
+
+
+class CrashingEcho(EpochEcho):
+    """Kills its own worker once per marker: on "crash-before-reply" after the user
+    message is logged but before any reply; on "crash-after-reply" after the reply is
+    logged but before the action is acked. ``CRASH_MARKERS`` names a directory."""
+
+    async def on_event(self, event: Event, conversation: Conversation) -> None:
+        content = event.data.get("content") if event.source == "user" else None
+        if content == "crash-before-reply":
+            crash_once(content)
+        await super().on_event(event, conversation)
+        if content == "crash-after-reply":
+            crash_once(content)
+
+
+def crash_once(name: str) -> None:
+    try:
+        os.close(os.open(os.path.join(os.environ["CRASH_MARKERS"], name), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

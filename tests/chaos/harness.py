@@ -1,0 +1,128 @@
+"""What every chaos scenario does: run traffic, measure resumes, account, report a row."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import orjson
+from redis.asyncio import Redis
+
+from broker.names import Names
+from tests.support import Client, create_conversation, replies
+from tests.traffic import Sender, settle, tally
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    sent: int
+    acked: int
+    answered: int
+    lost: int
+    duplicated: int
+    resume: tuple[float, ...]
+
+
+REPORT: list[Row] = []
+
+
+def percentile(values: tuple[float, ...], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def report_table() -> str:
+    if not REPORT:
+        return ""
+    head = f"{'scenario':<28}{'sent':>7}{'acked':>7}{'answered':>9}{'lost':>6}{'dup':>5}"
+    head += f"{'resume p50':>12}{'p99':>8}{'max':>8}"
+    lines = [head]
+    for r in REPORT:
+        times = (
+            f"{percentile(r.resume, 0.5):>11.3f}s{percentile(r.resume, 0.99):>7.3f}s"
+            f"{max(r.resume):>7.3f}s"
+            if r.resume
+            else f"{'-':>12}{'-':>8}{'-':>8}"
+        )
+        lines.append(
+            f"{r.scenario:<28}{r.sent:>7}{r.acked:>7}{r.answered:>9}{r.lost:>6}{r.duplicated:>5}"
+            + times
+        )
+    return "\n".join(lines)
+
+
+class Traffic:
+    """One sending client per conversation, all in one user's name."""
+
+    def __init__(self, senders: list[Sender]) -> None:
+        self.senders = senders
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def open(cls, url: str, bearer: str, conversations: int) -> Traffic:
+        limit = asyncio.Semaphore(20)
+
+        async def one() -> Sender:
+            async with limit:
+                cid = await create_conversation(url, bearer)
+                return Sender(cid, await Client().connect(url, bearer, cid))
+
+        return cls(list(await asyncio.gather(*(one() for _ in range(conversations)))))
+
+    def start(self, interval: float) -> None:
+        self._tasks = [asyncio.create_task(s.run(self._stop, interval)) for s in self.senders]
+
+    async def warm_up(self, replies_each: int = 2, timeout: float = 60) -> None:
+        """Wait until every conversation has answered a few actions."""
+        async with asyncio.timeout(timeout):
+            for sender in self.senders:
+                await sender.client.wait_for(lambda ev: len(replies(ev)) >= replies_each, timeout)
+
+    async def resumed(
+        self, senders: list[Sender], moment: float, timeout: float = 60
+    ) -> tuple[float, ...]:
+        """Per conversation, seconds from ``moment`` until it answered an action sent after it."""
+        async with asyncio.timeout(timeout):
+            for s in senders:
+                await s.client.wait_for(
+                    lambda _, s=s: s.first_reply_after(moment) is not None, timeout
+                )
+        return tuple(s.first_reply_after(moment) - moment for s in senders)  # type: ignore[operator]
+
+    async def finish(self, name: str, redis: Redis, names: Names, resume: tuple[float, ...]) -> Row:
+        """Stop sending, wait for every answer, account for every action, report."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        await settle(self.senders, timeout=60)
+        result = await tally(self.senders, redis, names)
+        row = Row(
+            name,
+            result.sent,
+            result.acked,
+            result.answered,
+            len(result.lost),
+            len(result.duplicated),
+            resume,
+        )
+        REPORT.append(row)
+        print(f"\n{report_table().splitlines()[0]}\n{report_table().splitlines()[-1]}")
+        assert result.lost == [], f"lost: {result.lost[:20]}"
+        assert result.duplicated == [], f"duplicated: {result.duplicated[:20]}"
+        assert result.answered == result.acked > 0
+        return row
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.client.close() for s in self.senders))
+
+
+async def assert_epochs_never_go_back(redis: Redis, names: Names, cids: list[str]) -> None:
+    """Each log's replies (from ``tests.agents.EpochEcho``) carry non-decreasing epochs:
+    nothing was logged under an old epoch after a newer one took over."""
+    for cid in cids:
+        logged = [orjson.loads(raw) for raw in await redis.lrange(names.log(cid), 0, -1)]
+        epochs = [
+            e["data"]["epoch"] for e in logged if e["source"] == "agent" and e["kind"] == "message"
+        ]
+        assert epochs == sorted(epochs), f"{cid}: epochs {epochs}"

@@ -1,0 +1,126 @@
+"""The official JavaScript client (socket.io-client v4, Node) speaks the client protocol.
+
+``tests/js/client.mjs`` connects, sends ``user_action`` with an ack, receives live events,
+disconnects, reconnects with a new socket and ``latest_event_id`` and gets the replay,
+then is refused with a bad token; it prints what it saw as JSON and this test checks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.settings import Settings
+from tests.conftest import InProcessFleet
+from tests.support import create_conversation, token
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+CLIENT = JS_DIR / "client.mjs"
+NODE_TIMEOUT = 90.0  # the script bounds every step (15 s) and itself (60 s)
+NPM_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The ``node`` executable, with ``tests/js``'s npm dependencies installed."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.fail(
+            "tests/gateway/test_js_client.py needs Node.js 18+ and npm on PATH "
+            f"(node: {node}, npm: {npm}); install them (e.g. apt-get install nodejs npm)",
+            pytrace=False,
+        )
+    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
+        command = "ci" if (JS_DIR / "package-lock.json").is_file() else "install"
+        result = subprocess.run(
+            [npm, command, "--prefix", str(JS_DIR), "--no-audit", "--no-fund"],
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"`npm {command} --prefix {JS_DIR}` failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}",
+                pytrace=False,
+            )
+    return node
+
+
+async def run_js_client(node: str, *args: str) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        node,
+        str(CLIENT),
+        *args,
+        cwd=JS_DIR,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), NODE_TIMEOUT)
+    except TimeoutError:
+        process.kill()
+        stdout, stderr = await process.communicate()
+        raise AssertionError(
+            f"js client still running after {NODE_TIMEOUT} s\n{stdout.decode()}{stderr.decode()}"
+        ) from None
+    assert process.returncode == 0, (
+        f"js client exited {process.returncode}\n{stdout.decode()}{stderr.decode()}"
+    )
+    observed: dict[str, Any] = json.loads(stdout)
+    return observed
+
+
+def content_view(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["id"], e["source"], e["kind"], e["data"]) for e in events]
+
+
+def answer(first_id: int, content: str, action_id: str) -> list[tuple[Any, ...]]:
+    """The four events the echo agent logs for one user message."""
+    return [
+        (first_id, "user", "message", {"content": content, "action_id": action_id}),
+        (first_id + 1, "agent", "state", {"state": "running"}),
+        (first_id + 2, "agent", "message", {"content": content, "in_reply_to": action_id}),
+        (first_id + 3, "agent", "state", {"state": "awaiting_user_input"}),
+    ]
+
+
+async def test_the_javascript_client_connects_acts_replays_and_is_refused(
+    fleet: InProcessFleet, settings: Settings, node: str
+) -> None:
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+
+    observed = await run_js_client(node, fleet.url, bearer, cid)
+
+    assert observed["transport"] == {"first": "websocket", "second": "websocket"}
+    assert observed["acks"] == {
+        "js-1": {"ok": True, "action_id": "js-1"},
+        "js-2": {"ok": True, "action_id": "js-2"},
+    }
+    first, replay, live = (observed["phases"][name] for name in ("first", "replay", "live"))
+    assert content_view(first["events"]) == answer(0, "from js", "js-1")
+    assert first["disconnect_reason"] == "io client disconnect"
+    assert content_view(replay["events"]) == answer(0, "from js", "js-1")[2:]
+    assert content_view(live["events"]) == answer(4, "from js again", "js-2")
+    assert live["disconnect_reason"] == "io client disconnect"
+    every = first["events"] + replay["events"] + live["events"]
+    assert all(
+        e["conversation_id"] == cid and isinstance(e["ts"], int | float) and e["ts"] > 0
+        for e in every
+    )
+    # A replayed event is the logged event, byte for byte.
+    assert replay["events"] == first["events"][2:]
+    assert observed["connect_error"] == {
+        "message": "invalid token",
+        "data": {"code": "unauthorized", "message": "invalid token"},
+    }
