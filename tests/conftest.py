@@ -61,10 +61,15 @@ def names(namespace: str) -> Names:
 
 
 @pytest.fixture
-def settings(namespace: str) -> Settings:
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def settings(namespace: str, redis_url: str) -> Settings:
     return Settings(
         namespace=namespace,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         amqp_url=AMQP_URL,
         jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
         port=free_port(),
@@ -72,12 +77,12 @@ def settings(namespace: str) -> Settings:
     )
 
 
-async def purge_namespace(namespace: str) -> None:
+async def purge_namespace(namespace: str, redis_url: str = REDIS_URL) -> None:
     """Delete every key, queue and exchange of a test namespace.
 
     Tests may SCAN: the fleet itself never does, but a test must find what it left.
     """
-    redis = Redis.from_url(REDIS_URL)
+    redis = Redis.from_url(redis_url)
     names = Names(namespace)
     cids: set[str] = set()
     async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
@@ -96,14 +101,14 @@ async def purge_namespace(namespace: str) -> None:
 
 
 @pytest.fixture(autouse=True)
-async def _cleanup(namespace: str) -> AsyncIterator[None]:
+async def _cleanup(settings: Settings) -> AsyncIterator[None]:
     yield
-    await purge_namespace(namespace)
+    await purge_namespace(settings.namespace, settings.redis_url)
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
     yield client
     await client.aclose()
 

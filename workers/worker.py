@@ -134,6 +134,8 @@ class Worker:
                 if not self._registered:
                     self._registered = True
                     self._live.set()
+                    if self._incarnation:
+                        log.info("worker_rejoined", worker_id=self.worker_id)
                     await self._after_registering()
             elif self._registered and (alive is False or time.monotonic() >= self._valid_until):
                 await self._fence("liveness_lapsed" if alive is False else "liveness_unconfirmed")
@@ -167,7 +169,8 @@ class Worker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            await self.leases.expire(self.worker_id)
+            async with asyncio.timeout(self.settings.heartbeat_interval):
+                await self.leases.expire(self.worker_id)
         except Exception as exc:
             log.warning("expire_failed", worker_id=self.worker_id, error=repr(exc))
         self._incarnation += 1

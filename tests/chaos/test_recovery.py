@@ -1,0 +1,77 @@
+"""Recovery does not hinge on one reaper: a standby takes over, and gateways recover lazily."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from tests.chaos.harness import Traffic
+from tests.conftest import free_port
+from tests.processes import FleetProcess, process_fleet
+from tests.support import token
+
+LEASE_TTL = 1.0
+
+
+async def test_a_standby_reaper_takes_over_within_its_lease(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
+    async with process_fleet(settings, FLEET_REAPER_LEASE_TTL=str(LEASE_TTL)) as fleet:
+        reapers = [await fleet.reaper(), await fleet.reaper()]
+        first = await asyncio.wait_for(leader_of(redis, names, reapers), 10)
+        standby = next(r for r in reapers if r is not first)
+        assert standby.lines[-1]["event"] != "reaper_leading"
+
+        first.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        await standby.wait_for_log("reaper_leading")
+        took_over = time.monotonic() - killed
+        print(f"\nstandby reaper leads {took_over:.3f}s after the leader was killed")
+        assert took_over < LEASE_TTL + 2
+
+        # The new leader does the job: a dead worker's conversations are re-dispatched.
+        worker, worker_id = await fleet.worker()
+        port = free_port()
+        await fleet.gateway(port)
+        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 3)
+        worker.signal(signal.SIGKILL)
+        reaped = await standby.wait_for_log("worker_reaped")
+        assert (reaped["worker_id"], reaped["conversations"]) == (worker_id, 3)
+        await traffic.close()
+
+
+async def leader_of(redis: Redis, names: Names, reapers: list[FleetProcess]) -> FleetProcess:
+    """The reaper that logged leadership and holds the leader key."""
+    while True:
+        holder = await redis.get(names.reaper_leader)
+        for reaper in reapers:
+            started = next(ln for ln in reaper.lines if ln["event"] == "reaper_started")
+            if holder and holder.decode() == started["reaper_id"]:
+                await reaper.wait_for_log("reaper_leading")
+                return reaper
+        await asyncio.sleep(0.05)
+
+
+async def test_gateways_recover_conversations_with_no_reaper_at_all(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
+    port = free_port()
+    async with process_fleet(settings) as fleet:
+        await fleet.gateway(port)
+        victim, victim_id = await fleet.worker()
+        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 10)
+        await fleet.worker()
+        traffic.start(interval=0.2)
+        await traffic.warm_up()
+        assert await redis.scard(names.owns(victim_id)) == 10
+
+        victim.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        resume = await traffic.resumed(traffic.senders, killed)
+        await traffic.finish("sigkill, no reaper", redis, names, resume)
+        await traffic.close()

@@ -1,0 +1,54 @@
+"""Redis restarted under traffic: no two workers write one conversation, nothing lost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from tests.chaos.harness import Traffic, assert_epochs_never_go_back
+from tests.chaos.servers import PrivateRedis
+from tests.conftest import free_port
+from tests.processes import process_fleet
+from tests.support import token
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), tmp_path)
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def redis_url(private_redis: PrivateRedis) -> str:
+    """Every process of this fleet, and the test, use the private Redis."""
+    return private_redis.url
+
+
+async def test_redis_restart_under_traffic(
+    settings: Settings, redis: Redis, names: Names, private_redis: PrivateRedis, chaos_long: bool
+) -> None:
+    count, rounds = (40, 3) if chaos_long else (15, 1)
+    port = free_port()
+    async with process_fleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
+        await fleet.gateway(port)
+        await fleet.reaper()
+        await fleet.worker()
+        await fleet.worker()
+        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), count)
+        traffic.start(interval=0.2)
+        await traffic.warm_up()
+
+        for _ in range(rounds):
+            await private_redis.restart()
+            await traffic.warm_up(replies_each=max(len(s.acked) for s in traffic.senders) + 2)
+
+        await traffic.finish(f"redis restart x{rounds}", redis, names, ())
+        await assert_epochs_never_go_back(redis, names, [s.cid for s in traffic.senders])
+        await traffic.close()
