@@ -1,0 +1,57 @@
+"""RabbitMQ restarted under traffic: all reconnect; every acknowledged action is answered."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from tests.chaos.harness import Traffic
+from tests.conftest import free_port
+from tests.processes import process_fleet
+from tests.support import token
+
+
+async def rabbitmqctl(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {output.decode()}"
+
+
+async def test_rabbitmq_restart_under_traffic(
+    settings: Settings, redis: Redis, names: Names, chaos_long: bool
+) -> None:
+    count, rounds = (40, 3) if chaos_long else (15, 1)
+    await rabbitmqctl("status")  # only stop a broker we can control and start again
+    port = free_port()
+    async with process_fleet(settings) as fleet:
+        await fleet.gateway(port)
+        await fleet.reaper()
+        await fleet.worker()
+        await fleet.worker()
+        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), count)
+        traffic.start(interval=0.2)
+        await traffic.warm_up()
+
+        resume: list[float] = []
+        for _ in range(rounds):
+            await rabbitmqctl("stop_app")
+            try:
+                stopped = time.monotonic()
+            finally:
+                await rabbitmqctl("start_app")
+            await rabbitmqctl("await_startup")
+            started = time.monotonic()
+            print(f"\nbroker down for {started - stopped:.1f}s")
+            # Every conversation answers actions sent after the broker came back.
+            resume += await traffic.resumed(traffic.senders, started, timeout=90)
+
+        await traffic.finish(f"rabbitmq restart x{rounds}", redis, names, tuple(resume))
+        refused = sum(len(s.refused) for s in traffic.senders)
+        print(f"{refused} actions refused while the broker was down (not acknowledged, not owed)")
+        await traffic.close()
