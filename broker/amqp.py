@@ -19,7 +19,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
-from aio_pika.exceptions import AMQPError, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPError,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
 
 from broker import connection
 from broker.errors import ConversationClosed, Unavailable
@@ -89,6 +94,27 @@ class Broker:
             raise ConversationClosed(f"conversation {cid} takes no more input") from exc
         except (AMQPError, DeliveryError, TimeoutError, ConnectionError) as exc:
             raise Unavailable("the message broker did not confirm the action") from exc
+
+    async def close_conversation(self, cid: str, reason: str) -> None:
+        """Queue the close marker behind the actions already queued; its owner finishes it."""
+        body = orjson.dumps({"kind": "close", "reason": reason})
+        try:
+            await self.publish_action(cid, body, message_id=f"close:{cid}")
+        except ConversationClosed:
+            return  # the queue is gone: it was finished already
+        await self.request_claim(cid)
+
+    async def delete_if_empty(self, cid: str) -> bool:
+        """Delete the conversation's queue unless input is waiting in it.
+
+        On a channel of its own: a refusal closes the channel it happens on.
+        """
+        async with self.connection.channel(publisher_confirms=False) as channel:
+            try:
+                await channel.queue_delete(self.names.conversation_queue(cid), if_empty=True)
+            except ChannelPreconditionFailed:
+                return False
+        return True
 
     async def request_claim(self, cid: str) -> None:
         """Ask some worker with spare capacity to claim ``cid``."""

@@ -42,6 +42,11 @@ class ConversationClosed(FleetError):
     status = 409
 
 
+class TooManyConversations(FleetError):
+    code = "too_many_conversations"
+    status = 429
+
+
 class Unavailable(FleetError):
     """The broker or Redis could not take the request; the client may retry."""
 

@@ -106,9 +106,8 @@ class Action:
         return cls(action_id=action_id, kind=kind, content=data["content"])
 
     @classmethod
-    def from_json(cls, raw: bytes) -> Action:
-        """Decode what ``to_json`` wrote (trusted: the gateway validated it)."""
-        obj = orjson.loads(raw)
+    def from_payload(cls, obj: dict[str, Any]) -> Action:
+        """Rebuild what ``to_json`` wrote (trusted: the gateway validated it)."""
         return cls(action_id=obj["action_id"], kind=obj["kind"], content=obj["data"]["content"])
 
     def event(self) -> NewEvent:

@@ -43,16 +43,35 @@ class Leases:
         self._heartbeat = scripts.load(redis, "heartbeat")
         self._dead_workers = scripts.load(redis, "dead_workers")
         self._forget_worker = scripts.load(redis, "forget_worker")
-        self._needs_owner = scripts.load(redis, "needs_owner")
+        self._finish = scripts.load(redis, "finish")
+        self._passivate = scripts.load(redis, "passivate")
         self._leader = scripts.load(redis, "leader")
 
-    async def claim(self, cid: str, worker_id: str) -> Claim:
+    async def claim(self, cid: str, worker_id: str, user_limit: int) -> Claim:
         n = self.names
         outcome, epoch = await self._claim(
             keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id)],
-            args=[cid, worker_id, n.alive_prefix, n.owns_prefix],
+            args=[cid, worker_id, n.alive_prefix, n.owns_prefix, n.user_prefix, user_limit],
         )
         return Claim(outcome.decode(), int(epoch))
+
+    async def finish(self, cid: str, worker_id: str, epoch: int) -> bool:
+        """Mark a closing conversation closed (fenced); False when the lease moved on."""
+        n = self.names
+        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id)]
+        return bool(await self._finish(keys=keys, args=[lease_value(worker_id, epoch), cid]))
+
+    async def passivate(self, cid: str, worker_id: str, epoch: int, idle: float) -> str:
+        """Release an idle conversation's lease and slot; 'passivated' or why not."""
+        n = self.names
+        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id), n.clients(cid)]
+        args: list[str | int] = [
+            lease_value(worker_id, epoch),
+            cid,
+            int(idle * 1000),
+            n.user_prefix,
+        ]
+        return text(await self._passivate(keys=keys, args=args))
 
     async def release(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Compare-and-delete: False when the lease had already moved on."""
@@ -96,12 +115,6 @@ class Leases:
         n = self.names
         keys = [n.worker_deadlines, n.alive(worker_id), n.owns(worker_id)]
         return bool(await self._forget_worker(keys=keys, args=[worker_id]))
-
-    async def needs_owner(self, cid: str) -> bool:
-        n = self.names
-        return bool(
-            await self._needs_owner(keys=[n.meta(cid), n.lease(cid)], args=[n.alive_prefix])
-        )
 
     async def lead(self, reaper_id: str, ttl: float) -> bool:
         """Hold (or take) the reaper leadership for ``ttl`` seconds."""

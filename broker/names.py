@@ -44,8 +44,25 @@ class Names:
         """Hash of dedupe keys (action ids) to the first event id they logged."""
         return f"{self.conv(cid)}:once"
 
+    def clients(self, cid: str) -> str:
+        """Hash of gateway id -> connected clients of the conversation."""
+        return f"{self.conv(cid)}:clients"
+
+    @property
+    def conv_prefix(self) -> str:
+        """``conv_prefix + cid + '}:suffix'`` is a conversation key, for scripts."""
+        return f"{self.namespace}:conv:{{"
+
+    @property
+    def user_prefix(self) -> str:
+        return f"{self.namespace}:user:"
+
     def user_conversations(self, user: str) -> str:
-        return f"{self.namespace}:user:{user}:conversations"
+        return f"{self.user_prefix}{user}:conversations"
+
+    def running(self, user: str) -> str:
+        """Sorted set: the user's running conversations -> last activity (ms)."""
+        return f"{self.user_prefix}{user}:running"
 
     # --- Redis: workers ---------------------------------------------------------
     @property
@@ -68,6 +85,22 @@ class Names:
     def worker_deadlines(self) -> str:
         """Sorted set: worker id -> liveness deadline (ms, Redis clock); swept by the reaper."""
         return f"{self.namespace}:workers"
+
+    # --- Redis: gateways -----------------------------------------------------------
+    @property
+    def gateway_alive_prefix(self) -> str:
+        return f"{self.namespace}:gateway:alive:"
+
+    def gateway_alive(self, gateway_id: str) -> str:
+        return self.gateway_alive_prefix + gateway_id
+
+    def gateway_conversations(self, gateway_id: str) -> str:
+        """Hash: conversation id -> this gateway's connected clients of it."""
+        return f"{self.namespace}:gateway:conversations:{gateway_id}"
+
+    @property
+    def gateway_deadlines(self) -> str:
+        return f"{self.namespace}:gateways"
 
     @property
     def reaper_leader(self) -> str:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
+# Commands beyond this many at once wait for a connection rather than fail: a burst
+# of hundreds of actions must queue, not error, and Redis prefers few connections.
+MAX_CONNECTIONS = 64
+
 
 def connect(url: str) -> Redis:
     """A client with bounded timeouts and capped exponential retry on connection errors."""
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=10,
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=10,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[ConnectionError, TimeoutError],
     )
+    return Redis.from_pool(pool)
 
 
 def text(value: bytes | str) -> str:

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     reaper_lease_ttl: float = Field(2.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
 
+    # Running conversations per user, enforced atomically at admission and claim.
+    max_conversations_per_user: int = Field(5, ge=1)
+    over_limit_policy: Literal["reject", "evict_oldest"] = "reject"
+    # A conversation with no client connected and no input for this long is
+    # passivated: its loop stops and its lease is released; the next action resumes it.
+    close_delay: float = Field(60.0, gt=0)
+
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,15 @@ class Conversation:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """The outcome of ``Store.admit``: see ``lua/admit.lua``."""
+
+    outcome: str
+    needs_owner: bool
+    evicted: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     """What a fenced append logged (or had logged before, when ``duplicate``)."""
 
@@ -53,17 +61,32 @@ class Store:
         self.redis = redis
         self.names = names
         self._append = scripts.load(redis, "append")
+        self._admit = scripts.load(redis, "admit")
+        self._close = scripts.load(redis, "close")
 
-    async def create(self, user: str) -> str:
+    async def create(self, user: str, limit: int, policy: str) -> tuple[str, Admission]:
+        """A new conversation of ``user``'s, admitted under the limit (or not, then gone)."""
         cid = uuid.uuid4().hex
-        now = time.time()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.names.meta(cid), mapping={"user": user, "status": "idle", "created_at": now}
-            )
-            pipe.zadd(self.names.user_conversations(user), {cid: now})
-            await pipe.execute()
-        return cid
+        return cid, await self._admission(cid, "create", user, limit, policy)
+
+    async def admit(self, cid: str, user: str, limit: int, policy: str) -> Admission:
+        """Admit input to ``cid`` under the user's limit, marking it active."""
+        return await self._admission(cid, "act", user, limit, policy)
+
+    async def _admission(
+        self, cid: str, mode: str, user: str, limit: int, policy: str
+    ) -> Admission:
+        n = self.names
+        keys = [n.meta(cid), n.running(user), n.user_conversations(user), n.lease(cid)]
+        args: list[str | int] = [cid, mode, user, limit, policy, n.conv_prefix, n.alive_prefix]
+        outcome, needs_owner, evicted = await self._admit(keys=keys, args=args)
+        return Admission(text(outcome), bool(needs_owner), text(evicted) or None)
+
+    async def close(self, cid: str, user: str, reason: str) -> str | None:
+        """Begin closing for good; the status it had (None: no such conversation)."""
+        keys = [self.names.meta(cid), self.names.running(user)]
+        before = await self._close(keys=keys, args=[cid, reason])
+        return text(before) if before else None
 
     async def get(self, cid: str) -> Conversation | None:
         async with self.redis.pipeline(transaction=False) as pipe:

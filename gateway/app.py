@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import secrets
+import socket
 from typing import Any
 
 import socketio
@@ -11,8 +15,8 @@ import uvicorn
 from starlette.applications import Starlette
 
 from broker.amqp import Broker
-from broker.leases import Leases
 from broker.names import Names
+from broker.presence import Presence
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
@@ -41,13 +45,13 @@ class Gateway:
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)
         self.broker = Broker(settings.amqp_url, self.names, name="gateway")
-        limit = settings.max_payload_bytes
-        conversations = Conversations(
-            self.store, Leases(self.redis, self.names), self.broker, limit
-        )
+        self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.presence = Presence(self.redis, self.names)
+        conversations = Conversations(self.store, self.broker, settings)
         self.feed = Feed(self.broker, self.store, self._emit)
-        self.sio.register_namespace(FleetNamespace(conversations, self.feed, secret))
-        http = HttpApi(conversations, secret, limit, self.ready)
+        self.sockets = FleetNamespace(conversations, self.feed, secret, self._present)
+        self.sio.register_namespace(self.sockets)
+        http = HttpApi(conversations, secret, settings.max_payload_bytes, self.ready)
         self.app = socketio.ASGIApp(
             self.sio,
             other_asgi_app=Starlette(routes=http.routes()),
@@ -58,13 +62,40 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.connect()
         await self.feed.start()
+        await self.presence.heartbeat(self.gateway_id, self.settings.liveness_ttl, register=True)
+        self._heartbeat = asyncio.create_task(self._beat())
         log.info("gateway_started", host=self.settings.host, port=self.settings.port)
 
     async def close(self) -> None:
+        self._heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._heartbeat
+        try:
+            await self.presence.forget(self.gateway_id, leaving=True)
+        except Exception as exc:  # the reaper forgets us after our TTL instead
+            log.warning("presence_not_cleared", error=repr(exc))
         await self.feed.close()
         await self.broker.close()
         await self.redis.aclose()
         log.info("gateway_stopped")
+
+    async def _present(self, cid: str, delta: int) -> None:
+        """Count a client joining (+1) or leaving (-1) a conversation, for passivation."""
+        await self.presence.joined(self.gateway_id, cid, delta)
+
+    async def _beat(self) -> None:
+        """Renew liveness; if it lapsed (and our connections were forgotten), recount them."""
+        ttl = self.settings.liveness_ttl
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                if not await self.presence.heartbeat(self.gateway_id, ttl):
+                    await self.presence.heartbeat(self.gateway_id, ttl, register=True)
+                    for cid in self.sockets.conversations():
+                        await self._present(cid, 1)
+                    log.warning("gateway_presence_restored", gateway_id=self.gateway_id)
+            except Exception as exc:
+                log.warning("gateway_heartbeat_failed", error=repr(exc))
 
     async def _emit(self, sid: str, event: dict[str, Any]) -> None:
         await self.sio.emit("event", event, to=sid)

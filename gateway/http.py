@@ -72,6 +72,7 @@ class HttpApi:
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
             Route("/api/conversations/{cid}/events", api(self.events), methods=["GET"]),
             Route("/api/conversations/{cid}/actions", api(self.act), methods=["POST"]),
+            Route("/api/conversations/{cid}", api(self.close), methods=["DELETE"]),
         ]
 
     def _api(self, handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
@@ -140,5 +141,9 @@ class HttpApi:
 
     async def act(self, request: Request, user: str) -> Response:
         cid = await self._conversations.authorize(user, request.path_params["cid"])
-        action_id = await self._conversations.act(cid, await self._json_body(request))
+        action_id = await self._conversations.act(user, cid, await self._json_body(request))
         return ORJSONResponse({"ok": True, "action_id": action_id})
+
+    async def close(self, request: Request, user: str) -> Response:
+        await self._conversations.close(user, request.path_params["cid"])
+        return ORJSONResponse({"ok": True}, status_code=202)

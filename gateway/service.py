@@ -7,33 +7,44 @@ import asyncio
 import structlog
 
 from broker.amqp import Broker
-from broker.errors import NotFound, PayloadTooLarge, Unavailable
+from broker.errors import (
+    ConversationClosed,
+    NotFound,
+    PayloadTooLarge,
+    TooManyConversations,
+    Unavailable,
+)
 from broker.events import Action
-from broker.leases import Leases
 from broker.names import valid_conversation_id
-from broker.store import Conversation, Store
+from broker.settings import Settings
+from broker.store import Admission, Conversation, Store
 
 MAX_PAGE = 1000
+CLOSED_BY_USER = "closed by user"
 
 log = structlog.get_logger()
 
 
 class Conversations:
-    """Create, authorise, act on and read conversations on behalf of one user at a time."""
+    """Create, authorise, act on, close and read conversations on behalf of a user."""
 
-    def __init__(self, store: Store, leases: Leases, broker: Broker, max_payload: int) -> None:
+    def __init__(self, store: Store, broker: Broker, settings: Settings) -> None:
         self.store = store
-        self.leases = leases
         self.broker = broker
-        self.max_payload = max_payload
+        self.max_payload = settings.max_payload_bytes
+        self.limit = settings.max_conversations_per_user
+        self.policy = settings.over_limit_policy
 
     async def create(self, user: str, initial_message: str | None = None) -> str:
-        cid = await self.store.create(user)
-        await self.broker.declare_conversation(cid)
+        initial = None
         if initial_message is not None:
-            action = Action.parse({"kind": "message", "data": {"content": initial_message}})
-            await self._publish(cid, action)
-        await self.broker.request_claim(cid)
+            initial = self._action({"kind": "message", "data": {"content": initial_message}})
+        cid, admission = await self.store.create(user, self.limit, self.policy)
+        self._check(admission)
+        await self.broker.declare_conversation(cid)
+        if initial is not None:
+            await self.broker.publish_action(cid, initial.to_json(), initial.action_id)
+        await self._after_admission(cid, admission)
         return cid
 
     async def authorize(self, user: str, cid: object) -> str:
@@ -51,36 +62,52 @@ class Conversations:
             raise NotFound("no such conversation")
         return record
 
-    async def act(self, cid: str, payload: object) -> str:
-        """Queue a client action (already authorised); its action id once confirmed."""
-        action = Action.parse(payload)
-        await self._publish(cid, action)
+    async def act(self, user: str, cid: str, payload: object) -> str:
+        """Queue a client action (``cid`` already authorised); its id once confirmed."""
+        action = self._action(payload)
+        admission = await self.store.admit(cid, user, self.limit, self.policy)
+        self._check(admission)
+        await self.broker.publish_action(cid, action.to_json(), action.action_id)
+        await self._after_admission(cid, admission)
         return action.action_id
 
-    async def _publish(self, cid: str, action: Action) -> None:
-        body = action.to_json()
-        if len(body) > self.max_payload:
-            raise PayloadTooLarge(f"action is {len(body)} bytes; the limit is {self.max_payload}")
-        # Lazy recovery: if nobody live owns the conversation, ask for a claim. The
-        # check runs beside the publish, so it costs no latency; it is best effort
-        # (the reaper recovers too), so its failure does not fail the action.
-        published, orphaned = await asyncio.gather(
-            self.broker.publish_action(cid, body, action.action_id),
-            self.leases.needs_owner(cid),
-            return_exceptions=True,
-        )
-        if isinstance(published, BaseException):
-            raise published
-        if orphaned is True:
-            await self._request_claim(cid)
-        elif isinstance(orphaned, BaseException):
-            log.warning("owner_check_failed", conversation_id=cid, error=repr(orphaned))
+    async def close(self, user: str, cid: str) -> None:
+        """Close for good: its owner logs ``closed`` after the input already queued."""
+        before = await self.store.close(await self.authorize(user, cid), user, CLOSED_BY_USER)
+        if before in ("running", "idle"):
+            await self.broker.close_conversation(cid, CLOSED_BY_USER)
 
-    async def _request_claim(self, cid: str) -> None:
+    def _action(self, payload: object) -> Action:
+        action = Action.parse(payload)
+        size = len(action.to_json())
+        if size > self.max_payload:
+            raise PayloadTooLarge(f"action is {size} bytes; the limit is {self.max_payload}")
+        return action
+
+    def _check(self, admission: Admission) -> None:
+        if admission.outcome == "over_limit":
+            raise TooManyConversations(
+                f"you already run {self.limit} conversations; close one or wait until one idles"
+            )
+        if admission.outcome == "closed":
+            raise ConversationClosed("the conversation is closed")
+        if admission.outcome != "ok":
+            raise NotFound("no such conversation")
+
+    async def _after_admission(self, cid: str, admission: Admission) -> None:
+        """Close what the admission evicted; ask for an owner if there is none live.
+
+        Both are best effort once the action is queued: the reaper recovers owners
+        too, so a failure here does not fail the action.
+        """
         try:
-            await self.broker.request_claim(cid)
+            if admission.evicted is not None:
+                reason = "evicted: too many conversations"
+                await self.broker.close_conversation(admission.evicted, reason)
+            if admission.needs_owner:
+                await self.broker.request_claim(cid)
         except Unavailable as exc:
-            log.warning("claim_request_failed", conversation_id=cid, error=repr(exc))
+            log.warning("after_admission_failed", conversation_id=cid, error=repr(exc))
 
     async def list_page(self, user: str, after: str | None, limit: int) -> list[Conversation]:
         ids = await self.store.list_ids(user, after, min(limit, MAX_PAGE))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -37,12 +38,19 @@ def parse_latest_event_id(value: object) -> int:
 class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     """The default namespace of the client protocol."""
 
-    def __init__(self, conversations: Conversations, feed: Feed, jwt_secret: str) -> None:
+    def __init__(
+        self,
+        conversations: Conversations,
+        feed: Feed,
+        jwt_secret: str,
+        present: Callable[[str, int], Awaitable[None]],
+    ) -> None:
         super().__init__("/")
         self._conversations = conversations
         self._feed = feed
         self._secret = jwt_secret
-        self._sessions: dict[str, str] = {}  # sid -> conversation id
+        self._present = present
+        self._sessions: dict[str, tuple[str, str]] = {}  # sid -> (user, conversation id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         params = connect_params(environ, auth)
@@ -54,20 +62,30 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             log.info("connect_refused", code=exc.code, reason=exc.message)
             # Clients see ``message``, and ``data`` = {code, message} (JS: err.message, err.data).
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
-        self._sessions[sid] = cid
+        self._sessions[sid] = (user, cid)
+        await self._present(cid, 1)
         await self._feed.join(sid, cid, after)
         log.debug("client_connected", conversation_id=cid, sid=sid)
 
     async def on_disconnect(self, sid: str, *reason: object) -> None:
-        self._sessions.pop(sid, None)
+        session = self._sessions.pop(sid, None)
         await self._feed.leave(sid)
+        if session is not None:
+            try:
+                await self._present(session[1], -1)
+            except Exception as exc:  # recounted when the gateway's liveness lapses
+                log.warning("presence_not_updated", conversation_id=session[1], error=repr(exc))
+
+    def conversations(self) -> list[str]:
+        """The conversation of every connected client (with repeats)."""
+        return [cid for _, cid in self._sessions.values()]
 
     async def on_user_action(self, sid: str, payload: object = None) -> dict[str, Any]:
-        cid = self._sessions.get(sid)
+        user, cid = self._sessions.get(sid, (None, None))
         try:
-            if cid is None:
+            if user is None or cid is None:
                 raise BadRequest("not connected to a conversation")
-            action_id = await self._conversations.act(cid, payload)
+            action_id = await self._conversations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)
             return {"ok": False, "error": exc.as_dict()}

@@ -74,6 +74,8 @@ def settings(namespace: str, redis_url: str) -> Settings:
         jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
         port=free_port(),
         shutdown_grace=5.0,
+        # Tests run many conversations as one user; the limit has tests of its own.
+        max_conversations_per_user=100_000,
     )
 
 
@@ -122,10 +124,17 @@ class InProcessFleet:
         self.workers: list[tuple[Worker, asyncio.Task[None]]] = []
         self._tasks: list[tuple[Callable[[], Any], asyncio.Task[None]]] = []
 
-    async def start_gateway(self) -> Gateway:
-        gateway = Gateway(self.settings)
+    async def start_gateway(self, port: int | None = None) -> Gateway:
+        """A gateway on ``settings.port``, or on ``port`` for a second one."""
+        settings = self.settings.model_copy(update={"port": port or self.settings.port})
+        gateway = Gateway(settings)
         config = uvicorn.Config(
-            gateway.app, host="127.0.0.1", port=self.settings.port, log_config=None, lifespan="on"
+            gateway.app,
+            host="127.0.0.1",
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -149,8 +158,8 @@ class InProcessFleet:
         self._tasks.append((worker.stop, task))
         return worker
 
-    async def start_reaper(self) -> Reaper:
-        reaper = Reaper(self.settings)
+    async def start_reaper(self, **overrides: Any) -> Reaper:
+        reaper = Reaper(self.settings.model_copy(update=overrides))
         task = asyncio.create_task(reaper.main())
         await wait_for_event(reaper.ready, task)
         self._tasks.append((reaper.stop, task))

@@ -105,6 +105,9 @@ class ProcessFleet:
             "FLEET_LIVENESS_TTL": str(settings.liveness_ttl),
             "FLEET_SHUTDOWN_GRACE": str(settings.shutdown_grace),
             "FLEET_AGENT": settings.agent,
+            "FLEET_MAX_CONVERSATIONS_PER_USER": str(settings.max_conversations_per_user),
+            "FLEET_OVER_LIMIT_POLICY": settings.over_limit_policy,
+            "FLEET_CLOSE_DELAY": str(settings.close_delay),
             **env,
         }
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import httpx
 import socketio
+from redis.asyncio import Redis
 
 from broker import tokens
+from broker.names import Names
 from broker.settings import Settings
 
 EventList = list[dict[str, Any]]
@@ -86,3 +88,10 @@ def replies(events: EventList) -> dict[str, list[str]]:
         if event["source"] == "agent" and event["kind"] == "message":
             out.setdefault(event["data"]["in_reply_to"], []).append(event["data"]["content"])
     return out
+
+
+async def status_becomes(redis: Redis, names: Names, cid: str, status: str) -> None:
+    """Poll (with a deadline) until the conversation's record has ``status``."""
+    async with asyncio.timeout(10):
+        while (await redis.hget(names.meta(cid), "status")) != status.encode():
+            await asyncio.sleep(0.05)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import cast
 
+import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueueIterator, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
@@ -14,7 +16,7 @@ from aio_pika.queue import Queue, QueueIterator
 from broker.amqp import Broker
 from broker.errors import LeaseLost
 from broker.events import Action, Event, NewEvent, with_id
-from broker.leases import lease_value
+from broker.leases import Leases, lease_value
 from broker.store import Store
 from workers.agents import Agent
 
@@ -43,21 +45,27 @@ class ConversationLoop:
         epoch: int,
         agent: Agent,
         store: Store,
+        leases: Leases,
         broker: Broker,
         channel: AbstractRobustChannel,
         alive: Callable[[], bool],
     ) -> None:
         self.conversation_id = cid
+        self.worker_id = worker_id
         self.epoch = epoch
         self.lease = lease_value(worker_id, epoch)
         self._agent = agent
         self._store = store
+        self._leases = leases
         self._broker = broker
         self._channel = channel
         self._alive = alive
         self._messages: AbstractQueueIterator | None = None
         self._draining = False
         self._retry_delay = 0.025
+        self._closing = False  # the close marker was logged; finish once the queue is empty
+        self.finished = False  # closed for good: nothing to hand over
+        self.idle_since: float | None = time.monotonic()  # None while handling input
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
 
     async def run(self) -> None:
@@ -67,13 +75,13 @@ class ConversationLoop:
         consume again, with capped exponential backoff.
         """
         delay = 0.05
-        while not self._draining:
+        while not self._draining and not self.finished:
             try:
                 await self._consume()
                 delay = 0.05
             except (AMQPError, ConnectionError) as exc:
                 self.log.warning("consume_interrupted", error=repr(exc))
-            if not self._draining:
+            if not self._draining and not self.finished:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -83,8 +91,12 @@ class ConversationLoop:
             if self._draining:
                 return
             async for message in self._messages:
+                self.idle_since = None
                 await self._process(message)
-                if self._draining:
+                self.idle_since = time.monotonic()
+                if self._closing:
+                    self.finished = await self._finish()
+                if self._draining or self.finished:
                     return
 
     async def drain(self) -> None:
@@ -95,8 +107,13 @@ class ConversationLoop:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:
-            action = Action.from_json(message.body)
-        except (ValueError, KeyError, TypeError):
+            payload = orjson.loads(message.body)
+            work = (
+                self._close(str(payload["reason"]))
+                if payload.get("kind") == "close"
+                else self._handle(Action.from_payload(payload))
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
             self.log.warning("action_malformed", size=len(message.body))
             await message.reject(requeue=False)
             return
@@ -104,11 +121,11 @@ class ConversationLoop:
         # and the ``once`` keys keep the log free of duplicates.
         try:
             async with message.process(requeue=True):
-                await self._handle(action)
+                await work
         except LeaseLost:
             raise
         except Exception as exc:
-            self.log.warning("action_retry", action_id=action.action_id, error=repr(exc))
+            self.log.warning("action_retry", message_id=message.message_id, error=repr(exc))
             self._retry_delay = min(self._retry_delay * 2, 2.0)
             await asyncio.sleep(self._retry_delay)
         else:
@@ -117,6 +134,11 @@ class ConversationLoop:
     async def _handle(self, action: Action) -> None:
         user_event = action.event()
         first_id = await self.emit(user_event, once=f"action:{action.action_id}")
+        if self._closing:
+            # Admitted just before the close, queued just behind it: logged, not run.
+            error = {"code": "conversation_closed", "message": "the conversation was closed"}
+            await self.emit(NewEvent("system", "error", error), once=f"late:{action.action_id}")
+            return
         event = Event(
             first_id,
             self.conversation_id,
@@ -135,6 +157,19 @@ class ConversationLoop:
                 NewEvent("system", "error", {"message": f"agent failed: {exc!r}"}),
                 once=f"error:{action.action_id}",
             )
+
+    async def _close(self, reason: str) -> None:
+        await self.emit(NewEvent("system", "closed", {"reason": reason}), once="closed")
+        self._closing = True
+
+    async def _finish(self) -> bool:
+        """Once the queue is empty: delete it and mark the conversation closed (fenced)."""
+        if not await self._broker.delete_if_empty(self.conversation_id):
+            return False
+        if not await self._leases.finish(self.conversation_id, self.worker_id, self.epoch):
+            raise LeaseLost(f"lease {self.lease} moved on before closing")
+        self.log.info("conversation_closed")
+        return True
 
     async def emit(self, *events: NewEvent, once: str = "") -> int:
         """Log ``events`` under this loop's lease, then publish them; the first id."""

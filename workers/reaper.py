@@ -20,6 +20,7 @@ import structlog
 from broker.amqp import Broker
 from broker.leases import Leases
 from broker.names import Names
+from broker.presence import Presence
 from broker.redis import connect
 from broker.settings import Settings
 
@@ -50,6 +51,7 @@ class Reaper:
                 loop.add_signal_handler(sig, self.stop)
         redis = connect(self.settings.redis_url)
         self.leases = Leases(redis, self.names)
+        self.presence = Presence(redis, self.names)
         self.broker = Broker(self.settings.amqp_url, self.names, name="reaper")
         await self.broker.connect()
         log.info("reaper_started", reaper_id=self.reaper_id)
@@ -87,7 +89,14 @@ class Reaper:
             await self.sweep()
 
     async def sweep(self) -> int:
-        """Re-dispatch the conversations of every dead worker; how many were re-dispatched."""
+        """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
+
+        Dead gateways' connections are forgotten too, so passivation sees the truth.
+        """
+        for gateway_id in await self.presence.dead_gateways():
+            forgotten = await self.presence.forget(gateway_id)
+            if forgotten >= 0:
+                log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
         moved = 0
         for worker_id in await self.leases.dead_workers():
             cids = await self.leases.owned_by(worker_id)

@@ -82,7 +82,10 @@ class Worker:
                 self.names.dispatch_queue, durable=True
             )
             async with asyncio.TaskGroup() as self._tasks:
-                heartbeat = self._tasks.create_task(self._heartbeat())
+                background = [
+                    self._tasks.create_task(self._heartbeat()),
+                    self._tasks.create_task(self._passivate_idle()),
+                ]
                 await self._live.wait()
                 await self._update_dispatch()
                 log.info(
@@ -93,7 +96,8 @@ class Worker:
                 self.ready.set()
                 await self._stop.wait()
                 await self._drain()
-                heartbeat.cancel()
+                for task in background:
+                    task.cancel()
         finally:
             await self.broker.close()
             await self.redis.aclose()
@@ -215,7 +219,9 @@ class Worker:
         self._claiming += 1
         try:
             async with message.process(requeue=True):
-                claim = await self.leases.claim(cid, self.worker_id)
+                claim = await self.leases.claim(
+                    cid, self.worker_id, self.settings.max_conversations_per_user
+                )
                 if claim.outcome in ("claimed", "owned") and cid not in self.loops:
                     self._start(cid, claim.epoch)
                 elif claim.outcome == "not_alive":
@@ -229,12 +235,15 @@ class Worker:
         await self._update_dispatch()
 
     def _start(self, cid: str, epoch: int) -> None:
+        if cid in self.loops:
+            return
         loop = ConversationLoop(
             cid,
             self.worker_id,
             epoch,
             self.agent_factory(),
             self.store,
+            self.leases,
             self.broker,
             self._channel,
             self.alive,
@@ -269,6 +278,39 @@ class Worker:
         if await self.leases.release(cid, self.worker_id, loop.epoch):
             await self.broker.request_claim(cid)
             loop.log.info("lease_released")
+
+    # --- passivation -------------------------------------------------------------------
+    async def _passivate_idle(self) -> None:
+        """Passivate conversations idle for ``close_delay`` with no client connected."""
+        delay = self.settings.close_delay
+        while True:
+            await asyncio.sleep(min(delay / 4, 5.0))
+            now = time.monotonic()
+            for loop, task in list(self.loops.values()):
+                idle = loop.idle_since is not None and now - loop.idle_since >= delay
+                if idle and not self._stopping:
+                    try:
+                        await self._passivate(loop, task)
+                    except Exception as exc:
+                        loop.log.warning("passivate_failed", error=repr(exc))
+
+    async def _passivate(self, loop: ConversationLoop, task: asyncio.Task[None]) -> None:
+        """Stop the loop, then release lease and slot unless someone still needs it."""
+        cid = loop.conversation_id
+        await loop.drain()
+        await task
+        if loop.finished:
+            return
+        delay = self.settings.close_delay
+        outcome = await self.leases.passivate(cid, self.worker_id, loop.epoch, delay)
+        if outcome == "passivated":
+            loop.log.info("conversation_passivated")
+            # Input requeued by the drain is owed an owner.
+            queue = await self.broker.declare_conversation(cid, self._channel)
+            if queue.declaration_result.message_count:
+                await self.broker.request_claim(cid)
+        elif outcome != "moved" and self.alive():
+            self._start(cid, loop.epoch)  # a client or fresh input still needs it
 
     # --- drain ---------------------------------------------------------------------------
     async def _drain(self) -> None:

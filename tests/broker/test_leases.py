@@ -14,6 +14,7 @@ from broker.names import Names
 from broker.store import Store
 
 TTL = 0.3
+LIMIT = 100
 
 
 @pytest.fixture
@@ -24,6 +25,12 @@ def leases(redis: Redis, names: Names) -> Leases:
 @pytest.fixture
 def store(redis: Redis, names: Names) -> Store:
     return Store(redis, names)
+
+
+async def created(store: Store, user: str = "alice") -> str:
+    cid, admission = await store.create(user, LIMIT, "reject")
+    assert admission.outcome == "ok"
+    return cid
 
 
 async def live_worker(leases: Leases, worker_id: str, ttl: float = 30) -> str:
@@ -39,16 +46,16 @@ async def wait_until_dead(leases: Leases, worker_id: str) -> None:
 
 
 async def test_claim_then_second_claim_is_refused(leases: Leases, store: Store) -> None:
-    cid = await store.create("alice")
+    cid = await created(store)
     a = await live_worker(leases, "worker-a")
     b = await live_worker(leases, "worker-b")
 
-    first = await leases.claim(cid, a)
-    second = await leases.claim(cid, b)
+    first = await leases.claim(cid, a, LIMIT)
+    second = await leases.claim(cid, b, LIMIT)
 
     assert (first.outcome, first.epoch) == ("claimed", 1)
     assert (second.outcome, second.epoch) == ("busy", 1)
-    assert (await leases.claim(cid, a)).outcome == "owned"
+    assert (await leases.claim(cid, a, LIMIT)).outcome == "owned"
     assert await leases.owned_by(a) == [cid]
     assert await leases.owned_by(b) == []
     record = await store.get(cid)
@@ -56,13 +63,13 @@ async def test_claim_then_second_claim_is_refused(leases: Leases, store: Store) 
 
 
 async def test_takeover_of_a_dead_owner_bumps_the_epoch(leases: Leases, store: Store) -> None:
-    cid = await store.create("alice")
+    cid = await created(store)
     a = await live_worker(leases, "worker-a", ttl=TTL)
     b = await live_worker(leases, "worker-b")
-    assert (await leases.claim(cid, a)).epoch == 1
+    assert (await leases.claim(cid, a, LIMIT)).epoch == 1
 
     await wait_until_dead(leases, a)
-    takeover = await leases.claim(cid, b)
+    takeover = await leases.claim(cid, b, LIMIT)
 
     assert (takeover.outcome, takeover.epoch) == ("claimed", 2)
     assert await leases.owned_by(a) == []
@@ -70,15 +77,15 @@ async def test_takeover_of_a_dead_owner_bumps_the_epoch(leases: Leases, store: S
 
 
 async def test_a_write_with_the_old_epoch_is_refused(leases: Leases, store: Store) -> None:
-    cid = await store.create("alice")
+    cid = await created(store)
     a = await live_worker(leases, "worker-a", ttl=TTL)
     b = await live_worker(leases, "worker-b")
-    await leases.claim(cid, a)
+    await leases.claim(cid, a, LIMIT)
     old = lease_value(a, 1)
     await store.append(cid, old, [NewEvent("agent", "message", {"content": "before"}).body(cid)])
 
     await wait_until_dead(leases, a)
-    new = await leases.claim(cid, b)
+    new = await leases.claim(cid, b, LIMIT)
     with pytest.raises(LeaseLost):
         await store.append(cid, old, [NewEvent("agent", "message", {"content": "stale"}).body(cid)])
     await store.append(
@@ -95,22 +102,23 @@ async def test_a_write_with_the_old_epoch_is_refused(leases: Leases, store: Stor
 async def test_claims_refused_for_unknown_and_by_a_lapsed_worker(
     leases: Leases, store: Store
 ) -> None:
-    cid = await store.create("alice")
-    assert (await leases.claim("nope", "worker-a")).outcome == "unknown"
-    assert (await leases.claim(cid, "never-registered")).outcome == "not_alive"
+    cid = await created(store)
+    assert (await leases.claim("nope", "worker-a", LIMIT)).outcome == "unknown"
+    assert (await leases.claim(cid, "never-registered", LIMIT)).outcome == "not_alive"
 
 
 async def test_release_is_compare_and_delete(leases: Leases, store: Store) -> None:
-    cid = await store.create("alice")
+    cid = await created(store)
     a = await live_worker(leases, "worker-a")
-    claim = await leases.claim(cid, a)
+    claim = await leases.claim(cid, a, LIMIT)
 
     assert not await leases.release(cid, a, claim.epoch + 1)
     assert await leases.release(cid, a, claim.epoch)
     assert not await leases.release(cid, a, claim.epoch)
     assert await leases.owned_by(a) == []
-    assert await leases.needs_owner(cid)
-    again = await leases.claim(cid, a)
+    admission = await store.admit(cid, "alice", LIMIT, "reject")
+    assert (admission.outcome, admission.needs_owner) == ("ok", True)
+    again = await leases.claim(cid, a, LIMIT)
     assert (again.outcome, again.epoch) == ("claimed", 2)
 
 

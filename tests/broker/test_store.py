@@ -13,9 +13,9 @@ from broker.store import Store
 
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
-    cid = await store.create("alice")
+    cid, _ = await store.create("alice", 100, "reject")
     await leases.heartbeat("w", 30, register=True)
-    claim = await leases.claim(cid, "w")
+    claim = await leases.claim(cid, "w", 100)
     return store, cid, lease_value("w", claim.epoch)
 
 

@@ -107,6 +107,9 @@ class Traffic:
             resume,
         )
         REPORT.append(row)
+        refused = [r for s in self.senders for r in s.refused]
+        if refused:
+            print(f"\n{len(refused)} actions not acknowledged (so not owed), e.g. {refused[:3]}")
         print(f"\n{report_table().splitlines()[0]}\n{report_table().splitlines()[-1]}")
         assert result.lost == [], f"lost: {result.lost[:20]}"
         assert result.duplicated == [], f"duplicated: {result.duplicated[:20]}"

@@ -13,7 +13,7 @@ from broker.settings import Settings
 from tests.chaos.harness import Traffic
 from tests.conftest import free_port
 from tests.processes import FleetProcess, process_fleet
-from tests.support import token
+from tests.support import Client, create_conversation, token
 
 LEASE_TTL = 1.0
 
@@ -75,3 +75,27 @@ async def test_gateways_recover_conversations_with_no_reaper_at_all(
         resume = await traffic.resumed(traffic.senders, killed)
         await traffic.finish("sigkill, no reaper", redis, names, resume)
         await traffic.close()
+
+
+async def test_a_dead_gateways_connections_are_forgotten(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with process_fleet(settings) as fleet:
+        gateway = await fleet.gateway(port)
+        await fleet.reaper()
+        bearer = token(settings, "a")
+        cid = await create_conversation(url, bearer)
+        client = await Client().connect(url, bearer, cid)
+        assert list((await redis.hgetall(names.clients(cid))).values()) == [b"1"]
+
+        gateway.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        async with asyncio.timeout(10):
+            while await redis.hlen(names.clients(cid)):
+                await asyncio.sleep(0.02)
+        forgotten = time.monotonic() - killed
+        print(f"\na dead gateway's connections were forgotten {forgotten:.3f}s after SIGKILL")
+        assert forgotten < settings.liveness_ttl + 1
+        await client.close()

@@ -1,0 +1,11 @@
+-- Mark a closing conversation closed, by its owner only (fenced): the lease is
+-- deleted and nothing can ever claim it again.
+-- KEYS: lease, meta, owns (of the owner)
+-- ARGV: lease_value, conversation_id
+-- Returns 1 when closed, 0 when the lease had moved on.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], 'status', 'closed')
+redis.call('HDEL', KEYS[2], 'owner')
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return 1

@@ -1,0 +1,71 @@
+"""A closed conversation stays closed, whatever is killed and restarted."""
+
+from __future__ import annotations
+
+import signal
+
+import aio_pika
+import pytest
+from aio_pika.exceptions import ChannelNotFoundEntity
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from tests.conftest import free_port
+from tests.processes import process_fleet
+from tests.support import Client, create_conversation, http, replies, status_becomes, token
+
+
+async def test_close_for_good_survives_killing_and_restarting_everything(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    async with process_fleet(settings) as fleet:
+        await fleet.gateway(port)
+        reaper = await fleet.reaper()
+        workers = [await fleet.worker(), await fleet.worker()]
+        bearer = token(settings, "alice")
+        cid = await create_conversation(url, bearer)
+        client = await Client().connect(url, bearer, cid)
+        assert (await client.act("one", action_id="one"))["ok"]
+        assert (await client.act("two", action_id="two"))["ok"]
+
+        async with http(url, bearer) as api:
+            assert (await api.delete(f"/api/conversations/{cid}")).status_code == 202
+        events = await client.wait_for(lambda ev: bool(ev) and ev[-1]["kind"] == "closed")
+
+        # Input queued before the close was answered first; `closed` is last.
+        assert set(replies(events)) == {"one", "two"}
+        assert events[-1]["data"] == {"reason": "closed by user"}
+        refused = await client.act("three")
+        assert refused == {
+            "ok": False,
+            "error": {"code": "conversation_closed", "message": "the conversation is closed"},
+        }
+        await status_becomes(redis, names, cid, "closed")
+        await assert_queue_deleted(settings, names.conversation_queue(cid))
+
+        for process, _ in workers:
+            process.signal(signal.SIGKILL)
+        reaper.signal(signal.SIGKILL)
+        await fleet.reaper()
+        await fleet.worker()
+        await fleet.worker()
+        async with http(url, bearer) as api:
+            again = await api.delete(f"/api/conversations/{cid}")
+            record = (await api.get(f"/api/conversations/{cid}")).json()
+
+        assert again.status_code == 202
+        assert (record["status"], record["owner"]) == ("closed", None)
+        assert record["last_event_id"] == events[-1]["id"]
+        assert await redis.get(names.lease(cid)) is None
+        await client.close()
+
+
+async def assert_queue_deleted(settings: Settings, queue: str) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        with pytest.raises(ChannelNotFoundEntity):
+            await channel.declare_queue(queue, passive=True)
