@@ -92,7 +92,8 @@ class Broker:
             await self.inbound.publish(message, routing_key=cid, mandatory=True, timeout=10)
         except PublishError as exc:
             raise ConversationClosed(f"conversation {cid} takes no more input") from exc
-        except (AMQPError, DeliveryError, TimeoutError, ConnectionError) as exc:
+        except (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError) as exc:
+            # RuntimeError: aio-pika's word for a channel or connection that is closed.
             raise Unavailable("the message broker did not confirm the action") from exc
 
     async def close_conversation(self, cid: str, reason: str) -> None:
@@ -123,7 +124,7 @@ class Broker:
             await self.confirmed.default_exchange.publish(
                 message, routing_key=self.names.dispatch_queue, mandatory=True, timeout=10
             )
-        except (AMQPError, TimeoutError, ConnectionError) as exc:
+        except (AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
 
     async def publish_event(self, cid: str, entry: bytes) -> None:

@@ -42,6 +42,8 @@ if answers 5672; then
 else
   command -v rabbitmq-server >/dev/null || install_packages rabbitmq-server
   echo "local-services: starting rabbitmq-server (takes 5-15 s)"
-  rabbitmq-server -detached
+  # Every durable queue needs a file handle at boot: lift the soft limit (1024 on many
+  # systems) to the hard one, or a broker with many conversations never finishes booting.
+  (ulimit -n "$(ulimit -Hn)" 2>/dev/null; rabbitmq-server -detached)
   wait_for 5672 rabbitmq 90
 fi

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import cast
 
 import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueueIterator, AbstractRobustChannel
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from aio_pika.exceptions import AMQPError
-from aio_pika.queue import Queue, QueueIterator
 
 from broker.amqp import Broker
 from broker.errors import LeaseLost
@@ -19,20 +17,9 @@ from broker.events import Action, Event, NewEvent, with_id
 from broker.leases import Leases, lease_value
 from broker.store import Store
 from workers.agents import Agent
+from workers.inbox import Inbox
 
 log = structlog.get_logger()
-
-
-class _Messages(QueueIterator):
-    """aio-pika's queue iterator, minus a race: deliveries are handed over by tasks,
-    so one can land after the iterator closed and requeued its buffer, and would
-    then sit unacked until the channel closes. Such a late delivery is requeued."""
-
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
-        if self.consumer_tag is None:
-            await message.nack(requeue=True)
-        else:
-            await super().on_message(message)
 
 
 class ConversationLoop:
@@ -60,7 +47,7 @@ class ConversationLoop:
         self._broker = broker
         self._channel = channel
         self._alive = alive
-        self._messages: AbstractQueueIterator | None = None
+        self._inbox: Inbox | None = None
         self._draining = False
         self._retry_delay = 0.025
         self._closing = False  # the close marker was logged; finish once the queue is empty
@@ -87,23 +74,31 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         queue = await self._broker.declare_conversation(self.conversation_id, self._channel)
-        async with _Messages(cast(Queue, queue)) as self._messages:
-            if self._draining:
-                return
-            async for message in self._messages:
+        self._inbox = inbox = Inbox()
+        try:
+            await inbox.consume(queue)
+            while not self._draining and (message := await inbox.next()) is not None:
                 self.idle_since = None
                 await self._process(message)
                 self.idle_since = time.monotonic()
                 if self._closing:
                     self.finished = await self._finish()
-                if self._draining or self.finished:
-                    return
+                    if self.finished:
+                        return
+        finally:
+            # Shielded: what we hold must go back to the queue even if we are cancelled.
+            await asyncio.shield(inbox.release())
+
+    def reconsume(self) -> None:
+        """After a broker reconnect: consume again on the restored channel."""
+        if self._inbox is not None:
+            self._inbox.close()
 
     async def drain(self) -> None:
         """Stop after the action in hand; the unstarted ones go back to the queue."""
         self._draining = True
-        if self._messages is not None:
-            await self._messages.close()
+        if self._inbox is not None:
+            await self._inbox.release()
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         try:

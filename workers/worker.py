@@ -81,6 +81,7 @@ class Worker:
             self._dispatch: AbstractQueue = await dispatch_channel.declare_queue(
                 self.names.dispatch_queue, durable=True
             )
+            self.broker.connection.reconnect_callbacks.add(self._on_reconnect)
             async with asyncio.TaskGroup() as self._tasks:
                 background = [
                     self._tasks.create_task(self._heartbeat()),
@@ -107,6 +108,12 @@ class Worker:
         channel = await self.broker.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         return channel
+
+    def _on_reconnect(self, *_: object) -> None:
+        """The robust connection restored its channels; loops consume again on them."""
+        log.info("broker_reconnected", worker_id=self.worker_id, conversations=len(self.loops))
+        for loop, _task in self.loops.values():
+            loop.reconsume()
 
     # --- liveness -----------------------------------------------------------------------
     def alive(self) -> bool:

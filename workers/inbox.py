@@ -1,0 +1,61 @@
+"""One consumer's deliveries, in order, for a loop that handles them one at a time.
+
+Written instead of aio-pika's queue iterator for two reasons: deliveries reach a
+consumer callback through tasks, so one can land after the consumer was closed (it
+must be requeued, not kept unacked until the channel closes); and after a broker
+reconnect the loop must consume again on the restored channel, dropping what the
+dead channel delivered (the broker requeued those already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+
+class Inbox:
+    """Consumes a queue into an ordered buffer until closed."""
+
+    def __init__(self) -> None:
+        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._closed = False
+        self._queue: AbstractQueue | None = None
+        self._tag: ConsumerTag | None = None
+
+    async def consume(self, queue: AbstractQueue) -> None:
+        self._queue = queue
+        self._tag = await queue.consume(self._deliver)
+
+    async def _deliver(self, message: AbstractIncomingMessage) -> None:
+        if self._closed:
+            await _requeue(message)
+        else:
+            self._buffer.put_nowait(message)
+
+    async def next(self) -> AbstractIncomingMessage | None:
+        """The next delivery, or None once closed."""
+        return None if self._closed else await self._buffer.get()
+
+    def close(self) -> None:
+        """Stop handing out deliveries; ``release`` gives back the ones held."""
+        self._closed = True
+        self._buffer.put_nowait(None)
+
+    async def release(self) -> None:
+        """Cancel the consumer and requeue what it holds; quiet if the channel died."""
+        self.close()
+        if self._queue is not None and self._tag is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._tag)
+        while not self._buffer.empty():
+            message = self._buffer.get_nowait()
+            if message is not None:
+                await _requeue(message)
+
+
+async def _requeue(message: AbstractIncomingMessage) -> None:
+    # A dead channel already returned its unacked messages to the queue.
+    with contextlib.suppress(Exception):
+        await message.nack(requeue=True)
