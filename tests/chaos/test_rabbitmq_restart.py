@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from broker.names import Names
@@ -15,14 +16,15 @@ from tests.processes import process_fleet
 from tests.support import token
 
 
-async def rabbitmqctl(*args: str) -> None:
+async def rabbitmqctl(*args: str, timeout: float = 60) -> None:
     process = await asyncio.create_subprocess_exec(
         "rabbitmqctl", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode == 0, f"rabbitmqctl {' '.join(args)}: {output.decode()}"
 
 
+@pytest.mark.timeout(600)  # never interrupted between stop_app and start_app
 async def test_rabbitmq_restart_under_traffic(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
@@ -40,12 +42,12 @@ async def test_rabbitmq_restart_under_traffic(
 
         resume: list[float] = []
         for _ in range(rounds):
-            await rabbitmqctl("stop_app")
+            stopped = time.monotonic()
             try:
-                stopped = time.monotonic()
-            finally:
-                await rabbitmqctl("start_app")
-            await rabbitmqctl("await_startup")
+                await rabbitmqctl("stop_app")
+            finally:  # whatever happens, the broker is left running
+                await rabbitmqctl("start_app", timeout=300)
+                await rabbitmqctl("await_startup", timeout=300)
             started = time.monotonic()
             print(f"\nbroker down for {started - stopped:.1f}s")
             # Every conversation answers actions sent after the broker came back.
