@@ -51,6 +51,7 @@ class Feed:
         self._topics: dict[str, _Topic] = {}
         self._clients: dict[str, tuple[str, _Client]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.received = 0  # live events taken from the broker
 
     async def start(self) -> None:
         channel = self._broker.fast
@@ -116,6 +117,7 @@ class Feed:
         except (ValueError, TypeError, KeyError):
             log.warning("live_event_malformed", size=len(message.body))
             return
+        self.received += 1
         if topic is not None:
             for client in topic.clients.values():
                 client.inbox.put_nowait(event)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -45,3 +46,18 @@ def crash_once(name: str) -> None:
     except FileExistsError:
         return
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Chatty:
+    """Answers "count N" with N agent messages, a few milliseconds apart: a stream of
+    events that goes on while clients come and go."""
+
+    async def on_event(self, event: Event, conversation: Conversation) -> None:
+        content = event.data.get("content", "") if event.source == "user" else ""
+        if not content.startswith("count "):
+            return
+        action_id = event.data["action_id"]
+        for i in range(int(content.split()[1])):
+            data = {"content": str(i), "in_reply_to": action_id}
+            await conversation.emit(NewEvent("agent", "message", data), once=f"{action_id}:{i}")
+            await asyncio.sleep(0.005)
