@@ -47,6 +47,11 @@ class TooManyConversations(FleetError):
     status = 429
 
 
+class RateLimited(FleetError):
+    code = "rate_limited"
+    status = 429
+
+
 class Unavailable(FleetError):
     """The broker or Redis could not take the request; the client may retry."""
 

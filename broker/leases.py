@@ -22,6 +22,7 @@ class Claim:
 
     outcome: str
     epoch: int
+    took_over: bool = False
 
     @property
     def won(self) -> bool:
@@ -49,11 +50,11 @@ class Leases:
 
     async def claim(self, cid: str, worker_id: str, user_limit: int) -> Claim:
         n = self.names
-        outcome, epoch = await self._claim(
+        outcome, epoch, took_over = await self._claim(
             keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id)],
             args=[cid, worker_id, n.alive_prefix, n.owns_prefix, n.user_prefix, user_limit],
         )
-        return Claim(outcome.decode(), int(epoch))
+        return Claim(text(outcome), int(epoch), bool(took_over))
 
     async def finish(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Mark a closing conversation closed (fenced); False when the lease moved on."""

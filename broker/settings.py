@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     # passivated: its loop stops and its lease is released; the next action resumes it.
     close_delay: float = Field(60.0, gt=0)
 
+    # Client actions per second per connection (and per user over HTTP), with bursts.
+    rate_limit: float = Field(20.0, gt=0)
+    rate_burst: int = Field(40, ge=1)
+    # Prometheus metrics of workers and reapers on FLEET_HOST:port (0: off);
+    # gateways serve /metrics on their own port.
+    metrics_port: int = Field(0, ge=0, le=65535)
+
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -9,7 +9,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from broker import scripts
+from broker import metrics, scripts
 from broker.errors import LeaseLost
 from broker.names import Names
 from broker.redis import text
@@ -138,6 +138,7 @@ class Store:
         )
         code = reply[0]
         if code == -1:
+            metrics.FENCED_WRITES.inc()
             raise LeaseLost(f"lease {lease} of {cid} is no longer current")
         if code == -2:
             return Appended(first_id=reply[1], entries=reply[2:], duplicate=True)

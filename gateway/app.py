@@ -13,7 +13,9 @@ import socketio
 import structlog
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
+from broker import metrics
 from broker.amqp import Broker
 from broker.names import Names
 from broker.presence import Presence
@@ -21,7 +23,8 @@ from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
 from gateway.feed import Feed
-from gateway.http import HttpApi
+from gateway.http import HttpApi, route_error
+from gateway.ratelimit import Buckets
 from gateway.service import Conversations
 from gateway.sockets import FleetNamespace
 
@@ -49,12 +52,15 @@ class Gateway:
         self.presence = Presence(self.redis, self.names)
         conversations = Conversations(self.store, self.broker, settings)
         self.feed = Feed(self.broker, self.store, self._emit)
-        self.sockets = FleetNamespace(conversations, self.feed, secret, self._present)
+        buckets = Buckets(settings.rate_limit, settings.rate_burst)
+        self.sockets = FleetNamespace(conversations, self.feed, secret, self._present, buckets)
         self.sio.register_namespace(self.sockets)
-        http = HttpApi(conversations, secret, settings.max_payload_bytes, self.ready)
+        http = HttpApi(conversations, secret, settings.max_payload_bytes, self.ready, buckets)
         self.app = socketio.ASGIApp(
             self.sio,
-            other_asgi_app=Starlette(routes=http.routes()),
+            other_asgi_app=Starlette(
+                routes=http.routes(), exception_handlers={HTTPException: route_error}
+            ),
             on_startup=self.start,
             on_shutdown=self.close,
         )
@@ -99,6 +105,7 @@ class Gateway:
 
     async def _emit(self, sid: str, event: dict[str, Any]) -> None:
         await self.sio.emit("event", event, to=sid)
+        metrics.EVENTS_DELIVERED.inc()
 
     async def ready(self) -> bool:
         """Redis answers and the AMQP connection is open."""

@@ -7,12 +7,15 @@ from typing import Any
 
 import orjson
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from broker import tokens
-from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
+from broker.errors import BadRequest, FleetError, PayloadTooLarge, RateLimited, Unavailable
+from gateway.ratelimit import Buckets
 from gateway.service import MAX_PAGE, Conversations
 
 log = structlog.get_logger()
@@ -32,6 +35,14 @@ def raw_events(entries: list[bytes]) -> Response:
 
 def error(exc: FleetError) -> Response:
     return ORJSONResponse({"ok": False, "error": exc.as_dict()}, status_code=exc.status)
+
+
+async def route_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods answer in the API's JSON error shape too."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "bad_request")
+    detail = exc.detail if isinstance(exc, HTTPException) else "error"
+    return ORJSONResponse({"ok": False, "error": {"code": code, "message": detail}}, status)
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -56,17 +67,20 @@ class HttpApi:
         jwt_secret: str,
         max_payload: int,
         ready: Callable[[], Awaitable[bool]],
+        buckets: Buckets,
     ) -> None:
         self._conversations = conversations
         self._secret = jwt_secret
         self._max_payload = max_payload
         self._ready = ready
+        self._buckets = buckets
 
     def routes(self) -> list[Route]:
         api = self._api
         return [
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
+            Route("/metrics", self.metrics),
             Route("/api/conversations", api(self.create), methods=["POST"]),
             Route("/api/conversations", api(self.list), methods=["GET"]),
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
@@ -113,7 +127,15 @@ class HttpApi:
         ready = await self._ready()
         return ORJSONResponse({"ok": ready}, status_code=200 if ready else 503)
 
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    def _limit(self, user: str) -> None:
+        if not self._buckets.take(f"user:{user}"):
+            raise RateLimited("too many requests; slow down")
+
     async def create(self, request: Request, user: str) -> Response:
+        self._limit(user)
         body = await self._json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("body must be an object")
@@ -140,6 +162,7 @@ class HttpApi:
         return raw_events(await self._conversations.events(user, cid, after, limit))
 
     async def act(self, request: Request, user: str) -> Response:
+        self._limit(user)
         cid = await self._conversations.authorize(user, request.path_params["cid"])
         action_id = await self._conversations.act(user, cid, await self._json_body(request))
         return ORJSONResponse({"ok": True, "action_id": action_id})

@@ -6,6 +6,7 @@ import asyncio
 
 import structlog
 
+from broker import metrics
 from broker.amqp import Broker
 from broker.errors import (
     ConversationClosed,
@@ -64,10 +65,13 @@ class Conversations:
 
     async def act(self, user: str, cid: str, payload: object) -> str:
         """Queue a client action (``cid`` already authorised); its id once confirmed."""
+        metrics.ACTIONS_RECEIVED.inc()
         action = self._action(payload)
         admission = await self.store.admit(cid, user, self.limit, self.policy)
         self._check(admission)
-        await self.broker.publish_action(cid, action.to_json(), action.action_id)
+        with metrics.PUBLISH_CONFIRM_SECONDS.time():
+            await self.broker.publish_action(cid, action.to_json(), action.action_id)
+        metrics.ACTIONS_ACKNOWLEDGED.inc()
         await self._after_admission(cid, admission)
         return action.action_id
 

@@ -9,9 +9,10 @@ from urllib.parse import parse_qs
 import socketio
 import structlog
 
-from broker import tokens
-from broker.errors import BadRequest, FleetError, Unavailable
+from broker import metrics, tokens
+from broker.errors import BadRequest, FleetError, RateLimited, Unavailable
 from gateway.feed import Feed
+from gateway.ratelimit import Buckets
 from gateway.service import Conversations
 
 log = structlog.get_logger()
@@ -44,12 +45,14 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         feed: Feed,
         jwt_secret: str,
         present: Callable[[str, int], Awaitable[None]],
+        buckets: Buckets,
     ) -> None:
         super().__init__("/")
         self._conversations = conversations
         self._feed = feed
         self._secret = jwt_secret
         self._present = present
+        self._buckets = buckets
         self._sessions: dict[str, tuple[str, str]] = {}  # sid -> (user, conversation id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
@@ -63,14 +66,17 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             # Clients see ``message``, and ``data`` = {code, message} (JS: err.message, err.data).
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         self._sessions[sid] = (user, cid)
+        metrics.CONNECTED_CLIENTS.inc()
         await self._present(cid, 1)
         await self._feed.join(sid, cid, after)
         log.debug("client_connected", conversation_id=cid, sid=sid)
 
     async def on_disconnect(self, sid: str, *reason: object) -> None:
         session = self._sessions.pop(sid, None)
+        self._buckets.forget(sid)
         await self._feed.leave(sid)
         if session is not None:
+            metrics.CONNECTED_CLIENTS.dec()
             try:
                 await self._present(session[1], -1)
             except Exception as exc:  # recounted when the gateway's liveness lapses
@@ -85,6 +91,8 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             if user is None or cid is None:
                 raise BadRequest("not connected to a conversation")
+            if not self._buckets.take(sid):
+                raise RateLimited("too many actions; slow down")
             action_id = await self._conversations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)

@@ -108,6 +108,8 @@ class ProcessFleet:
             "FLEET_MAX_CONVERSATIONS_PER_USER": str(settings.max_conversations_per_user),
             "FLEET_OVER_LIMIT_POLICY": settings.over_limit_policy,
             "FLEET_CLOSE_DELAY": str(settings.close_delay),
+            "FLEET_RATE_LIMIT": str(settings.rate_limit),
+            "FLEET_RATE_BURST": str(settings.rate_burst),
             **env,
         }
 

@@ -17,6 +17,7 @@ import socket
 
 import structlog
 
+from broker import metrics
 from broker.amqp import Broker
 from broker.leases import Leases
 from broker.names import Names
@@ -52,6 +53,7 @@ class Reaper:
         redis = connect(self.settings.redis_url)
         self.leases = Leases(redis, self.names)
         self.presence = Presence(redis, self.names)
+        metrics.serve(self.settings.host, self.settings.metrics_port)
         self.broker = Broker(self.settings.amqp_url, self.names, name="reaper")
         await self.broker.connect()
         log.info("reaper_started", reaper_id=self.reaper_id)
@@ -103,5 +105,6 @@ class Reaper:
             await asyncio.gather(*(self.broker.request_claim(cid) for cid in cids))
             if await self.leases.forget(worker_id):
                 log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
+                metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved

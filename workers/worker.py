@@ -13,6 +13,7 @@ import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, ConsumerTag
 
+from broker import metrics
 from broker.amqp import Broker
 from broker.errors import LeaseLost
 from broker.leases import Leases
@@ -73,6 +74,7 @@ class Worker:
         self.redis = connect(self.settings.redis_url)
         self.store = Store(self.redis, self.names)
         self.leases = Leases(self.redis, self.names)
+        metrics.serve(self.settings.host, self.settings.metrics_port)
         self.broker = Broker(self.settings.amqp_url, self.names, name="worker")
         await self.broker.connect()
         try:
@@ -138,6 +140,7 @@ class Worker:
                     alive = await self.leases.heartbeat(
                         self.worker_id, ttl, register=not self._registered
                     )
+                metrics.HEARTBEAT_SECONDS.observe(time.monotonic() - sent)
             except Exception as exc:
                 log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
             if alive:
@@ -230,6 +233,8 @@ class Worker:
                     cid, self.worker_id, self.settings.max_conversations_per_user
                 )
                 if claim.outcome in ("claimed", "owned") and cid not in self.loops:
+                    metrics.CLAIMS.inc()
+                    metrics.TAKEOVERS.inc(claim.took_over)
                     self._start(cid, claim.epoch)
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
@@ -257,6 +262,7 @@ class Worker:
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
+        metrics.CONVERSATIONS_OWNED.set(len(self.loops))
 
     async def _run_loop(self, loop: ConversationLoop) -> None:
         cid = loop.conversation_id
@@ -277,6 +283,7 @@ class Worker:
         finally:
             if self.loops.get(cid, (None,))[0] is loop:
                 del self.loops[cid]
+                metrics.CONVERSATIONS_OWNED.set(len(self.loops))
         await self._update_dispatch()
 
     async def _hand_over(self, loop: ConversationLoop) -> None:
