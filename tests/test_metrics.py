@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 
+from redis.asyncio import Redis
+
+from broker.names import Names
 from broker.settings import Settings
 from tests.conftest import free_port
 from tests.processes import process_fleet
@@ -17,18 +21,23 @@ def value(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def test_every_process_exposes_its_metrics(settings: Settings) -> None:
+async def test_every_process_exposes_its_metrics(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
     port, worker_port, reaper_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     async with process_fleet(settings) as fleet:
         await fleet.gateway(port)
         await fleet.reaper(FLEET_METRICS_PORT=str(reaper_port))
-        doomed, _ = await fleet.worker()
+        doomed, doomed_id = await fleet.worker()
         bearer = token(settings, "alice")
         cids = [await create_conversation(url, bearer) for _ in range(4)]
         client = await Client().connect(url, bearer, cids[0])
         assert (await client.act("hi"))["ok"]
         await client.wait_for(lambda ev: len(ev) >= 4)
+        async with asyncio.timeout(10):
+            while await redis.scard(names.owns(doomed_id)) < 4:
+                await asyncio.sleep(0.02)
         await fleet.worker(FLEET_METRICS_PORT=str(worker_port))
         doomed.signal(signal.SIGKILL)
         await fleet.processes[1].wait_for_log("worker_reaped")
