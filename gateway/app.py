@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
 from typing import Any
 
 import socketio
@@ -17,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.lifecycle import process_id
 from broker.names import Names
 from broker.presence import Presence
 from broker.redis import connect
@@ -48,7 +46,7 @@ class Gateway:
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)
         self.broker = Broker(settings.amqp_url, self.names, name="gateway")
-        self.gateway_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.gateway_id = process_id()
         self.presence = Presence(self.redis, self.names)
         conversations = Conversations(self.store, self.broker, settings)
         self.feed = Feed(self.broker, self.store, self._emit)

@@ -74,8 +74,10 @@ def settings(namespace: str, redis_url: str) -> Settings:
         jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
         port=free_port(),
         shutdown_grace=5.0,
-        # Tests run many conversations as one user; the limit has tests of its own.
+        # Tests run many conversations as one user, fast; limits have tests of their own.
         max_conversations_per_user=100_000,
+        rate_limit=100_000.0,
+        rate_burst=100_000,
     )
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import signal
-import socket
 
 import structlog
 
 from broker import metrics
 from broker.amqp import Broker
 from broker.leases import Leases
+from broker.lifecycle import Service, process_id
 from broker.names import Names
 from broker.presence import Presence
 from broker.redis import connect
@@ -28,28 +25,17 @@ from broker.settings import Settings
 log = structlog.get_logger()
 
 
-class Reaper:
+class Reaper(Service):
     """Sweeps the index of worker deadlines; each dead worker's conversations are re-dispatched."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__()
         self.settings = settings
         self.names = Names(settings.namespace)
-        self.reaper_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.reaper_id = process_id()
         self.leading = False
-        self._stop = asyncio.Event()
-        self.ready = asyncio.Event()
 
-    def run(self) -> None:
-        asyncio.run(self.main(handle_signals=True))
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    async def main(self, handle_signals: bool = False) -> None:
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
+    async def serve(self) -> None:
         redis = connect(self.settings.redis_url)
         self.leases = Leases(redis, self.names)
         self.presence = Presence(redis, self.names)

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-import signal
-import socket
 import time
 
 import orjson
@@ -17,6 +13,7 @@ from broker import metrics
 from broker.amqp import Broker
 from broker.errors import LeaseLost
 from broker.leases import Leases
+from broker.lifecycle import Service, process_id
 from broker.names import Names, valid_conversation_id
 from broker.redis import connect
 from broker.settings import Settings
@@ -30,7 +27,7 @@ CONVERSATION_PREFETCH = 4
 DISPATCH_PREFETCH = 32
 
 
-class Worker:
+class Worker(Service):
     """Takes claim requests while below capacity and runs one loop per claimed conversation.
 
     Liveness is one short-TTL key renewed by ``_heartbeat``; conversation leases have
@@ -39,10 +36,11 @@ class Worker:
     """
 
     def __init__(self, settings: Settings, agent_factory: AgentFactory | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.names = Names(settings.namespace)
         self.agent_factory = agent_factory or load_factory(settings.agent)
-        self._base_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._base_id = process_id()
         self.worker_id = self._base_id
         self._incarnation = 0
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
@@ -51,26 +49,13 @@ class Worker:
         self._live = asyncio.Event()
         self._valid_until = 0.0
         self._orphans: set[str] = set()
-        self._stop = asyncio.Event()
         self._stopping = False
         self._dispatch_tag: ConsumerTag | None = None
         self._dispatch_lock = asyncio.Lock()
-        self.ready = asyncio.Event()
 
     # --- lifecycle --------------------------------------------------------------------
-    def run(self) -> None:
-        """Run until SIGTERM or SIGINT, then drain."""
-        asyncio.run(self.main(handle_signals=True))
-
-    def stop(self) -> None:
-        """Begin a graceful drain."""
-        self._stop.set()
-
-    async def main(self, handle_signals: bool = False) -> None:
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
+    async def serve(self) -> None:
+        """Run until stopped (SIGTERM, SIGINT), then drain."""
         self.redis = connect(self.settings.redis_url)
         self.store = Store(self.redis, self.names)
         self.leases = Leases(self.redis, self.names)
