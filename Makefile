@@ -27,5 +27,13 @@ lint: install
 test: install services lint
 	$(BIN)/python -m pytest
 
+# Longer fault scenarios (more conversations, more rounds); prints the table at the end.
+chaos: install services
+	$(BIN)/python -m pytest tests/chaos --chaos-long --timeout 900
+
+bench: install services
+	$(BIN)/pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""``make bench``: the fleet's benchmarks against the raw broker and Redis ceilings."""

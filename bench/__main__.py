@@ -1,0 +1,170 @@
+"""``python -m bench [--quick]``: start a local fleet, run every scenario, report, clean up."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from bench import ceilings, machine, rabbit, report
+from bench.cleanup import purge
+from bench.context import FLEET_ENV, Context
+from bench.plan import Plan
+from bench.progress import elapsed, say
+from bench.results import Result
+from bench.scenarios import failover, latency, scale, start_rate, throughput
+from bench.watch import ServiceWatch
+from broker.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = ("latency", "throughput", "start", "failover", "scale")
+PURGE_TRIES = 3
+
+
+async def phase(
+    name: str, timeout: float, run: Callable[[], Awaitable[Result | list[Result]]]
+) -> list[Result]:
+    """Run one scenario, bounded; a failure is reported as that scenario's row, not fatal."""
+    began = time.monotonic()
+    say(f"{name}: starting")
+    try:
+        async with asyncio.timeout(timeout):
+            outcome = await run()
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        outcome = Result(name, error=f"{type(exc).__name__}: {exc}")
+    results = outcome if isinstance(outcome, list) else [outcome]
+    for result in results:
+        result.seconds = time.monotonic() - began
+    say(f"{name}: done in {time.monotonic() - began:.1f} s")
+    return results
+
+
+async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
+    """Latency, throughput and start rate share one fleet: a gateway, two workers, a reaper."""
+    results: list[Result] = []
+    async with ctx.fleet("main", FLEET_WORKER_CAPACITY="5000") as fleet:
+        _, url = await fleet.gateway()
+        await asyncio.gather(fleet.worker(), fleet.worker(), fleet.reaper())
+        timeout = ctx.plan.scenario_timeout
+        if "latency" in wanted:
+            results += await phase("latency", timeout, lambda: latency.run(ctx, url))
+        if "throughput" in wanted:
+            results += await phase("throughput", timeout, lambda: throughput.run(ctx, fleet, url))
+        if "start" in wanted:
+            results += await phase("start rate", timeout, lambda: start_rate.run(ctx, fleet, url))
+    return results
+
+
+async def teardown(prefix: str, settings: Settings) -> None:
+    """Delete everything named ``prefix...``; retried, since a shared broker may be busy."""
+    say(f"teardown: deleting every key, queue and exchange named {prefix}*")
+    for attempt in range(1, PURGE_TRIES + 1):
+        try:
+            await purge(prefix, settings.redis_url, settings.amqp_url)
+            return
+        except Exception as exc:
+            say(f"teardown: attempt {attempt} failed: {exc!r}"[:300])
+            if attempt < PURGE_TRIES:
+                await asyncio.sleep(10)
+    say(f"teardown: gave up; run `python -m bench --purge {prefix}` once the servers answer")
+
+
+async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
+    settings = Settings.model_validate({})  # FLEET_REDIS_URL and FLEET_AMQP_URL, if set
+    base = f"bench-{secrets.token_hex(3)}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"{base}-"))
+    redis = Redis.from_url(settings.redis_url)
+    ctx = Context(plan, base, settings.redis_url, settings.amqp_url, redis, workdir)
+    mode = "quick" if plan.quick else "full"
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    say(f"{base}: {mode} run; fleet logs in {workdir}")
+    watch = ServiceWatch(redis, settings.amqp_url)
+    results: list[Result] = []
+    try:
+        described = await machine.describe(redis, settings.amqp_url)
+        pids = {"redis": int((await redis.info("server"))["process_id"])}
+        if (rabbit_pid := await rabbit.os_pid()) is not None:
+            pids["rabbitmq"] = rabbit_pid
+        ctx.service_pids = pids
+        await watch.start()
+        say("ceilings: raw broker and Redis, before any fleet runs")
+        ctx.ceilings = await ceilings.measure(
+            plan, f"{base}-raw", redis, settings.amqp_url, pids.get("rabbitmq")
+        )
+        results.append(ctx.ceilings.result())
+        if wanted & {"latency", "throughput", "start"}:
+            results += await main_fleet(ctx, wanted)
+        if "failover" in wanted:
+            results += await phase("failover", 2 * plan.scenario_timeout, lambda: failover.run(ctx))
+        if "scale" in wanted:
+            results += await phase("scale", plan.scenario_timeout, lambda: scale.run(ctx))
+        described["interruptions"] = await watch.stop()
+    finally:
+        await teardown(f"{base}-", settings)
+        await redis.aclose()
+    interruptions = described.pop("interruptions")
+    run_info = {
+        "mode": mode,
+        "namespaces": f"{base}-*",
+        "fleet_env": FLEET_ENV,
+        "wall_seconds": round(elapsed(), 1),
+        "load_average_at_end": machine.load_average(),
+        "interruptions": interruptions,
+    }
+    print(report.table(results))
+    for problem in interruptions:
+        print(f"WARNING: {problem}; the figures of this run are suspect")
+    report.write_json(HERE / "results.json", results, described, date, run_info)
+    report.write_chart(HERE / "results.png", results, ctx.ceilings.round_trips)
+    failed = [r.scenario for r in results if r.error]
+    if failed:
+        say(f"failed: {', '.join(failed)}; fleet logs kept in {workdir}")
+        return 1
+    if keep_logs:
+        say(f"fleet logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    say(f"wrote {HERE / 'results.json'} and {HERE / 'results.png'} in {elapsed():.0f} s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller and shorter (< 2 min)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SCENARIOS,
+        help="run only these scenarios (repeatable); the ceilings always run",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the fleet's logs even when all went well"
+    )
+    parser.add_argument(
+        "--purge",
+        metavar="PREFIX",
+        help="only delete what an interrupted run left (e.g. bench-1a2b3c-), then exit",
+    )
+    args = parser.parse_args(argv)
+    if args.purge:
+        if not args.purge.startswith("bench-"):
+            parser.error("--purge takes a run's prefix, which starts with bench-")
+        asyncio.run(teardown(args.purge, Settings.model_validate({})))
+        return 0
+    wanted = set(args.only or SCENARIOS)
+    return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
