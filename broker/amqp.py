@@ -1,8 +1,9 @@
 """The fleet's AMQP topology and publishers (aio-pika).
 
-- ``<ns>.in`` (topic): inbound client actions, routed by conversation id to the
-  durable queue ``<ns>.conv.<id>``; published persistent, ``mandatory`` and
-  confirmed, so an action is acknowledged only once it is safely queued.
+- ``<ns>.conv.<id>``: a conversation's durable queue of client actions, published
+  through the default exchange (no binding to create or keep: a conversation costs
+  one declare); persistent, ``mandatory`` and confirmed, so an action is
+  acknowledged only once it is safely queued, and a missing queue is an error.
 - ``<ns>.out`` (topic): logged events for live delivery, routed by conversation id
   to the gateways that have clients of it. Not confirmed: the Redis log is the
   record, and gateways fill any gap from it.
@@ -10,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import aio_pika
 import orjson
@@ -40,7 +43,6 @@ class Broker:
     connection: AbstractRobustConnection
     confirmed: AbstractRobustChannel
     fast: AbstractRobustChannel
-    inbound: AbstractExchange
     outbound: AbstractExchange
 
     def __init__(self, url: str, names: Names, name: str = "fleet") -> None:
@@ -56,9 +58,6 @@ class Broker:
         self.fast = await self.connection.channel(publisher_confirms=False)
         topic = aio_pika.ExchangeType.TOPIC
         names = self.names
-        self.inbound = await self.confirmed.declare_exchange(
-            names.inbound_exchange, topic, durable=True
-        )
         # Live events go out on the channel without confirms: nothing waits for them.
         self.outbound = await self.fast.declare_exchange(
             names.outbound_exchange, topic, durable=True
@@ -71,17 +70,15 @@ class Broker:
     async def declare_conversation(
         self, cid: str, channel: AbstractRobustChannel | None = None
     ) -> AbstractRobustQueue:
-        """The conversation's durable inbound queue, bound to the inbound exchange.
+        """The conversation's durable queue of client actions.
 
         Not ``robust``: a robust channel would remember every queue it ever declared
         and redeclare them all on reconnect; the worker redeclares what it still runs.
         """
         channel = channel or self.confirmed
-        queue = await channel.declare_queue(
+        return await channel.declare_queue(
             self.names.conversation_queue(cid), durable=True, robust=False
         )
-        await queue.bind(self.names.inbound_exchange, routing_key=cid, robust=False)
-        return queue
 
     async def publish_action(self, cid: str, body: bytes, message_id: str) -> None:
         """Queue an inbound action; return only once the broker confirmed it."""
@@ -89,7 +86,9 @@ class Broker:
             body, delivery_mode=PERSISTENT, content_type="application/json", message_id=message_id
         )
         try:
-            await self.inbound.publish(message, routing_key=cid, mandatory=True, timeout=10)
+            await self.confirmed.default_exchange.publish(
+                message, routing_key=self.names.conversation_queue(cid), mandatory=True, timeout=10
+            )
         except PublishError as exc:
             raise ConversationClosed(f"conversation {cid} takes no more input") from exc
         except (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError) as exc:
@@ -127,8 +126,10 @@ class Broker:
         except (AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
 
-    async def publish_event(self, cid: str, entry: bytes) -> None:
-        """Send a logged event to the gateways that have clients of ``cid``."""
+    async def publish_events(self, cid: str, entries: Sequence[bytes]) -> None:
+        """Send logged events to the gateways that have clients of ``cid``: one message
+        (a JSON array) per batch, since the broker's cost is per message."""
+        body = b"[" + b",".join(entries) + b"]"
         await self.outbound.publish(
-            aio_pika.Message(entry, delivery_mode=TRANSIENT), routing_key=cid, mandatory=False
+            aio_pika.Message(body, delivery_mode=TRANSIENT), routing_key=cid, mandatory=False
         )

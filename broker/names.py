@@ -108,10 +108,6 @@ class Names:
 
     # --- AMQP ---------------------------------------------------------------------
     @property
-    def inbound_exchange(self) -> str:
-        return f"{self.namespace}.in"
-
-    @property
     def outbound_exchange(self) -> str:
         return f"{self.namespace}.out"
 

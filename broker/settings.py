@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # conversations move. Shorter = faster failover, but a stalled event loop is
     # suspected sooner; fencing keeps both cases safe.
     liveness_ttl: float = Field(1.0, gt=0.05)
+    # A gateway's death only makes passivation wait for its clients' counts to be
+    # forgotten, so its liveness can be far longer than a worker's: no false alarms
+    # when a busy gateway's event loop stalls.
+    gateway_liveness_ttl: float = Field(5.0, gt=0.05)
     reaper_interval: float = Field(0.1, gt=0)
     # One reaper acts at a time; a standby takes over within this many seconds.
     reaper_lease_ttl: float = Field(2.0, gt=0)

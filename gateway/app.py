@@ -66,7 +66,9 @@ class Gateway:
     async def start(self) -> None:
         await self.broker.connect()
         await self.feed.start()
-        await self.presence.heartbeat(self.gateway_id, self.settings.liveness_ttl, register=True)
+        await self.presence.heartbeat(
+            self.gateway_id, self.settings.gateway_liveness_ttl, register=True
+        )
         self._heartbeat = asyncio.create_task(self._beat())
         log.info("gateway_started", host=self.settings.host, port=self.settings.port)
 
@@ -89,9 +91,9 @@ class Gateway:
 
     async def _beat(self) -> None:
         """Renew liveness; if it lapsed (and our connections were forgotten), recount them."""
-        ttl = self.settings.liveness_ttl
+        ttl = self.settings.gateway_liveness_ttl
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
+            await asyncio.sleep(ttl / 4)
             try:
                 if not await self.presence.heartbeat(self.gateway_id, ttl):
                     await self.presence.heartbeat(self.gateway_id, ttl, register=True)

@@ -112,15 +112,16 @@ class Feed:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = orjson.loads(message.body)
-            topic = self._topics.get(event["conversation_id"])
-        except (ValueError, TypeError, KeyError):
+            events = orjson.loads(message.body)  # one batch, of one conversation
+            topic = self._topics.get(events[0]["conversation_id"])
+        except (ValueError, TypeError, KeyError, IndexError):
             log.warning("live_event_malformed", size=len(message.body))
             return
-        self.received += 1
+        self.received += len(events)
         if topic is not None:
             for client in topic.clients.values():
-                client.inbox.put_nowait(event)
+                for event in events:
+                    client.inbox.put_nowait(event)
 
     async def _deliver(self, cid: str, client: _Client) -> None:
         """Replay from the log, then live events in id order: no gap, no duplicate."""

@@ -100,8 +100,7 @@ async def purge_namespace(namespace: str, redis_url: str = REDIS_URL) -> None:
         channel = await connection.channel()
         for queue in [names.dispatch_queue, *(names.conversation_queue(c) for c in cids)]:
             await channel.queue_delete(queue)
-        for exchange in (names.inbound_exchange, names.outbound_exchange):
-            await channel.exchange_delete(exchange)
+        await channel.exchange_delete(names.outbound_exchange)
 
 
 @pytest.fixture(autouse=True)

@@ -179,8 +179,7 @@ class ConversationLoop:
             entries = appended.entries
         else:
             entries = [with_id(appended.first_id + i, body) for i, body in enumerate(bodies)]
-        for entry in entries:
-            await self._broker.publish_event(cid, entry)
+        await self._broker.publish_events(cid, entries)
         return appended.first_id
 
     async def history(self) -> list[Event]:

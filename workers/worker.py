@@ -25,6 +25,9 @@ log = structlog.get_logger()
 
 CONVERSATION_PREFETCH = 4
 DISPATCH_PREFETCH = 32
+# The broker serves each channel's methods one after another: spreading loops over a
+# few channels lets a burst of claims (failover, drain) declare and consume in parallel.
+CONSUME_CHANNELS = 8
 
 
 class Worker(Service):
@@ -63,7 +66,9 @@ class Worker(Service):
         self.broker = Broker(self.settings.amqp_url, self.names, name="worker")
         await self.broker.connect()
         try:
-            self._channel = await self._open_channel(CONVERSATION_PREFETCH)
+            self._channels = [
+                await self._open_channel(CONVERSATION_PREFETCH) for _ in range(CONSUME_CHANNELS)
+            ]
             dispatch_channel = await self._open_channel(DISPATCH_PREFETCH)
             self._dispatch: AbstractQueue = await dispatch_channel.declare_queue(
                 self.names.dispatch_queue, durable=True
@@ -86,6 +91,9 @@ class Worker(Service):
                 await self._drain()
                 for task in background:
                     task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                # Only now: a heartbeat still running would see the key gone and fence.
+                await self.leases.retire(self.worker_id)
         finally:
             await self.broker.close()
             await self.redis.aclose()
@@ -95,6 +103,9 @@ class Worker(Service):
         channel = await self.broker.connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=prefetch)
         return channel
+
+    def _channel_for(self, cid: str) -> AbstractRobustChannel:
+        return self._channels[hash(cid) % len(self._channels)]
 
     def _on_reconnect(self, *_: object) -> None:
         """The robust connection restored its channels; loops consume again on them."""
@@ -155,7 +166,7 @@ class Worker(Service):
         Our old liveness key is deleted (if Redis answers) so the reaper re-dispatches
         the old incarnation's conversations at once instead of after its TTL.
         """
-        if not self._registered:
+        if not self._registered or self._stopping:
             return
         log.warning(
             "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
@@ -242,7 +253,7 @@ class Worker(Service):
             self.store,
             self.leases,
             self.broker,
-            self._channel,
+            self._channel_for(cid),
             self.alive,
         )
         loop.log.info("lease_claimed")
@@ -305,7 +316,7 @@ class Worker(Service):
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
             # Input requeued by the drain is owed an owner.
-            queue = await self.broker.declare_conversation(cid, self._channel)
+            queue = await self.broker.declare_conversation(cid, self._channel_for(cid))
             if queue.declaration_result.message_count:
                 await self.broker.request_claim(cid)
         elif outcome != "moved" and self.alive():
@@ -329,4 +340,3 @@ class Worker(Service):
         await asyncio.shield(
             asyncio.gather(*(self._hand_over(loop) for loop, _ in loops), return_exceptions=True)
         )
-        await self.leases.retire(self.worker_id)
