@@ -124,23 +124,30 @@ class Feed:
                     client.inbox.put_nowait(event)
 
     async def _deliver(self, cid: str, client: _Client) -> None:
-        """Replay from the log, then live events in id order: no gap, no duplicate."""
-        try:
-            await self._catch_up(cid, client, upto=None)
-            while True:
-                event = await client.inbox.get()
+        """Replay from the log, then live events in id order: no gap, no duplicate.
+
+        A failure (Redis unreachable, say) must not silence the client for good: after
+        a capped backoff, delivery resumes with a catch-up from the client's cursor.
+        """
+        delay = 0.05
+        event: dict[str, Any] | None = None  # None: catch up from the log
+        while True:
+            try:
                 if event is None:
                     await self._catch_up(cid, client, upto=None)
-                    continue
-                if event["id"] <= client.cursor:
-                    continue
-                if event["id"] > client.cursor + 1:
-                    await self._catch_up(cid, client, upto=event["id"] - 1)
-                await self._send(client, event)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("delivery_failed", conversation_id=cid, sid=client.sid)
+                elif event["id"] > client.cursor:
+                    if event["id"] > client.cursor + 1:
+                        await self._catch_up(cid, client, upto=event["id"] - 1)
+                    await self._send(client, event)
+                delay = 0.05
+                event = await client.inbox.get()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("delivery_retry", conversation_id=cid, sid=client.sid, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                event = None
 
     async def _catch_up(self, cid: str, client: _Client, upto: int | None) -> None:
         limit = None if upto is None else upto - client.cursor
