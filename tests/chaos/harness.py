@@ -9,7 +9,10 @@ import orjson
 from redis.asyncio import Redis
 
 from broker.names import Names
-from tests.support import Client, create_conversation, replies
+from broker.settings import Settings
+from tests.conftest import free_port
+from tests.processes import FleetProcess, ProcessFleet
+from tests.support import Client, create_conversation, replies, token
 from tests.traffic import Sender, settle, tally
 
 
@@ -118,6 +121,23 @@ class Traffic:
 
     async def close(self) -> None:
         await asyncio.gather(*(s.client.close() for s in self.senders))
+
+
+async def under_traffic(
+    fleet: ProcessFleet, settings: Settings, count: int, interval: float
+) -> tuple[list[tuple[FleetProcess, str]], Traffic]:
+    """A gateway, a reaper and two workers (the first one up while the conversations
+    are created, so it claims them), with ``count`` clients each sending an action
+    every ``interval`` seconds, all answered at least twice already."""
+    port = free_port()
+    await fleet.gateway(port)
+    await fleet.reaper()
+    first = await fleet.worker()
+    traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "alice"), count)
+    workers = [first, await fleet.worker()]
+    traffic.start(interval)
+    await traffic.warm_up()
+    return workers, traffic
 
 
 async def assert_epochs_never_go_back(redis: Redis, names: Names, cids: list[str]) -> None:

@@ -10,10 +10,8 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.chaos.harness import Traffic
-from tests.conftest import free_port
+from tests.chaos.harness import under_traffic
 from tests.processes import process_fleet
-from tests.support import token
 
 
 async def rabbitmqctl(*args: str, timeout: float = 60) -> None:
@@ -30,15 +28,8 @@ async def test_rabbitmq_restart_under_traffic(
 ) -> None:
     count, rounds = (40, 3) if chaos_long else (15, 1)
     await rabbitmqctl("status")  # only stop a broker we can control and start again
-    port = free_port()
     async with process_fleet(settings) as fleet:
-        await fleet.gateway(port)
-        await fleet.reaper()
-        await fleet.worker()
-        await fleet.worker()
-        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), count)
-        traffic.start(interval=0.2)
-        await traffic.warm_up()
+        _, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         resume: list[float] = []
         for _ in range(rounds):

@@ -11,11 +11,10 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.chaos.harness import Traffic, assert_epochs_never_go_back
+from tests.chaos.harness import assert_epochs_never_go_back, under_traffic
 from tests.chaos.servers import PrivateRedis
 from tests.conftest import free_port
 from tests.processes import process_fleet
-from tests.support import token
 
 
 @pytest.fixture
@@ -36,15 +35,8 @@ async def test_redis_restart_under_traffic(
     settings: Settings, redis: Redis, names: Names, private_redis: PrivateRedis, chaos_long: bool
 ) -> None:
     count, rounds = (40, 3) if chaos_long else (15, 1)
-    port = free_port()
     async with process_fleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
-        await fleet.gateway(port)
-        await fleet.reaper()
-        await fleet.worker()
-        await fleet.worker()
-        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), count)
-        traffic.start(interval=0.2)
-        await traffic.warm_up()
+        _, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         resume: list[float] = []
         for _ in range(rounds):

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.chaos.harness import Traffic, assert_epochs_never_go_back
+from tests.chaos.harness import assert_epochs_never_go_back, under_traffic
 from tests.conftest import free_port
 from tests.processes import process_fleet
 from tests.support import Client, create_conversation, replies, token
@@ -23,16 +23,9 @@ async def test_sigkill_a_worker_owning_200_conversations(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count = 500 if chaos_long else 200
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     async with process_fleet(settings, **EPOCH_AGENT) as fleet:
-        await fleet.gateway(port)
-        await fleet.reaper()
-        victim, victim_id = await fleet.worker()
-        traffic = await Traffic.open(url, token(settings, "alice"), count)
-        await fleet.worker()
-        traffic.start(interval=1.0)
-        await traffic.warm_up()
+        workers, traffic = await under_traffic(fleet, settings, count, interval=1.0)
+        victim, victim_id = workers[0]
         assert await redis.scard(names.owns(victim_id)) == count
 
         victim.signal(signal.SIGKILL)
@@ -48,16 +41,9 @@ async def test_a_paused_worker_is_fenced(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count = 60 if chaos_long else 20
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     async with process_fleet(settings, **EPOCH_AGENT) as fleet:
-        await fleet.gateway(port)
-        await fleet.reaper()
-        victim, victim_id = await fleet.worker()
-        traffic = await Traffic.open(url, token(settings, "alice"), count)
-        await fleet.worker()
-        traffic.start(interval=0.2)
-        await traffic.warm_up()
+        workers, traffic = await under_traffic(fleet, settings, count, interval=0.2)
+        victim, victim_id = workers[0]
 
         victim.signal(signal.SIGSTOP)
         paused = time.monotonic()
@@ -78,15 +64,8 @@ async def test_rolling_restart_of_every_worker(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count, rounds = (60, 3) if chaos_long else (20, 1)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     async with process_fleet(settings, **EPOCH_AGENT) as fleet:
-        await fleet.gateway(port)
-        await fleet.reaper()
-        workers = [await fleet.worker(), await fleet.worker()]
-        traffic = await Traffic.open(url, token(settings, "alice"), count)
-        traffic.start(interval=0.2)
-        await traffic.warm_up()
+        workers, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         pauses: list[float] = []
         for _ in range(rounds):
