@@ -33,6 +33,7 @@ from broker import connection
 from broker.errors import ConversationClosed, Unavailable
 from broker.names import Names
 
+DECLARERS = 4
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
 
@@ -56,6 +57,11 @@ class Broker:
             publisher_confirms=True, on_return_raises=True
         )
         self.fast = await self.connection.channel(publisher_confirms=False)
+        # The broker serves one channel's methods in order: declaring on a few
+        # channels lets a burst of new conversations be declared in parallel.
+        self._declarers = [
+            await self.connection.channel(publisher_confirms=False) for _ in range(DECLARERS)
+        ]
         topic = aio_pika.ExchangeType.TOPIC
         names = self.names
         # Live events go out on the channel without confirms: nothing waits for them.
@@ -75,7 +81,7 @@ class Broker:
         Not ``robust``: a robust channel would remember every queue it ever declared
         and redeclare them all on reconnect; the worker redeclares what it still runs.
         """
-        channel = channel or self.confirmed
+        channel = channel or self._declarers[hash(cid) % len(self._declarers)]
         return await channel.declare_queue(
             self.names.conversation_queue(cid), durable=True, robust=False
         )
