@@ -65,8 +65,8 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture
-def settings(namespace: str, redis_url: str) -> Settings:
+def fleet_settings(namespace: str, redis_url: str = REDIS_URL) -> Settings:
+    """The settings of a test fleet in its own namespace."""
     return Settings(
         namespace=namespace,
         redis_url=redis_url,
@@ -79,6 +79,11 @@ def settings(namespace: str, redis_url: str) -> Settings:
         rate_limit=100_000.0,
         rate_burst=100_000,
     )
+
+
+@pytest.fixture
+def settings(namespace: str, redis_url: str) -> Settings:
+    return fleet_settings(namespace, redis_url)
 
 
 async def purge_namespace(namespace: str, redis_url: str = REDIS_URL) -> None:

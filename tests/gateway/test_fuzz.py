@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.settings import Settings
-from tests.conftest import AMQP_URL, JWT_SECRET, REDIS_URL, free_port, purge_namespace
+from tests import conftest
+from tests.conftest import purge_namespace
 from tests.processes import ProcessFleet
 from tests.support import Client, create_conversation, replies, token
 
@@ -69,17 +70,7 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
-    fleet_settings = Settings(
-        namespace=f"test-{secrets.token_hex(4)}",
-        redis_url=REDIS_URL,
-        amqp_url=AMQP_URL,
-        jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
-        port=free_port(),
-        max_conversations_per_user=100_000,
-        rate_limit=100_000.0,
-        rate_burst=100_000,
-        shutdown_grace=5.0,
-    )
+    fleet_settings = conftest.fleet_settings(f"test-{secrets.token_hex(4)}")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
