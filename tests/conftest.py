@@ -71,7 +71,7 @@ def fleet_settings(namespace: str, redis_url: str = REDIS_URL) -> Settings:
         namespace=namespace,
         redis_url=redis_url,
         amqp_url=AMQP_URL,
-        jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
+        jwt_secret=JWT_SECRET,
         port=free_port(),
         shutdown_grace=5.0,
         # Tests run many conversations as one user, fast; limits have tests of their own.
@@ -143,7 +143,6 @@ class InProcessFleet:
             timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

@@ -86,6 +86,7 @@ class FleetProcess:
                 self.process.kill()
                 await self.process.wait()
         await self._reader
+        assert self.process.returncode is not None
         return self.process.returncode
 
 

@@ -81,6 +81,11 @@ class Client:
         await self.sio.disconnect()
 
 
+def replied_to(action_id: str) -> Callable[[EventList], bool]:
+    """A ``wait_for`` condition: the agent answered ``action_id``."""
+    return lambda events: action_id in replies(events)
+
+
 def replies(events: EventList) -> dict[str, list[str]]:
     """Agent message contents per action id they reply to."""
     out: dict[str, list[str]] = {}

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
 from redis.asyncio import Redis
 
 from broker.names import Names
-from tests.support import Client, replies
+from tests.support import Client, EventList, replies
 
 
 @dataclass
@@ -40,8 +41,13 @@ class Sender:
             n += 1
             await asyncio.sleep(interval)
 
-    def answered(self) -> bool:
+    def answered(self, _events: object = None) -> bool:
+        """Every acknowledged action has its reply (usable as a ``wait_for`` condition)."""
         return self.acked.keys() <= replies(self.client.events).keys()
+
+    def replied_after(self, moment: float) -> Callable[[EventList], bool]:
+        """A ``wait_for`` condition: an action sent after ``moment`` was answered."""
+        return lambda _events: self.first_reply_after(moment) is not None
 
     def first_reply_after(self, moment: float) -> float | None:
         """Arrival time of the first reply to an action sent after ``moment``."""
@@ -65,7 +71,7 @@ async def settle(senders: list[Sender], timeout: float = 30) -> None:
     """Wait (with a deadline) until every acknowledged action has its reply."""
     async with asyncio.timeout(timeout):
         for sender in senders:
-            await sender.client.wait_for(lambda _, s=sender: s.answered(), timeout=timeout)
+            await sender.client.wait_for(sender.answered, timeout=timeout)
 
 
 async def tally(senders: list[Sender], redis: Redis, names: Names) -> Tally:

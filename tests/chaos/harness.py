@@ -89,10 +89,9 @@ class Traffic:
         """Per conversation, seconds from ``moment`` until it answered an action sent after it."""
         async with asyncio.timeout(timeout):
             for s in senders:
-                await s.client.wait_for(
-                    lambda _, s=s: s.first_reply_after(moment) is not None, timeout
-                )
-        return tuple(s.first_reply_after(moment) - moment for s in senders)  # type: ignore[operator]
+                await s.client.wait_for(s.replied_after(moment), timeout)
+        times = [s.first_reply_after(moment) for s in senders]
+        return tuple(t - moment for t in times if t is not None)
 
     async def finish(self, name: str, redis: Redis, names: Names, resume: tuple[float, ...]) -> Row:
         """Stop sending, wait for every answer, account for every action, report."""

@@ -9,6 +9,7 @@ import time
 from redis.asyncio import Redis
 
 from broker.names import Names
+from broker.redis import text
 from broker.settings import Settings
 from tests.chaos.harness import Traffic
 from tests.conftest import free_port
@@ -51,7 +52,7 @@ async def leader_of(redis: Redis, names: Names, reapers: list[FleetProcess]) -> 
         holder = await redis.get(names.reaper_leader)
         for reaper in reapers:
             started = next(ln for ln in reaper.lines if ln["event"] == "reaper_started")
-            if holder and holder.decode() == started["reaper_id"]:
+            if holder and text(holder) == started["reaper_id"]:
                 await reaper.wait_for_log("reaper_leading")
                 return reaper
         await asyncio.sleep(0.05)

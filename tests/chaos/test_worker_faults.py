@@ -10,11 +10,12 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from broker.names import Names
+from broker.redis import text
 from broker.settings import Settings
 from tests.chaos.harness import assert_epochs_never_go_back, under_traffic
 from tests.conftest import free_port
 from tests.processes import process_fleet
-from tests.support import Client, create_conversation, replies, token
+from tests.support import Client, create_conversation, replied_to, replies, token
 
 EPOCH_AGENT = {"FLEET_AGENT": "tests.agents:EpochEcho"}
 
@@ -70,7 +71,7 @@ async def test_rolling_restart_of_every_worker(
         pauses: list[float] = []
         for _ in range(rounds):
             for i, (process, worker_id) in enumerate(list(workers)):
-                moving = {c.decode() for c in await redis.smembers(names.owns(worker_id))}
+                moving = {text(c) for c in await redis.smembers(names.owns(worker_id))}
                 process.signal(signal.SIGTERM)
                 drained = time.monotonic()
                 assert await process.stop() == 0
@@ -101,7 +102,7 @@ async def test_a_crash_between_logging_and_acking_logs_once(
 
         for action_id in ("crash-before-reply", "crash-after-reply"):
             assert (await client.act(action_id, action_id=action_id))["ok"]
-            await client.wait_for(lambda ev, a=action_id: a in replies(ev), timeout=20)
+            await client.wait_for(replied_to(action_id), timeout=20)
         assert (await client.act("after", action_id="after"))["ok"]
         events = await client.wait_for(lambda ev: "after" in replies(ev))
 

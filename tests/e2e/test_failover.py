@@ -45,9 +45,7 @@ async def test_sigkill_a_worker_under_traffic(
         killed_at = time.monotonic()
         moved = [s for s in senders if s.cid.encode() in victim_owned]
         for sender in moved:
-            await sender.client.wait_for(
-                lambda _, s=sender: s.first_reply_after(killed_at) is not None
-            )
+            await sender.client.wait_for(sender.replied_after(killed_at))
         resumed = [s.first_reply_after(killed_at) for s in moved]
         resume = max(t for t in resumed if t is not None) - killed_at
         stop.set()

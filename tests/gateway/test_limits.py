@@ -72,8 +72,8 @@ async def test_evict_oldest_closes_the_least_recently_active(
     events = await watcher.wait_for(lambda ev: any(e["kind"] == "closed" for e in ev))
     assert events[-1]["source"] == "system"
     assert events[-1]["data"] == {"reason": "evicted: too many conversations"}
-    running = {m.decode() for m in await redis.zrange(names.running("alice"), 0, -1)}
-    assert running == {oldest, newest}
+    running = set(await redis.zrange(names.running("alice"), 0, -1))
+    assert running == {oldest.encode(), newest.encode()}
     refused = await watcher.act("hello?")
     assert refused["error"]["code"] == "conversation_closed"
     await client.close()
