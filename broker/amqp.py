@@ -33,7 +33,6 @@ from broker import connection
 from broker.errors import ConversationClosed, Unavailable
 from broker.names import Names
 
-DECLARERS = 4
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
 
@@ -46,10 +45,11 @@ class Broker:
     fast: AbstractRobustChannel
     outbound: AbstractExchange
 
-    def __init__(self, url: str, names: Names, name: str = "fleet") -> None:
+    def __init__(self, url: str, names: Names, name: str = "fleet", declarers: int = 1) -> None:
         self.url = url
         self.names = names
         self.name = name
+        self.declarers = declarers
 
     async def connect(self) -> None:
         self.connection = await connection.connect(self.url, self.name)
@@ -60,7 +60,7 @@ class Broker:
         # The broker serves one channel's methods in order: declaring on a few
         # channels lets a burst of new conversations be declared in parallel.
         self._declarers = [
-            await self.connection.channel(publisher_confirms=False) for _ in range(DECLARERS)
+            await self.connection.channel(publisher_confirms=False) for _ in range(self.declarers)
         ]
         topic = aio_pika.ExchangeType.TOPIC
         names = self.names

@@ -19,9 +19,6 @@ import orjson
 from broker.errors import BadRequest
 
 Source = Literal["user", "agent", "system"]
-AGENT_STATES = frozenset(
-    {"loading", "running", "awaiting_user_input", "finished", "error", "stopped", "paused"}
-)
 ACTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 

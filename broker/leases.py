@@ -24,10 +24,6 @@ class Claim:
     epoch: int
     took_over: bool = False
 
-    @property
-    def won(self) -> bool:
-        return self.outcome == "claimed"
-
 
 def lease_value(worker_id: str, epoch: int) -> str:
     return f"{worker_id}:{epoch}"

@@ -68,7 +68,7 @@ async def _dev(settings: Settings, gateways: int, workers: int, reapers: int, po
         for child in children:
             if child.process.returncode is None:
                 child.process.send_signal(signal.SIGTERM)
-        _, _late = await asyncio.wait(exits, timeout=settings.shutdown_grace + 5)
+        await asyncio.wait(exits, timeout=settings.shutdown_grace + 5)
         for child in children:
             if child.process.returncode is None:
                 child.process.kill()

@@ -45,7 +45,8 @@ class Gateway:
         )
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)
-        self.broker = Broker(settings.amqp_url, self.names, name="gateway")
+        # Gateways declare every new conversation's queue: on a few channels, in parallel.
+        self.broker = Broker(settings.amqp_url, self.names, name="gateway", declarers=4)
         self.gateway_id = process_id()
         self.presence = Presence(self.redis, self.names)
         conversations = Conversations(self.store, self.broker, settings)
