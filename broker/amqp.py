@@ -1,29 +1,34 @@
-"""The fleet's AMQP topology and publishers (aio-pika).
+"""The fleet's AMQP topology and the only door into it (aio-pika).
 
-- ``<ns>.conv.<id>``: a conversation's durable queue of client actions, published
-  through the default exchange (no binding to create or keep: a conversation costs
-  one declare); persistent, ``mandatory`` and confirmed, so an action is
-  acknowledged only once it is safely queued, and a missing queue is an error.
+- ``<ns>.conv.<id>``: a conversation's durable queue of input (actions, the close
+  marker), published through the default exchange (no binding to create or keep: a
+  conversation costs one declare); persistent, ``mandatory`` and confirmed, so input
+  is acknowledged only once it is safely queued, and a missing queue is an error.
 - ``<ns>.out`` (topic): logged events for live delivery, routed by conversation id
   to the gateways that have clients of it. Not confirmed: the Redis log is the
   record, and gateways fill any gap from it.
 - ``<ns>.dispatch``: durable work queue of claim requests for workers.
+
+Every message body is encoded and decoded in ``broker.events``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
-import orjson
 from aio_pika.abc import (
     AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractRobustQueue,
+    ConsumerTag,
 )
 from aio_pika.exceptions import (
     AMQPError,
+    ChannelClosed,
+    ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveryError,
     PublishError,
@@ -31,81 +36,178 @@ from aio_pika.exceptions import (
 
 from broker import connection
 from broker.errors import ConversationClosed, Unavailable
+from broker.events import (
+    CloseMarker,
+    QueueItem,
+    encode_batch,
+    encode_claim_request,
+    encode_input,
+    input_id,
+)
+from broker.inbox import Delivery, Inbox
 from broker.names import Names
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
+PUBLISH_TIMEOUT = 10.0
+# aio-pika's words for a broker that did not take a message: refused, unconfirmed,
+# timed out, or a channel/connection that is closed (RuntimeError).
+NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError)
+# What a consumer sees while the connection is down: retry once it is restored.
+INTERRUPTED = (AMQPError, ConnectionError)
+
+
+class NotConnected(RuntimeError):
+    """A broker verb was used before ``connect``."""
+
+
+class Consumer:
+    """A consumer of one queue; ``cancel`` stops it (what it holds unacked goes back)."""
+
+    def __init__(self, queue: AbstractQueue, tag: ConsumerTag) -> None:
+        self._queue = queue
+        self._tag = tag
+
+    async def cancel(self) -> None:
+        await self._queue.cancel(self._tag)
 
 
 class Broker:
-    """One robust AMQP connection with the fleet's exchanges declared; ``connect`` first."""
+    """One robust AMQP connection with the fleet's topology, and every verb the fleet
+    needs of it. ``connect`` first.
 
-    connection: AbstractRobustConnection
-    confirmed: AbstractRobustChannel
-    fast: AbstractRobustChannel
-    outbound: AbstractExchange
+    ``channels`` is the pool a conversation's queue is declared and consumed on (one
+    channel per conversation, picked by ``_channel_for``): the broker serves each
+    channel's methods in order, so a burst of new conversations (or of claims, on a
+    failover) proceeds in parallel over the pool. ``prefetch`` bounds the unacked
+    input each pool channel holds.
+    """
 
-    def __init__(self, url: str, names: Names, name: str = "fleet", declarers: int = 1) -> None:
+    def __init__(
+        self,
+        url: str,
+        names: Names,
+        name: str = "fleet",
+        channels: int = 1,
+        prefetch: int = 0,
+    ) -> None:
         self.url = url
         self.names = names
         self.name = name
-        self.declarers = declarers
+        self._pool_size = channels
+        self._prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+        self._confirmed: AbstractRobustChannel | None = None
+        # Live events and bindings go out without confirms: nothing waits for them.
+        self._unconfirmed: AbstractRobustChannel | None = None
+        self._pool: list[AbstractRobustChannel] = []
+        self._dispatch: AbstractQueue | None = None
+        self._outbound: AbstractExchange | None = None
+        self._live: AbstractQueue | None = None
+        self._reconnect_callbacks: list[Callable[[], None]] = []
 
-    async def connect(self) -> None:
-        self.connection = await connection.connect(self.url, self.name)
-        self.confirmed = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self.fast = await self.connection.channel(publisher_confirms=False)
-        # The broker serves one channel's methods in order: declaring on a few
-        # channels lets a burst of new conversations be declared in parallel.
-        self._declarers = [
-            await self.connection.channel(publisher_confirms=False) for _ in range(self.declarers)
-        ]
-        topic = aio_pika.ExchangeType.TOPIC
-        names = self.names
-        # Live events go out on the channel without confirms: nothing waits for them.
-        self.outbound = await self.fast.declare_exchange(
-            names.outbound_exchange, topic, durable=True
-        )
-        await self.confirmed.declare_queue(names.dispatch_queue, durable=True)
+    # --- connection ---------------------------------------------------------------------
+    async def connect(self, declare: bool = True) -> None:
+        """Open the connection and its channels; declare the fleet's exchange and
+        dispatch queue unless ``declare`` is False (read-only users write nothing)."""
+        self._connection = conn = await connection.connect(self.url, self.name)
+        conn.reconnect_callbacks.add(self._reconnected)
+        self._confirmed = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        self._unconfirmed = await conn.channel(publisher_confirms=False)
+        for _ in range(self._pool_size):
+            channel = await conn.channel(publisher_confirms=False)
+            if self._prefetch:
+                await channel.set_qos(prefetch_count=self._prefetch)
+            self._pool.append(channel)
+        if declare:
+            self._outbound = await self._unconfirmed.declare_exchange(
+                self.names.outbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await self._confirmed.declare_queue(self.names.dispatch_queue, durable=True)
 
     async def close(self) -> None:
-        await self.connection.close()
+        if self._connection is not None:
+            await self._connection.close()
 
-    async def declare_conversation(
-        self, cid: str, channel: AbstractRobustChannel | None = None
-    ) -> AbstractRobustQueue:
-        """The conversation's durable queue of client actions.
+    @property
+    def is_open(self) -> bool:
+        """Connected now (a robust connection that is reconnecting is not)."""
+        return self._connection is not None and self._connection.connected.is_set()
 
-        Not ``robust``: a robust channel would remember every queue it ever declared
-        and redeclare them all on reconnect; the worker redeclares what it still runs.
-        """
-        channel = channel or self._declarers[hash(cid) % len(self._declarers)]
-        return await channel.declare_queue(
+    def on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time the connection and its channels are restored."""
+        self._reconnect_callbacks.append(callback)
+
+    def _reconnected(self, *_: object) -> None:
+        for callback in self._reconnect_callbacks:
+            callback()
+
+    def _conn(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise NotConnected(f"{self.name}: the broker is not connected")
+        return self._connection
+
+    def _channel(self, channel: AbstractRobustChannel | None) -> AbstractRobustChannel:
+        if channel is None:
+            raise NotConnected(f"{self.name}: the broker is not connected")
+        return channel
+
+    def _channel_for(self, cid: str) -> AbstractRobustChannel:
+        """The pool channel a conversation's queue is declared and consumed on."""
+        if not self._pool:
+            raise NotConnected(f"{self.name}: the broker is not connected")
+        return self._pool[hash(cid) % len(self._pool)]
+
+    # --- conversation queues --------------------------------------------------------
+    async def _declare(self, cid: str) -> AbstractQueue:
+        # Not ``robust``: a robust channel would remember every queue it ever declared
+        # and redeclare them all on reconnect; the worker redeclares what it still runs.
+        return await self._channel_for(cid).declare_queue(
             self.names.conversation_queue(cid), durable=True, robust=False
         )
 
-    async def publish_action(self, cid: str, body: bytes, message_id: str) -> None:
-        """Queue an inbound action; return only once the broker confirmed it."""
+    async def declare_conversation(self, cid: str) -> int:
+        """Make sure the conversation's queue exists; how many messages wait in it."""
+        queue = await self._declare(cid)
+        result = queue.declaration_result
+        return int(result.message_count or 0) if result is not None else 0
+
+    async def inbox(self, cid: str) -> Inbox:
+        """Consume the conversation's queue (declaring it if need be), in order."""
+        inbox = Inbox()
+        await inbox.consume(await self._declare(cid))
+        return inbox
+
+    async def queue_depth(self, cid: str) -> int | None:
+        """Messages waiting in the conversation's queue; None when it has none.
+        Passive: declares nothing."""
+        return await self._passive_depth(self.names.conversation_queue(cid))
+
+    async def publish_input(self, cid: str, item: QueueItem) -> None:
+        """Queue input for the conversation; return only once the broker confirmed it."""
         message = aio_pika.Message(
-            body, delivery_mode=PERSISTENT, content_type="application/json", message_id=message_id
+            encode_input(item),
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            message_id=input_id(cid, item),
         )
+        exchange = self._channel(self._confirmed).default_exchange
         try:
-            await self.confirmed.default_exchange.publish(
-                message, routing_key=self.names.conversation_queue(cid), mandatory=True, timeout=10
+            await exchange.publish(
+                message,
+                routing_key=self.names.conversation_queue(cid),
+                mandatory=True,
+                timeout=PUBLISH_TIMEOUT,
             )
         except PublishError as exc:
             raise ConversationClosed(f"conversation {cid} takes no more input") from exc
-        except (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError) as exc:
-            # RuntimeError: aio-pika's word for a channel or connection that is closed.
+        except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the action") from exc
 
     async def close_conversation(self, cid: str, reason: str) -> None:
-        """Queue the close marker behind the actions already queued; its owner finishes it."""
-        body = orjson.dumps({"kind": "close", "reason": reason})
+        """Queue the close marker behind the input already queued; its owner finishes it."""
         try:
-            await self.publish_action(cid, body, message_id=f"close:{cid}")
+            await self.publish_input(cid, CloseMarker(reason))
         except ConversationClosed:
             return  # the queue is gone: it was finished already
         await self.request_claim(cid)
@@ -115,27 +217,90 @@ class Broker:
 
         On a channel of its own: a refusal closes the channel it happens on.
         """
-        async with self.connection.channel(publisher_confirms=False) as channel:
+        async with self._conn().channel(publisher_confirms=False) as channel:
             try:
                 await channel.queue_delete(self.names.conversation_queue(cid), if_empty=True)
             except ChannelPreconditionFailed:
                 return False
         return True
 
+    # --- claim requests ---------------------------------------------------------------
     async def request_claim(self, cid: str) -> None:
         """Ask some worker with spare capacity to claim ``cid``."""
-        message = aio_pika.Message(orjson.dumps({"conversation_id": cid}), delivery_mode=PERSISTENT)
+        message = aio_pika.Message(encode_claim_request(cid), delivery_mode=PERSISTENT)
+        exchange = self._channel(self._confirmed).default_exchange
         try:
-            await self.confirmed.default_exchange.publish(
-                message, routing_key=self.names.dispatch_queue, mandatory=True, timeout=10
+            await exchange.publish(
+                message,
+                routing_key=self.names.dispatch_queue,
+                mandatory=True,
+                timeout=PUBLISH_TIMEOUT,
             )
-        except (AMQPError, TimeoutError, ConnectionError, RuntimeError) as exc:
+        except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
+
+    async def consume_claim_requests(
+        self, on_request: Callable[[Delivery], Awaitable[None]], prefetch: int
+    ) -> Consumer:
+        """Take claim requests, at most ``prefetch`` unacked at a time; ``cancel`` the
+        consumer to stop (a robust channel restores it after a reconnect)."""
+        if self._dispatch is None:
+            channel = await self._conn().channel(publisher_confirms=False)
+            await channel.set_qos(prefetch_count=prefetch)
+            self._dispatch = await channel.declare_queue(self.names.dispatch_queue, durable=True)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await on_request(Delivery(message))
+
+        return Consumer(self._dispatch, await self._dispatch.consume(deliver))
+
+    async def dispatch_backlog(self) -> int | None:
+        """Claim requests waiting; None when the dispatch queue does not exist. Passive."""
+        return await self._passive_depth(self.names.dispatch_queue)
+
+    async def _passive_depth(self, queue_name: str) -> int | None:
+        # A passive declare of a missing queue closes its channel: use one of its own.
+        channel = await self._conn().channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        except (ChannelNotFoundEntity, ChannelClosed):
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+        result = queue.declaration_result
+        return int(result.message_count or 0) if result is not None else 0
+
+    # --- live events ----------------------------------------------------------------
+    def _exchange(self) -> AbstractExchange:
+        if self._outbound is None:
+            raise NotConnected(f"{self.name}: the outbound exchange is not declared")
+        return self._outbound
 
     async def publish_events(self, cid: str, entries: Sequence[bytes]) -> None:
         """Send logged events to the gateways that have clients of ``cid``: one message
-        (a JSON array) per batch, since the broker's cost is per message."""
-        body = b"[" + b",".join(entries) + b"]"
-        await self.outbound.publish(
-            aio_pika.Message(body, delivery_mode=TRANSIENT), routing_key=cid, mandatory=False
-        )
+        per batch."""
+        message = aio_pika.Message(encode_batch(entries), delivery_mode=TRANSIENT)
+        await self._exchange().publish(message, routing_key=cid, mandatory=False)
+
+    async def listen_events(self, on_batch: Callable[[bytes], None]) -> None:
+        """Receive live-event batches of the conversations bound with ``bind_events``,
+        on an exclusive queue of this process. Batches published while the connection
+        was down never arrive: ``on_reconnect`` tells when to catch up from the log."""
+        channel = self._channel(self._unconfirmed)
+        self._live = await channel.declare_queue(exclusive=True, auto_delete=True)
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            on_batch(message.body)
+
+        await self._live.consume(deliver, no_ack=True)
+
+    async def bind_events(self, cid: str) -> None:
+        """Start receiving ``cid``'s live events (``listen_events`` first)."""
+        if self._live is None:
+            raise NotConnected(f"{self.name}: not listening for live events")
+        await self._live.bind(self._exchange(), routing_key=cid)
+
+    async def unbind_events(self, cid: str) -> None:
+        if self._live is not None:
+            await self._live.unbind(self._exchange(), routing_key=cid)

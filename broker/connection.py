@@ -8,14 +8,14 @@ import aio_pika
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractRobustConnection
 
-FIRST_RETRY = 0.1
-MAX_RETRY = 2.0
+from broker.backoff import Backoff
+
+RECONNECT = Backoff(first=0.1, cap=2.0)
 
 
 class BackoffConnection(RobustConnection):
-    """aio-pika sleeps ``reconnect_interval`` between attempts; here that interval
-    equals the time spent disconnected so far (within bounds), so each wait about
-    doubles the last, up to ``MAX_RETRY``."""
+    """aio-pika sleeps ``reconnect_interval`` between attempts (and reads it more than
+    once per attempt); here it grows with the time spent disconnected so far."""
 
     _down_since: float | None = None
 
@@ -23,11 +23,11 @@ class BackoffConnection(RobustConnection):
     def reconnect_interval(self) -> float:
         if self.connected.is_set():
             self._down_since = None
-            return FIRST_RETRY
+            return RECONNECT.first
         now = time.monotonic()
         if self._down_since is None:
             self._down_since = now
-        return min(MAX_RETRY, max(FIRST_RETRY, now - self._down_since))
+        return RECONNECT.after(now - self._down_since)
 
     @reconnect_interval.setter
     def reconnect_interval(self, value: float) -> None:

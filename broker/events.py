@@ -1,8 +1,10 @@
-"""The event model and its one codec (orjson).
+"""The event model and every wire format, each encoded and decoded side by side (orjson).
 
 A logged event is stored as the JSON the client receives. The worker encodes
 everything but the id; the append script, which alone knows the next id,
-prepends ``{"id":N,`` (see ``body`` and ``with_id``).
+prepends ``{"id":N,`` (see ``body`` and ``with_id``). Broker messages: what goes
+into a conversation's queue (``encode_input``/``decode_input``), claim requests,
+and batches of logged events for live delivery.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from broker.errors import BadRequest
+from broker.names import valid_conversation_id
 
 Source = Literal["user", "agent", "system"]
 ACTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -71,18 +74,14 @@ def state(value: str) -> NewEvent:
     return NewEvent("agent", "state", {"state": value})
 
 
+# --- what travels through a conversation's queue ------------------------------------
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A client's ``user_action``, as it travels through the conversation's queue."""
+    """A client's ``user_action``."""
 
     action_id: str
     kind: str
     content: str
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"action_id": self.action_id, "kind": self.kind, "data": {"content": self.content}}
-        )
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -102,11 +101,77 @@ class Action:
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
         return cls(action_id=action_id, kind=kind, content=data["content"])
 
-    @classmethod
-    def from_payload(cls, obj: dict[str, Any]) -> Action:
-        """Rebuild what ``to_json`` wrote (trusted: the gateway validated it)."""
-        return cls(action_id=obj["action_id"], kind=obj["kind"], content=obj["data"]["content"])
-
     def event(self) -> NewEvent:
         """The user ``message`` event this action logs."""
         return NewEvent("user", "message", {"content": self.content, "action_id": self.action_id})
+
+
+@dataclass(frozen=True, slots=True)
+class CloseMarker:
+    """Queued behind the input already there: its owner logs ``closed`` and finishes."""
+
+    reason: str
+
+
+QueueItem = Action | CloseMarker
+
+
+class Malformed(ValueError):
+    """A broker message that does not decode: rejected, never retried."""
+
+
+def encode_input(item: QueueItem) -> bytes:
+    """The body of a conversation-queue message."""
+    if isinstance(item, CloseMarker):
+        return orjson.dumps({"kind": "close", "reason": item.reason})
+    return orjson.dumps(
+        {"action_id": item.action_id, "kind": item.kind, "data": {"content": item.content}}
+    )
+
+
+def decode_input(body: bytes) -> QueueItem:
+    """What ``encode_input`` wrote (trusted shape: the gateway validated it)."""
+    try:
+        obj = orjson.loads(body)
+        if obj["kind"] == "close":
+            return CloseMarker(str(obj["reason"]))
+        return Action(str(obj["action_id"]), str(obj["kind"]), str(obj["data"]["content"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
+
+
+def input_id(cid: str, item: QueueItem) -> str:
+    """The broker message id of a queued item."""
+    return f"close:{cid}" if isinstance(item, CloseMarker) else item.action_id
+
+
+# --- claim requests (the dispatch queue) -------------------------------------------
+def encode_claim_request(cid: str) -> bytes:
+    return orjson.dumps({"conversation_id": cid})
+
+
+def decode_claim_request(body: bytes) -> str:
+    """The conversation id a claim request names."""
+    try:
+        cid = orjson.loads(body)["conversation_id"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"claim request of {len(body)} bytes: {exc!r}") from None
+    if not valid_conversation_id(cid):
+        raise Malformed(f"claim request names no valid conversation: {cid!r}")
+    return str(cid)
+
+
+# --- live-event batches (the outbound exchange) -------------------------------------
+def encode_batch(entries: Sequence[bytes]) -> bytes:
+    """Logged events (their JSON as logged) as one JSON array: the broker's cost is per
+    message, so one message carries every event a step logged."""
+    return b"[" + b",".join(entries) + b"]"
+
+
+def decode_batch(body: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """The conversation id of a batch and its events."""
+    try:
+        events = orjson.loads(body)
+        return str(events[0]["conversation_id"]), events
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise Malformed(f"live-event batch of {len(body)} bytes: {exc!r}") from None

@@ -19,7 +19,7 @@ class Service:
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
-        self.ready = asyncio.Event()
+        self.started = asyncio.Event()  # set once it serves
 
     def run(self) -> None:
         asyncio.run(self.main(handle_signals=True))

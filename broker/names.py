@@ -1,20 +1,41 @@
 """Every Redis key and AMQP name, built from the namespace in one place.
 
 Per-conversation keys carry the hash tag ``{<conversation_id>}`` so that the
-scripts touching one conversation stay in one Redis Cluster slot.
+scripts touching one conversation stay in one Redis Cluster slot. The Lua scripts
+get the same key builders and the lease format from ``lua_prelude``, never by
+spelling them again.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# A process kind with a liveness key and a deadline in its index.
+Role = Literal["worker", "gateway"]
+
+# A lease is "<worker_id>:<epoch>": who may write, and under which fencing token.
+LEASE_SEPARATOR = ":"
 
 
 def valid_conversation_id(value: object) -> bool:
     """True when ``value`` can name a conversation (and so a key and a queue)."""
     return isinstance(value, str) and CONVERSATION_ID.fullmatch(value) is not None
+
+
+def lease_value(worker_id: str, epoch: int) -> str:
+    return f"{worker_id}{LEASE_SEPARATOR}{epoch}"
+
+
+def parse_lease(value: str) -> tuple[str, int]:
+    """``(worker_id, epoch)`` of a lease value; worker ids may contain the separator."""
+    worker_id, _, epoch = value.rpartition(LEASE_SEPARATOR)
+    return worker_id, int(epoch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,19 +46,23 @@ class Names:
 
     # --- Redis: conversations -------------------------------------------------
     def conv(self, cid: str) -> str:
-        """Prefix of the conversation's keys: meta, lease, epoch, log, once."""
+        """Prefix of the conversation's keys: meta, lease, epoch, log, once, clients."""
         return f"{self.namespace}:conv:{{{cid}}}"
 
     def meta(self, cid: str) -> str:
+        """Hash: the conversation's record (user, status, owner, created_at, active)."""
         return f"{self.conv(cid)}:meta"
 
     def lease(self, cid: str) -> str:
+        """String: the current lease value, ``worker_id:epoch``; no TTL of its own."""
         return f"{self.conv(cid)}:lease"
 
     def epoch(self, cid: str) -> str:
+        """Counter: the fencing token, bumped by every claim."""
         return f"{self.conv(cid)}:epoch"
 
     def log(self, cid: str) -> str:
+        """List: the event log, one JSON event per entry, ids consecutive from 0."""
         return f"{self.conv(cid)}:log"
 
     def once(self, cid: str) -> str:
@@ -48,59 +73,34 @@ class Names:
         """Hash of gateway id -> connected clients of the conversation."""
         return f"{self.conv(cid)}:clients"
 
-    @property
-    def conv_prefix(self) -> str:
-        """``conv_prefix + cid + '}:suffix'`` is a conversation key, for scripts."""
-        return f"{self.namespace}:conv:{{"
-
-    @property
-    def user_prefix(self) -> str:
-        return f"{self.namespace}:user:"
-
     def user_conversations(self, user: str) -> str:
-        return f"{self.user_prefix}{user}:conversations"
+        """Sorted set: every conversation of the user -> creation time (ms)."""
+        return f"{self.namespace}:user:{user}:conversations"
 
     def running(self, user: str) -> str:
         """Sorted set: the user's running conversations -> last activity (ms)."""
-        return f"{self.user_prefix}{user}:running"
+        return f"{self.namespace}:user:{user}:running"
 
-    # --- Redis: workers ---------------------------------------------------------
-    @property
-    def alive_prefix(self) -> str:
-        return f"{self.namespace}:worker:alive:"
+    # --- Redis: process liveness -----------------------------------------------
+    def alive(self, role: Role, process_id: str) -> str:
+        """Short-TTL liveness key of one worker or gateway."""
+        return f"{self.namespace}:{role}:alive:{process_id}"
 
-    @property
-    def owns_prefix(self) -> str:
-        return f"{self.namespace}:worker:owns:"
-
-    def alive(self, worker_id: str) -> str:
-        """Short-TTL liveness key of one worker."""
-        return self.alive_prefix + worker_id
+    def deadlines(self, role: Role) -> str:
+        """Sorted set: process id -> liveness deadline (ms, Redis clock); swept by the reaper."""
+        return f"{self.namespace}:{role}s"
 
     def owns(self, worker_id: str) -> str:
         """Set of conversations one worker owns."""
-        return self.owns_prefix + worker_id
-
-    @property
-    def worker_deadlines(self) -> str:
-        """Sorted set: worker id -> liveness deadline (ms, Redis clock); swept by the reaper."""
-        return f"{self.namespace}:workers"
-
-    # --- Redis: gateways -----------------------------------------------------------
-    @property
-    def gateway_alive_prefix(self) -> str:
-        return f"{self.namespace}:gateway:alive:"
-
-    def gateway_alive(self, gateway_id: str) -> str:
-        return self.gateway_alive_prefix + gateway_id
+        return f"{self.namespace}:worker:owns:{worker_id}"
 
     def gateway_conversations(self, gateway_id: str) -> str:
         """Hash: conversation id -> this gateway's connected clients of it."""
         return f"{self.namespace}:gateway:conversations:{gateway_id}"
 
-    @property
-    def gateway_deadlines(self) -> str:
-        return f"{self.namespace}:gateways"
+    def index(self, role: Role, process_id: str) -> str:
+        """What a process holds, forgotten with it: a worker's owns, a gateway's conversations."""
+        return self.owns(process_id) if role == "worker" else self.gateway_conversations(process_id)
 
     @property
     def reaper_leader(self) -> str:
@@ -117,3 +117,49 @@ class Names:
 
     def conversation_queue(self, cid: str) -> str:
         return f"{self.namespace}.conv.{cid}"
+
+    # --- Lua ----------------------------------------------------------------------
+    def lua_prelude(self) -> str:
+        """Lua helpers every script starts with: the key builders scripts derive at run
+        time (``key_meta(cid)``, ...), the lease format and the Redis clock in ms."""
+        builders: dict[str, Callable[..., str]] = {
+            "meta": self.meta,
+            "clients": self.clients,
+            "running": self.running,
+            "owns": self.owns,
+            "alive": self.alive,
+        }
+        lines = [_lua_builder(name, build) for name, build in builders.items()]
+        sep = LEASE_SEPARATOR
+        lines += [
+            f"local function lease_value(worker, epoch) return worker .. '{sep}' .. epoch end",
+            "-- worker id and epoch (a number) of a lease value",
+            "local function parse_lease(value)",
+            f"  local worker, epoch = string.match(value, '^(.*){sep}(%d+)$')",
+            "  return worker, tonumber(epoch)",
+            "end",
+            "local function now_ms()",
+            "  local t = redis.call('TIME')",
+            "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
+            "end",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _lua_builder(name: str, build: Callable[..., str]) -> str:
+    """``local function key_<name>(a, b, ...)`` returning what ``build(a, b, ...)`` returns."""
+    params = list(inspect.signature(build).parameters)
+    holes = [f"\x00{i}\x00" for i in range(len(params))]
+    built = build(*holes)
+    parts: list[str] = []
+    for hole, param in zip(holes, params, strict=True):
+        before, built = built.split(hole)
+        parts += [_lua_string(before), param]
+    parts.append(_lua_string(built))
+    body = " .. ".join(p for p in parts if p != "''")
+    return f"local function key_{name}({', '.join(params)}) return {body} end"
+
+
+def _lua_string(text: str) -> str:
+    assert "'" not in text and "\\" not in text, f"cannot quote {text!r} for Lua"
+    return f"'{text}'"

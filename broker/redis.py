@@ -1,6 +1,8 @@
-"""The Redis client every process uses."""
+"""The Redis client every process uses, and how its replies are read."""
 
 from __future__ import annotations
+
+from typing import TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -10,6 +12,8 @@ from redis.exceptions import ConnectionError, TimeoutError
 # Commands beyond this many at once wait for a connection rather than fail: a burst
 # of hundreds of actions must queue, not error, and Redis prefers few connections.
 MAX_CONNECTIONS = 64
+
+Word = TypeVar("Word", bound=str)
 
 
 def connect(url: str) -> Redis:
@@ -30,3 +34,12 @@ def connect(url: str) -> Redis:
 def text(value: bytes | str) -> str:
     """A reply as ``str``: our clients return bytes, redis-py's types allow both."""
     return value.decode() if isinstance(value, bytes) else value
+
+
+def one_of(value: bytes | str, words: tuple[Word, ...]) -> Word:
+    """A script's reply as one of the ``Literal`` words it may return (``get_args``)."""
+    word = text(value)
+    for allowed in words:
+        if word == allowed:
+            return allowed
+    raise ValueError(f"unexpected reply {word!r}; expected one of {words}")

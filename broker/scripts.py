@@ -1,4 +1,8 @@
-"""The Lua scripts in ``broker/lua``, registered once per Redis client."""
+"""The Lua scripts in ``broker/lua``, registered once per Redis client and namespace.
+
+Each script is sent with the prelude of its namespace (``Names.lua_prelude``) in
+front, so no script spells a key name, the lease format or the clock by hand.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,12 @@ from importlib.resources import files
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from broker.names import Names
+
 _LUA = files("broker") / "lua"
 
 
-def load(redis: Redis, name: str) -> AsyncScript:
+def load(redis: Redis, names: Names, name: str) -> AsyncScript:
     """Register ``lua/<name>.lua``: called by SHA, re-sent only if Redis forgot it."""
-    return redis.register_script(_LUA.joinpath(f"{name}.lua").read_text())
+    source = _LUA.joinpath(f"{name}.lua").read_text()
+    return redis.register_script(names.lua_prelude() + source)

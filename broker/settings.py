@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+ENV_PREFIX = "FLEET_"
+
+OverLimitPolicy = Literal["reject", "evict_oldest"]
 
 
 class ConfigError(RuntimeError):
@@ -17,7 +20,7 @@ class ConfigError(RuntimeError):
 class Settings(BaseSettings):
     """Every knob of a fleet process; read once at the entry point and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEET_", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
@@ -44,10 +47,15 @@ class Settings(BaseSettings):
 
     # Running conversations per user, enforced atomically at admission and claim.
     max_conversations_per_user: int = Field(5, ge=1)
-    over_limit_policy: Literal["reject", "evict_oldest"] = "reject"
+    over_limit_policy: OverLimitPolicy = "reject"
     # A conversation with no client connected and no input for this long is
     # passivated: its loop stops and its lease is released; the next action resumes it.
-    close_delay: float = Field(60.0, gt=0)
+    # (FLEET_CLOSE_DELAY is its old name.)
+    passivate_after: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=AliasChoices("FLEET_PASSIVATE_AFTER", "FLEET_CLOSE_DELAY"),
+    )
 
     # Client actions per second per connection (and per user over HTTP), with bursts.
     rate_limit: float = Field(20.0, gt=0)
@@ -64,6 +72,16 @@ class Settings(BaseSettings):
     def heartbeat_interval(self) -> float:
         """Renew liveness four times per TTL, so one late beat is not fatal."""
         return self.liveness_ttl / 4
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``FLEET_*`` variables, for the processes this one starts."""
+        env: dict[str, str] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if value is not None:
+                env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+        return env
 
     def require_jwt_secret(self) -> str:
         """The JWT secret, or a clear error when it is not configured."""

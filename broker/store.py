@@ -5,23 +5,28 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Literal, cast, get_args
 
 from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.errors import LeaseLost
 from broker.names import Names
-from broker.redis import text
+from broker.redis import one_of, text
+from broker.settings import OverLimitPolicy
+
+Status = Literal["idle", "running", "closing", "closed"]
+# See lua/admit.lua for what each outcome means.
+AdmissionOutcome = Literal["ok", "over_limit", "closed", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
-class Conversation:
-    """A conversation's record: who owns it and how far its log goes."""
+class ConversationRecord:
+    """A conversation's record: whose it is, who runs it and how far its log goes."""
 
     conversation_id: str
     user: str
-    status: str
+    status: Status
     owner: str | None
     created_at: float
     last_event_id: int
@@ -40,7 +45,7 @@ class Conversation:
 class Admission:
     """The outcome of ``Store.admit``: see ``lua/admit.lua``."""
 
-    outcome: str
+    outcome: AdmissionOutcome
     needs_owner: bool
     evicted: str | None
 
@@ -60,35 +65,38 @@ class Store:
     def __init__(self, redis: Redis, names: Names) -> None:
         self.redis = redis
         self.names = names
-        self._append = scripts.load(redis, "append")
-        self._admit = scripts.load(redis, "admit")
-        self._close = scripts.load(redis, "close")
+        self._append = scripts.load(redis, names, "append")
+        self._admit = scripts.load(redis, names, "admit")
+        self._close = scripts.load(redis, names, "close")
 
-    async def create(self, user: str, limit: int, policy: str) -> tuple[str, Admission]:
+    async def create(self, user: str, limit: int, policy: OverLimitPolicy) -> tuple[str, Admission]:
         """A new conversation of ``user``'s, admitted under the limit (or not, then gone)."""
         cid = uuid.uuid4().hex
         return cid, await self._admission(cid, "create", user, limit, policy)
 
-    async def admit(self, cid: str, user: str, limit: int, policy: str) -> Admission:
+    async def admit(self, cid: str, user: str, limit: int, policy: OverLimitPolicy) -> Admission:
         """Admit input to ``cid`` under the user's limit, marking it active."""
         return await self._admission(cid, "act", user, limit, policy)
 
     async def _admission(
-        self, cid: str, mode: str, user: str, limit: int, policy: str
+        self, cid: str, mode: Literal["create", "act"], user: str, limit: int, policy: str
     ) -> Admission:
         n = self.names
         keys = [n.meta(cid), n.running(user), n.user_conversations(user), n.lease(cid)]
-        args: list[str | int] = [cid, mode, user, limit, policy, n.conv_prefix, n.alive_prefix]
-        outcome, needs_owner, evicted = await self._admit(keys=keys, args=args)
-        return Admission(text(outcome), bool(needs_owner), text(evicted) or None)
+        outcome, needs_owner, evicted = await self._admit(
+            keys=keys, args=[cid, mode, user, limit, policy]
+        )
+        return Admission(
+            one_of(outcome, get_args(AdmissionOutcome)), bool(needs_owner), text(evicted) or None
+        )
 
-    async def close(self, cid: str, user: str, reason: str) -> str | None:
+    async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
         keys = [self.names.meta(cid), self.names.running(user)]
         before = await self._close(keys=keys, args=[cid, reason])
-        return text(before) if before else None
+        return one_of(before, get_args(Status)) if before else None
 
-    async def get(self, cid: str) -> Conversation | None:
+    async def get(self, cid: str) -> ConversationRecord | None:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.names.meta(cid))
             pipe.llen(self.names.log(cid))
@@ -96,10 +104,10 @@ class Store:
         if not meta:
             return None
         owner = meta.get(b"owner")
-        return Conversation(
+        return ConversationRecord(
             conversation_id=cid,
             user=meta[b"user"].decode(),
-            status=meta[b"status"].decode(),
+            status=one_of(meta[b"status"], get_args(Status)),
             owner=owner.decode() if owner else None,
             created_at=float(meta[b"created_at"]),
             last_event_id=length - 1,

@@ -1,7 +1,8 @@
 """Live events for this gateway's clients, gap-free and duplicate-free.
 
-The gateway has one exclusive queue on the outbound exchange, bound to a
-conversation while at least one local client is in it. Each client has its own
+The gateway listens to the live events of the conversations it has clients in
+(``Broker.bind_events`` on the first local join, ``unbind_events`` on the last
+leave). Each client has its own
 cursor and delivery task: it joins the live stream first, then replays the log
 after its ``latest_event_id``, then takes live events, skipping ids it already
 sent and filling any gap from the log.
@@ -16,9 +17,10 @@ from typing import Any
 
 import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from broker.amqp import Broker
+from broker.backoff import Backoff
+from broker.events import Malformed, decode_batch
 from broker.store import Store
 
 log = structlog.get_logger()
@@ -54,13 +56,11 @@ class Feed:
         self.received = 0  # live events taken from the broker
 
     async def start(self) -> None:
-        channel = self._broker.fast
-        self._queue: AbstractQueue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await self._queue.consume(self._on_message, no_ack=True)
-        # Events published while we were disconnected never reach our queue.
-        self._broker.connection.reconnect_callbacks.add(self._on_reconnect)
+        await self._broker.listen_events(self._on_batch)
+        # Events published while we were disconnected never reach us.
+        self._broker.on_reconnect(self._on_reconnect)
 
-    def _on_reconnect(self, *_: object) -> None:
+    def _on_reconnect(self) -> None:
         log.info("feed_reconnected", clients=len(self._clients))
         for _cid, client in self._clients.values():
             client.inbox.put_nowait(None)
@@ -80,7 +80,7 @@ class Feed:
         """Start delivering ``cid``'s events after id ``after`` to ``sid``."""
         topic = self._topics.get(cid)
         if topic is None:
-            bind = self._queue.bind(self._broker.outbound, routing_key=cid)
+            bind = self._broker.bind_events(cid)
             topic = self._topics[cid] = _Topic({}, self._spawn(bind))
         client = _Client(sid, after)
         topic.clients[sid] = client
@@ -106,17 +106,17 @@ class Feed:
         if not topic.clients:
             del self._topics[cid]
             try:
-                await self._queue.unbind(self._broker.outbound, routing_key=cid)
+                await self._broker.unbind_events(cid)
             except Exception as exc:  # the binding dies with the queue anyway
                 log.warning("unbind_failed", conversation_id=cid, error=repr(exc))
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def _on_batch(self, body: bytes) -> None:
         try:
-            events = orjson.loads(message.body)  # one batch, of one conversation
-            topic = self._topics.get(events[0]["conversation_id"])
-        except (ValueError, TypeError, KeyError, IndexError):
-            log.warning("live_event_malformed", size=len(message.body))
+            cid, events = decode_batch(body)
+        except Malformed as exc:
+            log.warning("live_event_malformed", error=str(exc))
             return
+        topic = self._topics.get(cid)
         self.received += len(events)
         if topic is not None:
             for client in topic.clients.values():
@@ -129,7 +129,7 @@ class Feed:
         A failure (Redis unreachable, say) must not silence the client for good: after
         a capped backoff, delivery resumes with a catch-up from the client's cursor.
         """
-        delay = 0.05
+        backoff = Backoff()
         event: dict[str, Any] | None = None  # None: catch up from the log
         while True:
             try:
@@ -139,14 +139,13 @@ class Feed:
                     if event["id"] > client.cursor + 1:
                         await self._catch_up(cid, client, upto=event["id"] - 1)
                     await self._send(client, event)
-                delay = 0.05
+                backoff.reset()
                 event = await client.inbox.get()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("delivery_retry", conversation_id=cid, sid=client.sid, error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.sleep()
                 event = None
 
     async def _catch_up(self, cid: str, client: _Client, upto: int | None) -> None:

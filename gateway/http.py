@@ -15,8 +15,8 @@ from starlette.routing import Route
 
 from broker import tokens
 from broker.errors import BadRequest, FleetError, PayloadTooLarge, RateLimited, Unavailable
+from gateway.operations import MAX_PAGE, Operations
 from gateway.ratelimit import Buckets
-from gateway.service import MAX_PAGE, Conversations
 
 log = structlog.get_logger()
 
@@ -63,16 +63,16 @@ class HttpApi:
 
     def __init__(
         self,
-        conversations: Conversations,
+        operations: Operations,
         jwt_secret: str,
         max_payload: int,
-        ready: Callable[[], Awaitable[bool]],
+        is_ready: Callable[[], Awaitable[bool]],
         buckets: Buckets,
     ) -> None:
-        self._conversations = conversations
+        self._operations = operations
         self._secret = jwt_secret
         self._max_payload = max_payload
-        self._ready = ready
+        self._is_ready = is_ready
         self._buckets = buckets
 
     def routes(self) -> list[Route]:
@@ -124,7 +124,7 @@ class HttpApi:
         return ORJSONResponse({"ok": True})
 
     async def readyz(self, request: Request) -> Response:
-        ready = await self._ready()
+        ready = await self._is_ready()
         return ORJSONResponse({"ok": ready}, status_code=200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
@@ -142,31 +142,31 @@ class HttpApi:
         initial = body.get("initial_message")
         if initial is not None and not isinstance(initial, str):
             raise BadRequest("initial_message must be a string")
-        cid = await self._conversations.create(user, initial)
+        cid = await self._operations.create(user, initial)
         return ORJSONResponse({"conversation_id": cid}, status_code=201)
 
     async def list(self, request: Request, user: str) -> Response:
         after = request.query_params.get("after")
         limit = int_param(request, "limit", 100, 1, MAX_PAGE)
-        records = await self._conversations.list_page(user, after, limit)
+        records = await self._operations.list_page(user, after, limit)
         return ORJSONResponse({"conversations": [r.to_dict() for r in records]})
 
     async def get(self, request: Request, user: str) -> Response:
-        record = await self._conversations.get(user, request.path_params["cid"])
+        record = await self._operations.get(user, request.path_params["cid"])
         return ORJSONResponse(record.to_dict())
 
     async def events(self, request: Request, user: str) -> Response:
         after = int_param(request, "after", -1, -1, 2**62)
         limit = int_param(request, "limit", MAX_PAGE, 1, MAX_PAGE)
         cid = request.path_params["cid"]
-        return raw_events(await self._conversations.events(user, cid, after, limit))
+        return raw_events(await self._operations.events(user, cid, after, limit))
 
     async def act(self, request: Request, user: str) -> Response:
         self._limit(user)
-        cid = await self._conversations.authorize(user, request.path_params["cid"])
-        action_id = await self._conversations.act(user, cid, await self._json_body(request))
+        cid = await self._operations.authorize(user, request.path_params["cid"])
+        action_id = await self._operations.act(user, cid, await self._json_body(request))
         return ORJSONResponse({"ok": True, "action_id": action_id})
 
     async def close(self, request: Request, user: str) -> Response:
-        await self._conversations.close(user, request.path_params["cid"])
+        await self._operations.close(user, request.path_params["cid"])
         return ORJSONResponse({"ok": True}, status_code=202)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -11,9 +10,10 @@ import structlog
 
 from broker import metrics, tokens
 from broker.errors import BadRequest, FleetError, RateLimited, Unavailable
+from broker.presence import Presence
 from gateway.feed import Feed
+from gateway.operations import Operations
 from gateway.ratelimit import Buckets
-from gateway.service import Conversations
 
 log = structlog.get_logger()
 
@@ -41,17 +41,17 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
 
     def __init__(
         self,
-        conversations: Conversations,
+        operations: Operations,
         feed: Feed,
         jwt_secret: str,
-        present: Callable[[str, int], Awaitable[None]],
+        presence: Presence,
         buckets: Buckets,
     ) -> None:
         super().__init__("/")
-        self._conversations = conversations
+        self._operations = operations
         self._feed = feed
         self._secret = jwt_secret
-        self._present = present
+        self._presence = presence
         self._buckets = buckets
         self._sessions: dict[str, tuple[str, str]] = {}  # sid -> (user, conversation id)
 
@@ -59,7 +59,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         params = connect_params(environ, auth)
         try:
             user = tokens.verify(self._secret, params.get("token"))
-            cid = await self._conversations.authorize(user, params.get("conversation_id"))
+            cid = await self._operations.authorize(user, params.get("conversation_id"))
             after = parse_latest_event_id(params.get("latest_event_id"))
         except FleetError as exc:
             log.info("connect_refused", code=exc.code, reason=exc.message)
@@ -67,7 +67,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         self._sessions[sid] = (user, cid)
         metrics.CONNECTED_CLIENTS.inc()
-        await self._present(cid, 1)
+        await self._presence.joined(cid)
         await self._feed.join(sid, cid, after)
         log.debug("client_connected", conversation_id=cid, sid=sid)
 
@@ -78,7 +78,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if session is not None:
             metrics.CONNECTED_CLIENTS.dec()
             try:
-                await self._present(session[1], -1)
+                await self._presence.left(session[1])
             except Exception as exc:  # recounted when the gateway's liveness lapses
                 log.warning("presence_not_updated", conversation_id=session[1], error=repr(exc))
 
@@ -93,7 +93,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 raise BadRequest("not connected to a conversation")
             if not self._buckets.take(sid):
                 raise RateLimited("too many actions; slow down")
-            action_id = await self._conversations.act(user, cid, payload)
+            action_id = await self._operations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)
             return {"ok": False, "error": exc.as_dict()}

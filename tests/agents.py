@@ -7,20 +7,20 @@ import os
 import signal
 
 from broker.events import Event, NewEvent, state
-from workers.agents import Conversation
+from workers.agents import AgentContext
 
 
 class EpochEcho:
     """The echo agent, with the fencing token it ran under in each reply."""
 
-    async def on_event(self, event: Event, conversation: Conversation) -> None:
+    async def on_event(self, event: Event, context: AgentContext) -> None:
         if event.source != "user" or event.kind != "message":
             return
         action_id = event.data["action_id"]
         reply = {"content": event.data["content"], "in_reply_to": action_id}
-        await conversation.emit(
+        await context.emit(
             state("running"),
-            NewEvent("agent", "message", {**reply, "epoch": conversation.epoch}),
+            NewEvent("agent", "message", {**reply, "epoch": context.epoch}),
             state("awaiting_user_input"),
             once=f"reply:{action_id}",
         )
@@ -31,11 +31,11 @@ class CrashingEcho(EpochEcho):
     message is logged but before any reply; on "crash-after-reply" after the reply is
     logged but before the action is acked. ``CRASH_MARKERS`` names a directory."""
 
-    async def on_event(self, event: Event, conversation: Conversation) -> None:
+    async def on_event(self, event: Event, context: AgentContext) -> None:
         content = event.data.get("content") if event.source == "user" else None
         if content == "crash-before-reply":
             crash_once(content)
-        await super().on_event(event, conversation)
+        await super().on_event(event, context)
         if content == "crash-after-reply":
             crash_once(content)
 
@@ -52,12 +52,12 @@ class Chatty:
     """Answers "count N" with N agent messages, a few milliseconds apart: a stream of
     events that goes on while clients come and go."""
 
-    async def on_event(self, event: Event, conversation: Conversation) -> None:
+    async def on_event(self, event: Event, context: AgentContext) -> None:
         content = event.data.get("content", "") if event.source == "user" else ""
         if not content.startswith("count "):
             return
         action_id = event.data["action_id"]
         for i in range(int(content.split()[1])):
             data = {"content": str(i), "in_reply_to": action_id}
-            await conversation.emit(NewEvent("agent", "message", data), once=f"{action_id}:{i}")
+            await context.emit(NewEvent("agent", "message", data), once=f"{action_id}:{i}")
             await asyncio.sleep(0.005)

@@ -158,7 +158,7 @@ class InProcessFleet:
     async def start_worker(self, **overrides: Any) -> Worker:
         worker = Worker(self.settings.model_copy(update=overrides))
         task = asyncio.create_task(worker.main())
-        await wait_for_event(worker.ready, task)
+        await wait_for_event(worker.started, task)
         self.workers.append((worker, task))
         self._tasks.append((worker.stop, task))
         return worker
@@ -166,7 +166,7 @@ class InProcessFleet:
     async def start_reaper(self, **overrides: Any) -> Reaper:
         reaper = Reaper(self.settings.model_copy(update=overrides))
         task = asyncio.create_task(reaper.main())
-        await wait_for_event(reaper.ready, task)
+        await wait_for_event(reaper.started, task)
         self._tasks.append((reaper.stop, task))
         return reaper
 

@@ -98,19 +98,8 @@ class ProcessFleet:
         self.processes: list[FleetProcess] = []
         self.env = {
             **os.environ,
-            "FLEET_NAMESPACE": settings.namespace,
-            "FLEET_REDIS_URL": settings.redis_url,
-            "FLEET_AMQP_URL": settings.amqp_url,
-            "FLEET_JWT_SECRET": settings.require_jwt_secret(),
+            **settings.to_env(),
             "FLEET_LOG_FORMAT": "json",
-            "FLEET_LIVENESS_TTL": str(settings.liveness_ttl),
-            "FLEET_SHUTDOWN_GRACE": str(settings.shutdown_grace),
-            "FLEET_AGENT": settings.agent,
-            "FLEET_MAX_CONVERSATIONS_PER_USER": str(settings.max_conversations_per_user),
-            "FLEET_OVER_LIMIT_POLICY": settings.over_limit_policy,
-            "FLEET_CLOSE_DELAY": str(settings.close_delay),
-            "FLEET_RATE_LIMIT": str(settings.rate_limit),
-            "FLEET_RATE_BURST": str(settings.rate_burst),
             **env,
         }
 

@@ -6,18 +6,17 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
-from aio_pika.exceptions import AMQPError
 
-from broker.amqp import Broker
+from broker.amqp import INTERRUPTED, Broker
+from broker.backoff import Backoff
 from broker.errors import LeaseLost
-from broker.events import Action, Event, NewEvent, with_id
-from broker.leases import Leases, lease_value
+from broker.events import Action, Event, Malformed, NewEvent, decode_input, with_id
+from broker.inbox import Delivery, Inbox
+from broker.leases import Leases
+from broker.names import lease_value
 from broker.store import Store
 from workers.agents import Agent
-from workers.inbox import Inbox
 
 log = structlog.get_logger()
 
@@ -34,7 +33,6 @@ class ConversationLoop:
         store: Store,
         leases: Leases,
         broker: Broker,
-        channel: AbstractRobustChannel,
         alive: Callable[[], bool],
     ) -> None:
         self.conversation_id = cid
@@ -45,11 +43,10 @@ class ConversationLoop:
         self._store = store
         self._leases = leases
         self._broker = broker
-        self._channel = channel
         self._alive = alive
         self._inbox: Inbox | None = None
         self._draining = False
-        self._retry_delay = 0.025
+        self._retry = Backoff(first=0.05)
         self._closing = False  # the close marker was logged; finish once the queue is empty
         self.finished = False  # closed for good: nothing to hand over
         self.idle_since: float | None = time.monotonic()  # None while handling input
@@ -61,25 +58,22 @@ class ConversationLoop:
         A lost channel ends the consumer; the robust connection reopens it and we
         consume again, with capped exponential backoff.
         """
-        delay = 0.05
+        backoff = Backoff()
         while not self._draining and not self.finished:
             try:
                 await self._consume()
-                delay = 0.05
-            except (AMQPError, ConnectionError) as exc:
+                backoff.reset()
+            except INTERRUPTED as exc:
                 self.log.warning("consume_interrupted", error=repr(exc))
             if not self._draining and not self.finished:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                await backoff.sleep()
 
     async def _consume(self) -> None:
-        queue = await self._broker.declare_conversation(self.conversation_id, self._channel)
-        self._inbox = inbox = Inbox()
+        self._inbox = inbox = await self._broker.inbox(self.conversation_id)
         try:
-            await inbox.consume(queue)
-            while not self._draining and (message := await inbox.next()) is not None:
+            while not self._draining and (delivery := await inbox.next()) is not None:
                 self.idle_since = None
-                await self._process(message)
+                await self._process(delivery)
                 self.idle_since = time.monotonic()
                 if self._closing:
                     self.finished = await self._finish()
@@ -100,31 +94,26 @@ class ConversationLoop:
         if self._inbox is not None:
             await self._inbox.release()
 
-    async def _process(self, message: AbstractIncomingMessage) -> None:
+    async def _process(self, delivery: Delivery) -> None:
         try:
-            payload = orjson.loads(message.body)
-            work = (
-                self._close(str(payload["reason"]))
-                if payload.get("kind") == "close"
-                else self._handle(Action.from_payload(payload))
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            self.log.warning("action_malformed", size=len(message.body))
-            await message.reject(requeue=False)
+            item = decode_input(delivery.body)
+        except Malformed as exc:
+            self.log.warning("input_malformed", error=str(exc))
+            await delivery.reject()
             return
+        work = self._handle(item) if isinstance(item, Action) else self._close(item.reason)
         # Requeue on any failure: the action is redone here or by the next owner,
         # and the ``once`` keys keep the log free of duplicates.
         try:
-            async with message.process(requeue=True):
+            async with delivery.processing():
                 await work
         except LeaseLost:
             raise
         except Exception as exc:
-            self.log.warning("action_retry", message_id=message.message_id, error=repr(exc))
-            self._retry_delay = min(self._retry_delay * 2, 2.0)
-            await asyncio.sleep(self._retry_delay)
+            self.log.warning("action_retry", message_id=delivery.message_id, error=repr(exc))
+            await self._retry.sleep()
         else:
-            self._retry_delay = 0.025
+            self._retry.reset()
 
     async def _handle(self, action: Action) -> None:
         user_event = action.event()

@@ -15,10 +15,12 @@ import structlog
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.backoff import Backoff
+from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
+from broker.liveness import Liveness
 from broker.names import Names
-from broker.presence import Presence
 from broker.redis import connect
 from broker.settings import Settings
 
@@ -34,40 +36,44 @@ class Reaper(Service):
         self.names = Names(settings.namespace)
         self.reaper_id = process_id()
         self.leading = False
+        self.redis = connect(settings.redis_url)
+        self.leases = Leases(self.redis, self.names)
+        self.workers = Liveness(self.redis, self.names, "worker")
+        self.gateways = Liveness(self.redis, self.names, "gateway")
+        self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
+        self.broker = Broker(settings.amqp_url, self.names, name="reaper")
 
     async def serve(self) -> None:
-        redis = connect(self.settings.redis_url)
-        self.leases = Leases(redis, self.names)
-        self.presence = Presence(redis, self.names)
         metrics.serve(self.settings.host, self.settings.metrics_port)
-        self.broker = Broker(self.settings.amqp_url, self.names, name="reaper")
         await self.broker.connect()
         log.info("reaper_started", reaper_id=self.reaper_id)
-        self.ready.set()
+        self.started.set()
         try:
             await self._loop()
             with contextlib.suppress(Exception):
-                await self.leases.resign(self.reaper_id)
+                await self.leader.resign()
         finally:
             await self.broker.close()
-            await redis.aclose()
+            await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
 
     async def _loop(self) -> None:
+        backoff = Backoff(first=self.settings.reaper_interval)
         delay = self.settings.reaper_interval
         while not self._stop.is_set():
             try:
                 await self.tick()
+                backoff.reset()
                 delay = self.settings.reaper_interval
             except Exception as exc:
                 log.warning("sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
-                delay = min(delay * 2, 2.0)
+                delay = backoff.next()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     async def tick(self) -> None:
         """Keep (or take) the leadership; sweep when leading."""
-        leading = await self.leases.lead(self.reaper_id, self.settings.reaper_lease_ttl)
+        leading = await self.leader.hold()
         if leading != self.leading:
             log.info(
                 "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
@@ -81,15 +87,15 @@ class Reaper(Service):
 
         Dead gateways' connections are forgotten too, so passivation sees the truth.
         """
-        for gateway_id in await self.presence.dead_gateways():
-            forgotten = await self.presence.forget(gateway_id)
+        for gateway_id in await self.gateways.expired():
+            forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
                 log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
         moved = 0
-        for worker_id in await self.leases.dead_workers():
+        for worker_id in await self.workers.expired():
             cids = await self.leases.owned_by(worker_id)
             await asyncio.gather(*(self.broker.request_claim(cid) for cid in cids))
-            if await self.leases.forget(worker_id):
+            if await self.workers.forget(worker_id) >= 0:
                 log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
                 metrics.WORKERS_REAPED.inc()
                 moved += len(cids)

@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, ConsumerTag
 
 from broker import metrics
-from broker.amqp import Broker
+from broker.amqp import Broker, Consumer
 from broker.errors import LeaseLost
+from broker.events import Malformed, decode_claim_request
+from broker.inbox import Delivery
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
-from broker.names import Names, valid_conversation_id
+from broker.liveness import Liveness
+from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
+from workers.fencing import FenceReason, Fencing
 
 log = structlog.get_logger()
 
@@ -43,71 +45,63 @@ class Worker(Service):
         self.settings = settings
         self.names = Names(settings.namespace)
         self.agent_factory = agent_factory or load_factory(settings.agent)
-        self._base_id = process_id()
-        self.worker_id = self._base_id
-        self._incarnation = 0
+        self.fencing = Fencing(process_id(), settings.liveness_ttl)
+        self.redis = connect(settings.redis_url)
+        self.store = Store(self.redis, self.names)
+        self.leases = Leases(self.redis, self.names)
+        self.liveness = Liveness(self.redis, self.names, "worker")
+        self.broker = Broker(
+            settings.amqp_url,
+            self.names,
+            name="worker",
+            channels=CONSUME_CHANNELS,
+            prefetch=CONVERSATION_PREFETCH,
+        )
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
+        self._tasks = asyncio.TaskGroup()
         self._claiming = 0
-        self._registered = False
-        self._live = asyncio.Event()
-        self._valid_until = 0.0
-        self._orphans: set[str] = set()
+        self._registered = asyncio.Event()
         self._stopping = False
-        self._dispatch_tag: ConsumerTag | None = None
+        self._dispatch: Consumer | None = None
         self._dispatch_lock = asyncio.Lock()
+
+    @property
+    def worker_id(self) -> str:
+        return self.fencing.worker_id
 
     # --- lifecycle --------------------------------------------------------------------
     async def serve(self) -> None:
         """Run until stopped (SIGTERM, SIGINT), then drain."""
-        self.redis = connect(self.settings.redis_url)
-        self.store = Store(self.redis, self.names)
-        self.leases = Leases(self.redis, self.names)
         metrics.serve(self.settings.host, self.settings.metrics_port)
-        self.broker = Broker(self.settings.amqp_url, self.names, name="worker")
         await self.broker.connect()
         try:
-            self._channels = [
-                await self._open_channel(CONVERSATION_PREFETCH) for _ in range(CONSUME_CHANNELS)
-            ]
-            dispatch_channel = await self._open_channel(DISPATCH_PREFETCH)
-            self._dispatch: AbstractQueue = await dispatch_channel.declare_queue(
-                self.names.dispatch_queue, durable=True
-            )
-            self.broker.connection.reconnect_callbacks.add(self._on_reconnect)
-            async with asyncio.TaskGroup() as self._tasks:
+            self.broker.on_reconnect(self._on_reconnect)
+            async with self._tasks:
                 background = [
                     self._tasks.create_task(self._heartbeat()),
                     self._tasks.create_task(self._passivate_idle()),
                 ]
-                await self._live.wait()
+                await self._registered.wait()
                 await self._update_dispatch()
                 log.info(
                     "worker_started",
                     worker_id=self.worker_id,
                     capacity=self.settings.worker_capacity,
                 )
-                self.ready.set()
+                self.started.set()
                 await self._stop.wait()
                 await self._drain()
                 for task in background:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
                 # Only now: a heartbeat still running would see the key gone and fence.
-                await self.leases.retire(self.worker_id)
+                await self.liveness.forget(self.worker_id, leaving=True)
         finally:
             await self.broker.close()
             await self.redis.aclose()
         log.info("worker_stopped", worker_id=self.worker_id)
 
-    async def _open_channel(self, prefetch: int) -> AbstractRobustChannel:
-        channel = await self.broker.connection.channel(publisher_confirms=False)
-        await channel.set_qos(prefetch_count=prefetch)
-        return channel
-
-    def _channel_for(self, cid: str) -> AbstractRobustChannel:
-        return self._channels[hash(cid) % len(self._channels)]
-
-    def _on_reconnect(self, *_: object) -> None:
+    def _on_reconnect(self) -> None:
         """The robust connection restored its channels; loops consume again on them."""
         log.info("broker_reconnected", worker_id=self.worker_id, conversations=len(self.loops))
         for loop, _task in self.loops.values():
@@ -116,75 +110,65 @@ class Worker(Service):
     # --- liveness -----------------------------------------------------------------------
     def alive(self) -> bool:
         """Whether this incarnation is surely still alive in the fleet's eyes."""
-        return self._registered and time.monotonic() < self._valid_until
+        return self.fencing.alive(time.monotonic())
 
     async def _heartbeat(self) -> None:
-        """Renew liveness every interval; fence as soon as it cannot be proven.
-
-        A renewal sent at ``t`` keeps the key alive until at least ``t + ttl`` (Redis
-        sets the expiry when it runs the command), so trusting it only until
-        ``t + ttl / 2`` and checking once per interval (ttl / 4) stops our loops
-        before anyone else may take over.
-        """
+        """Renew liveness every interval; fence as soon as it cannot be proven (see
+        ``workers.fencing``)."""
         ttl = self.settings.liveness_ttl
         interval = self.settings.heartbeat_interval
         while True:
             sent = time.monotonic()
-            alive: bool | None = None
+            renewed: bool | None = None
             try:
                 async with asyncio.timeout(interval):
-                    alive = await self.leases.heartbeat(
-                        self.worker_id, ttl, register=not self._registered
+                    renewed = await self.liveness.heartbeat(
+                        self.worker_id, ttl, register=not self.fencing.registered
                     )
                 metrics.HEARTBEAT_SECONDS.observe(time.monotonic() - sent)
             except Exception as exc:
                 log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
-            if alive:
-                self._valid_until = sent + ttl / 2
-                if not self._registered:
-                    self._registered = True
-                    self._live.set()
-                    if self._incarnation:
+            if renewed:
+                if self.fencing.renewed(sent):
+                    self._registered.set()
+                    if self.fencing.incarnation:
                         log.info("worker_rejoined", worker_id=self.worker_id)
                     await self._after_registering()
-            elif self._registered and (alive is False or time.monotonic() >= self._valid_until):
-                await self._fence("liveness_lapsed" if alive is False else "liveness_unconfirmed")
+            elif reason := self.fencing.verdict(renewed, time.monotonic()):
+                await self._fence(reason)
             await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
 
     async def _after_registering(self) -> None:
         try:
-            for cid in list(self._orphans):
+            for cid in list(self.fencing.orphans):
                 await self.broker.request_claim(cid)
-                self._orphans.discard(cid)
+                self.fencing.orphans.discard(cid)
         except Exception as exc:  # retried after the next fence or by the reaper
             log.warning("redispatch_failed", worker_id=self.worker_id, error=repr(exc))
         await self._update_dispatch()
 
-    async def _fence(self, reason: str) -> None:
+    async def _fence(self, reason: FenceReason) -> None:
         """Stop every loop at once; come back as a new incarnation that owns nothing.
 
         Our old liveness key is deleted (if Redis answers) so the reaper re-dispatches
         the old incarnation's conversations at once instead of after its TTL.
         """
-        if not self._registered or self._stopping:
+        if not self.fencing.registered or self._stopping:
             return
         log.warning(
             "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
         )
-        self._registered = False
+        fenced_id = self.fencing.fence(self.loops)
         await self._update_dispatch()
-        self._orphans |= set(self.loops)
         tasks = [task for _, task in self.loops.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval):
-                await self.leases.expire(self.worker_id)
+                await self.liveness.expire(fenced_id)
         except Exception as exc:
-            log.warning("expire_failed", worker_id=self.worker_id, error=repr(exc))
-        self._incarnation += 1
-        self.worker_id = f"{self._base_id}.{self._incarnation}"
+            log.warning("expire_failed", worker_id=fenced_id, error=repr(exc))
 
     # --- claiming ---------------------------------------------------------------------------
     def _has_room(self) -> bool:
@@ -198,33 +182,33 @@ class Worker(Service):
         """Consume claim requests only while there is room for another conversation."""
         async with self._dispatch_lock:
             try:
-                if self._has_room() and self._dispatch_tag is None:
-                    self._dispatch_tag = await self._dispatch.consume(self._on_claim_request)
-                elif not self._has_room() and self._dispatch_tag is not None:
-                    await self._dispatch.cancel(self._dispatch_tag)
-                    self._dispatch_tag = None
+                if self._has_room() and self._dispatch is None:
+                    self._dispatch = await self.broker.consume_claim_requests(
+                        self._on_claim_request, DISPATCH_PREFETCH
+                    )
+                elif not self._has_room() and self._dispatch is not None:
+                    await self._dispatch.cancel()
+                    self._dispatch = None
             except Exception as exc:  # the robust channel restores the consumer it had
                 log.warning("dispatch_update_failed", error=repr(exc))
 
-    async def _on_claim_request(self, message: AbstractIncomingMessage) -> None:
+    async def _on_claim_request(self, delivery: Delivery) -> None:
         try:
-            cid = orjson.loads(message.body)["conversation_id"]
-        except (ValueError, KeyError, TypeError):
-            cid = None
-        if not valid_conversation_id(cid):
-            log.warning("claim_request_malformed", size=len(message.body))
-            await message.reject(requeue=False)
+            cid = decode_claim_request(delivery.body)
+        except Malformed as exc:
+            log.warning("claim_request_malformed", error=str(exc))
+            await delivery.reject()
             return
         if cid in self.loops:
-            await message.ack()
+            await delivery.ack()
             return
         if not self._has_room():
-            await message.reject(requeue=True)
+            await delivery.requeue()
             await self._update_dispatch()
             return
         self._claiming += 1
         try:
-            async with message.process(requeue=True):
+            async with delivery.processing():
                 claim = await self.leases.claim(
                     cid, self.worker_id, self.settings.max_conversations_per_user
                 )
@@ -253,7 +237,6 @@ class Worker(Service):
             self.store,
             self.leases,
             self.broker,
-            self._channel_for(cid),
             self.alive,
         )
         loop.log.info("lease_claimed")
@@ -285,14 +268,14 @@ class Worker(Service):
     async def _hand_over(self, loop: ConversationLoop) -> None:
         """Release the lease (compare-and-delete) and ask another worker to claim."""
         cid = loop.conversation_id
-        if await self.leases.release(cid, self.worker_id, loop.epoch):
+        if await self.leases.release(cid, loop.worker_id, loop.epoch):
             await self.broker.request_claim(cid)
             loop.log.info("lease_released")
 
     # --- passivation -------------------------------------------------------------------
     async def _passivate_idle(self) -> None:
-        """Passivate conversations idle for ``close_delay`` with no client connected."""
-        delay = self.settings.close_delay
+        """Passivate conversations idle for ``passivate_after`` with no client connected."""
+        delay = self.settings.passivate_after
         while True:
             await asyncio.sleep(min(delay / 4, 5.0))
             now = time.monotonic()
@@ -311,13 +294,12 @@ class Worker(Service):
         await task
         if loop.finished:
             return
-        delay = self.settings.close_delay
-        outcome = await self.leases.passivate(cid, self.worker_id, loop.epoch, delay)
+        delay = self.settings.passivate_after
+        outcome = await self.leases.passivate(cid, loop.worker_id, loop.epoch, delay)
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
             # Input requeued by the drain is owed an owner.
-            queue = await self.broker.declare_conversation(cid, self._channel_for(cid))
-            if queue.declaration_result.message_count:
+            if await self.broker.declare_conversation(cid):
                 await self.broker.request_claim(cid)
         elif outcome != "moved" and self.alive():
             self._start(cid, loop.epoch)  # a client or fresh input still needs it

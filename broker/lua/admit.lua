@@ -3,15 +3,13 @@
 -- created ('create') and before every client action ('act').
 -- KEYS: meta, running (the user's sorted set: conversation id -> last activity, ms),
 --       user_conversations, lease
--- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
---       conv_prefix (victim keys are conv_prefix .. id .. '}:meta'), alive_prefix
+-- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest')
 -- Returns {outcome, needs_owner, evicted_id}; outcome is one of
 --   ok          admitted; needs_owner is 1 when no live worker owns it
 --   over_limit  the user runs `limit` conversations already (policy 'reject')
 --   closed      closing or closed: it takes no more input
 --   unknown     no such conversation
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000)
@@ -31,7 +29,7 @@ if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= to
   end
   evicted = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
   redis.call('ZREM', KEYS[2], evicted)
-  redis.call('HSET', ARGV[6] .. evicted .. '}:meta', 'status', 'closing',
+  redis.call('HSET', key_meta(evicted), 'status', 'closing',
              'reason', 'evicted: too many conversations')
 end
 redis.call('ZADD', KEYS[2], now, cid)
@@ -39,7 +37,7 @@ redis.call('HSET', KEYS[1], 'active', now)
 local needs_owner = 1
 local holder = redis.call('GET', KEYS[4])
 if holder then
-  local owner = string.match(holder, '^(.*):%d+$')
-  needs_owner = 1 - redis.call('EXISTS', ARGV[7] .. owner)
+  local owner = parse_lease(holder)
+  needs_owner = 1 - redis.call('EXISTS', key_alive('worker', owner))
 end
 return {'ok', needs_owner, evicted}

@@ -1,14 +1,12 @@
--- Renew a worker's liveness key and its deadline in the index the reaper sweeps.
--- A lapsed key is never renewed: that worker incarnation is dead to the fleet.
+-- Renew a process's liveness key and its deadline in the index the reaper sweeps.
+-- A lapsed key is never renewed: that incarnation is dead to the fleet.
 -- KEYS: alive, deadlines
--- ARGV: worker_id, ttl_ms, register ('1' creates the key)
+-- ARGV: process_id, ttl_ms, register ('1' creates the key)
 -- Returns 1 when alive, 0 when the key had lapsed.
 if ARGV[3] == '1' then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[2])
 elseif redis.call('PEXPIRE', KEYS[1], ARGV[2]) == 0 then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
 return 1

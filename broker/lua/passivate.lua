@@ -2,19 +2,16 @@
 -- slot in the user's limit, keeping queue and log, unless a client is connected or
 -- it was admitted input within the idle period (Redis clock).
 -- KEYS: lease, meta, owns (of the owner), clients
--- ARGV: lease_value, conversation_id, idle_ms, user_prefix (the user's running set is
---       user_prefix .. user .. ':running')
+-- ARGV: lease_value, conversation_id, idle_ms
 -- Returns 'passivated', or why not: 'moved' (not our lease), 'closing', 'watched', 'active'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
 if redis.call('HGET', KEYS[2], 'status') ~= 'running' then return 'closing' end
 if redis.call('HLEN', KEYS[4]) > 0 then return 'watched' end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local active = tonumber(redis.call('HGET', KEYS[2], 'active') or 0)
-if now - active < tonumber(ARGV[3]) then return 'active' end
+if now_ms() - active < tonumber(ARGV[3]) then return 'active' end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'idle')
 redis.call('HDEL', KEYS[2], 'owner')
-redis.call('ZREM', ARGV[4] .. redis.call('HGET', KEYS[2], 'user') .. ':running', ARGV[2])
+redis.call('ZREM', key_running(redis.call('HGET', KEYS[2], 'user')), ARGV[2])
 return 'passivated'

@@ -1,4 +1,4 @@
-"""The lease scripts on the real Redis: claim, refusal, takeover, fencing, release, liveness."""
+"""The lease scripts on the real Redis: claim, refusal, takeover, fencing, release."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from redis.asyncio import Redis
 
 from broker.errors import LeaseLost
 from broker.events import NewEvent
-from broker.leases import Leases, lease_value
-from broker.names import Names
+from broker.leases import Leases
+from broker.liveness import Liveness
+from broker.names import Names, lease_value
 from broker.store import Store
 
 TTL = 0.3
@@ -33,22 +34,29 @@ async def created(store: Store, user: str = "alice") -> str:
     return cid
 
 
-async def live_worker(leases: Leases, worker_id: str, ttl: float = 30) -> str:
-    assert await leases.heartbeat(worker_id, ttl, register=True)
+@pytest.fixture
+def workers(redis: Redis, names: Names) -> Liveness:
+    return Liveness(redis, names, "worker")
+
+
+async def live_worker(workers: Liveness, worker_id: str, ttl: float = 30) -> str:
+    assert await workers.heartbeat(worker_id, ttl, register=True)
     return worker_id
 
 
-async def wait_until_dead(leases: Leases, worker_id: str) -> None:
+async def wait_until_dead(workers: Liveness, worker_id: str) -> None:
     """Poll (with a deadline) until the reaper's index reports the worker dead."""
     async with asyncio.timeout(5):
-        while worker_id not in await leases.dead_workers():
+        while worker_id not in await workers.expired():
             await asyncio.sleep(0.02)
 
 
-async def test_claim_then_second_claim_is_refused(leases: Leases, store: Store) -> None:
+async def test_claim_then_second_claim_is_refused(
+    leases: Leases, store: Store, workers: Liveness
+) -> None:
     cid = await created(store)
-    a = await live_worker(leases, "worker-a")
-    b = await live_worker(leases, "worker-b")
+    a = await live_worker(workers, "worker-a")
+    b = await live_worker(workers, "worker-b")
 
     first = await leases.claim(cid, a, LIMIT)
     second = await leases.claim(cid, b, LIMIT)
@@ -62,13 +70,15 @@ async def test_claim_then_second_claim_is_refused(leases: Leases, store: Store) 
     assert record is not None and record.owner == a and record.status == "running"
 
 
-async def test_takeover_of_a_dead_owner_bumps_the_epoch(leases: Leases, store: Store) -> None:
+async def test_takeover_of_a_dead_owner_bumps_the_epoch(
+    leases: Leases, store: Store, workers: Liveness
+) -> None:
     cid = await created(store)
-    a = await live_worker(leases, "worker-a", ttl=TTL)
-    b = await live_worker(leases, "worker-b")
+    a = await live_worker(workers, "worker-a", ttl=TTL)
+    b = await live_worker(workers, "worker-b")
     assert (await leases.claim(cid, a, LIMIT)).epoch == 1
 
-    await wait_until_dead(leases, a)
+    await wait_until_dead(workers, a)
     takeover = await leases.claim(cid, b, LIMIT)
 
     assert (takeover.outcome, takeover.epoch) == ("claimed", 2)
@@ -76,15 +86,17 @@ async def test_takeover_of_a_dead_owner_bumps_the_epoch(leases: Leases, store: S
     assert await leases.owned_by(b) == [cid]
 
 
-async def test_a_write_with_the_old_epoch_is_refused(leases: Leases, store: Store) -> None:
+async def test_a_write_with_the_old_epoch_is_refused(
+    leases: Leases, store: Store, workers: Liveness
+) -> None:
     cid = await created(store)
-    a = await live_worker(leases, "worker-a", ttl=TTL)
-    b = await live_worker(leases, "worker-b")
+    a = await live_worker(workers, "worker-a", ttl=TTL)
+    b = await live_worker(workers, "worker-b")
     await leases.claim(cid, a, LIMIT)
     old = lease_value(a, 1)
     await store.append(cid, old, [NewEvent("agent", "message", {"content": "before"}).body(cid)])
 
-    await wait_until_dead(leases, a)
+    await wait_until_dead(workers, a)
     new = await leases.claim(cid, b, LIMIT)
     with pytest.raises(LeaseLost):
         await store.append(cid, old, [NewEvent("agent", "message", {"content": "stale"}).body(cid)])
@@ -107,9 +119,11 @@ async def test_claims_refused_for_unknown_and_by_a_lapsed_worker(
     assert (await leases.claim(cid, "never-registered", LIMIT)).outcome == "not_alive"
 
 
-async def test_release_is_compare_and_delete(leases: Leases, store: Store) -> None:
+async def test_release_is_compare_and_delete(
+    leases: Leases, store: Store, workers: Liveness
+) -> None:
     cid = await created(store)
-    a = await live_worker(leases, "worker-a")
+    a = await live_worker(workers, "worker-a")
     claim = await leases.claim(cid, a, LIMIT)
 
     assert not await leases.release(cid, a, claim.epoch + 1)
@@ -120,12 +134,3 @@ async def test_release_is_compare_and_delete(leases: Leases, store: Store) -> No
     assert (admission.outcome, admission.needs_owner) == ("ok", True)
     again = await leases.claim(cid, a, LIMIT)
     assert (again.outcome, again.epoch) == ("claimed", 2)
-
-
-async def test_a_lapsed_heartbeat_is_never_renewed(leases: Leases) -> None:
-    a = await live_worker(leases, "worker-a", ttl=TTL)
-    assert await leases.heartbeat(a, TTL)
-    await wait_until_dead(leases, a)
-    assert not await leases.heartbeat(a, TTL)
-    assert await leases.forget(a)
-    assert a not in await leases.dead_workers()

@@ -6,15 +6,16 @@ import orjson
 from redis.asyncio import Redis
 
 from broker.events import NewEvent
-from broker.leases import Leases, lease_value
-from broker.names import Names
+from broker.leases import Leases
+from broker.liveness import Liveness
+from broker.names import Names, lease_value
 from broker.store import Store
 
 
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
     cid, _ = await store.create("alice", 100, "reject")
-    await leases.heartbeat("w", 30, register=True)
+    await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     claim = await leases.claim(cid, "w", 100)
     return store, cid, lease_value("w", claim.epoch)
 

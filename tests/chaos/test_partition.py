@@ -38,7 +38,7 @@ async def test_a_worker_cut_off_from_redis_fences_itself_first(
 
             proxy.cut()
             cut = time.monotonic()
-            lapsed = await wall_clock_when_gone(redis, names.alive(victim_id))
+            lapsed = await wall_clock_when_gone(redis, names.alive("worker", victim_id))
             fenced = await victim.wait_for_log("worker_fenced")
             fenced_at = datetime.fromisoformat(fenced["timestamp"]).timestamp()
             print(f"\nfenced {lapsed - fenced_at:.3f}s before its liveness key expired")

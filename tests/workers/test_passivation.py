@@ -12,13 +12,13 @@ from broker.settings import Settings
 from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, http, status_becomes, token
 
-CLOSE_DELAY = 0.5
+PASSIVATE_AFTER = 0.5
 
 
 async def test_an_idle_conversation_is_passivated_and_resumed(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"close_delay": CLOSE_DELAY})
+    fleet.settings = settings.model_copy(update={"passivate_after": PASSIVATE_AFTER})
     await fleet.start_gateway()
     worker = await fleet.start_worker()
     bearer = token(settings, "alice")
@@ -50,7 +50,7 @@ async def test_an_idle_conversation_is_passivated_and_resumed(
 async def test_a_conversation_with_a_client_connected_is_not_passivated(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"close_delay": CLOSE_DELAY})
+    fleet.settings = settings.model_copy(update={"passivate_after": PASSIVATE_AFTER})
     await fleet.start_gateway()
     await fleet.start_worker()
     bearer = token(settings, "alice")
@@ -59,10 +59,10 @@ async def test_a_conversation_with_a_client_connected_is_not_passivated(
     client = await Client().connect(fleet.url, bearer, watched)
     await client.wait_for(lambda ev: len(ev) >= 4)
 
-    # The unwatched one passivates after CLOSE_DELAY. The watched one, idle as long,
+    # The unwatched one passivates after PASSIVATE_AFTER. The watched one, idle as long,
     # must outlast another full delay: what is tested here is time passing.
     await status_becomes(redis, names, unwatched, "idle")
-    await asyncio.sleep(2 * CLOSE_DELAY)
+    await asyncio.sleep(2 * PASSIVATE_AFTER)
     assert (await redis.hget(names.meta(watched), "status")) == b"running"
     assert await redis.get(names.lease(watched)) is not None
     clients = await redis.hgetall(names.clients(watched))

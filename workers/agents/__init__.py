@@ -15,7 +15,7 @@ from typing import Protocol
 from broker.events import Event, NewEvent
 
 
-class Conversation(Protocol):
+class AgentContext(Protocol):
     """What an agent may do with the conversation it runs in."""
 
     conversation_id: str
@@ -35,7 +35,7 @@ class Conversation(Protocol):
 class Agent(Protocol):
     """One conversation's agent."""
 
-    async def on_event(self, event: Event, conversation: Conversation) -> None: ...
+    async def on_event(self, event: Event, context: AgentContext) -> None: ...
 
 
 AgentFactory = Callable[[], Agent]

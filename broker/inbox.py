@@ -11,15 +11,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+
+
+class Delivery:
+    """One message taken from a queue, to be settled once: acked, requeued or rejected."""
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self._message = message
+
+    @property
+    def body(self) -> bytes:
+        return self._message.body
+
+    @property
+    def message_id(self) -> str | None:
+        return self._message.message_id
+
+    def processing(self) -> AbstractAsyncContextManager[Any]:
+        """Ack when the block succeeds, requeue when it raises."""
+        return self._message.process(requeue=True)
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def requeue(self) -> None:
+        """Back to the queue; quiet if the channel died (it returned the message already)."""
+        with contextlib.suppress(Exception):
+            await self._message.nack(requeue=True)
+
+    async def reject(self) -> None:
+        """Drop it for good: it can never be handled."""
+        await self._message.reject(requeue=False)
 
 
 class Inbox:
     """Consumes a queue into an ordered buffer until closed."""
 
     def __init__(self) -> None:
-        self._buffer: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
+        self._buffer: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._closed = False
         self._queue: AbstractQueue | None = None
         self._tag: ConsumerTag | None = None
@@ -30,11 +65,11 @@ class Inbox:
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         if self._closed:
-            await _requeue(message)
+            await Delivery(message).requeue()
         else:
-            self._buffer.put_nowait(message)
+            self._buffer.put_nowait(Delivery(message))
 
-    async def next(self) -> AbstractIncomingMessage | None:
+    async def next(self) -> Delivery | None:
         """The next delivery, or None once closed."""
         return None if self._closed else await self._buffer.get()
 
@@ -50,12 +85,6 @@ class Inbox:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
         while not self._buffer.empty():
-            message = self._buffer.get_nowait()
-            if message is not None:
-                await _requeue(message)
-
-
-async def _requeue(message: AbstractIncomingMessage) -> None:
-    # A dead channel already returned its unacked messages to the queue.
-    with contextlib.suppress(Exception):
-        await message.nack(requeue=True)
+            delivery = self._buffer.get_nowait()
+            if delivery is not None:
+                await delivery.requeue()

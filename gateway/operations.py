@@ -1,4 +1,4 @@
-"""What clients may do with conversations, shared by the Socket.IO and HTTP edges."""
+"""What a user may do with conversations, shared by the Socket.IO and HTTP edges."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from broker.errors import (
     TooManyConversations,
     Unavailable,
 )
-from broker.events import Action
+from broker.events import Action, encode_input
 from broker.names import valid_conversation_id
 from broker.settings import Settings
-from broker.store import Admission, Conversation, Store
+from broker.store import Admission, ConversationRecord, Store
 
 MAX_PAGE = 1000
 CLOSED_BY_USER = "closed by user"
@@ -26,7 +26,7 @@ CLOSED_BY_USER = "closed by user"
 log = structlog.get_logger()
 
 
-class Conversations:
+class Operations:
     """Create, authorise, act on, close and read conversations on behalf of a user."""
 
     def __init__(self, store: Store, broker: Broker, settings: Settings) -> None:
@@ -44,7 +44,7 @@ class Conversations:
         self._check(admission)
         await self.broker.declare_conversation(cid)
         if initial is not None:
-            await self.broker.publish_action(cid, initial.to_json(), initial.action_id)
+            await self.broker.publish_input(cid, initial)
         await self._after_admission(cid, admission)
         return cid
 
@@ -57,7 +57,7 @@ class Conversations:
             raise NotFound("no such conversation")
         return cid  # type: ignore[return-value]
 
-    async def get(self, user: str, cid: str) -> Conversation:
+    async def get(self, user: str, cid: str) -> ConversationRecord:
         record = await self.store.get(await self.authorize(user, cid))
         if record is None:
             raise NotFound("no such conversation")
@@ -70,7 +70,7 @@ class Conversations:
         admission = await self.store.admit(cid, user, self.limit, self.policy)
         self._check(admission)
         with metrics.PUBLISH_CONFIRM_SECONDS.time():
-            await self.broker.publish_action(cid, action.to_json(), action.action_id)
+            await self.broker.publish_input(cid, action)
         metrics.ACTIONS_ACKNOWLEDGED.inc()
         await self._after_admission(cid, admission)
         return action.action_id
@@ -83,7 +83,7 @@ class Conversations:
 
     def _action(self, payload: object) -> Action:
         action = Action.parse(payload)
-        size = len(action.to_json())
+        size = len(encode_input(action))
         if size > self.max_payload:
             raise PayloadTooLarge(f"action is {size} bytes; the limit is {self.max_payload}")
         return action
@@ -113,7 +113,7 @@ class Conversations:
         except Unavailable as exc:
             log.warning("after_admission_failed", conversation_id=cid, error=repr(exc))
 
-    async def list_page(self, user: str, after: str | None, limit: int) -> list[Conversation]:
+    async def list_page(self, user: str, after: str | None, limit: int) -> list[ConversationRecord]:
         ids = await self.store.list_ids(user, after, min(limit, MAX_PAGE))
         records = await asyncio.gather(*(self.store.get(cid) for cid in ids))
         return [r for r in records if r is not None]

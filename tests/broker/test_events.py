@@ -1,0 +1,58 @@
+"""Every wire format decodes what its encoder wrote, and refuses what it did not."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from broker.events import (
+    Action,
+    CloseMarker,
+    Malformed,
+    NewEvent,
+    decode_batch,
+    decode_claim_request,
+    decode_input,
+    encode_batch,
+    encode_claim_request,
+    encode_input,
+    input_id,
+    with_id,
+)
+
+
+def test_queue_items_round_trip() -> None:
+    action = Action("a-1", "message", "héllo")
+    close = CloseMarker("closed by user")
+    assert decode_input(encode_input(action)) == action
+    assert decode_input(encode_input(close)) == close
+    assert (input_id("c", action), input_id("c", close)) == ("a-1", "close:c")
+
+
+def test_claim_requests_round_trip() -> None:
+    assert decode_claim_request(encode_claim_request("conv-1")) == "conv-1"
+
+
+def test_batches_round_trip_as_logged_json() -> None:
+    entries = [with_id(i, NewEvent("agent", "message", {"n": i}).body("c")) for i in range(3)]
+    cid, events = decode_batch(encode_batch(entries))
+    assert cid == "c"
+    assert [e["id"] for e in events] == [0, 1, 2]
+    assert events == [orjson.loads(e) for e in entries]
+
+
+@pytest.mark.parametrize(
+    ("decode", "body"),
+    [
+        (decode_input, b"not json"),
+        (decode_input, b'{"kind": "message"}'),
+        (decode_claim_request, b"{}"),
+        (decode_claim_request, b'{"conversation_id": "../etc"}'),
+        (decode_batch, b"[]"),
+        (decode_batch, b'{"id": 1}'),
+    ],
+)
+def test_what_no_encoder_wrote_is_malformed(decode: object, body: bytes) -> None:
+    assert callable(decode)
+    with pytest.raises(Malformed):
+        decode(body)

@@ -1,0 +1,69 @@
+"""Liveness of workers and gateways on the real Redis: heartbeat, expiry, forgetting."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from broker.liveness import Liveness
+from broker.names import Names
+from broker.presence import Presence
+
+TTL = 0.3
+
+
+async def wait_until_expired(liveness: Liveness, process_id: str) -> None:
+    async with asyncio.timeout(5):
+        while process_id not in await liveness.expired():
+            await asyncio.sleep(0.02)
+
+
+async def test_a_lapsed_heartbeat_is_never_renewed(redis: Redis, names: Names) -> None:
+    workers = Liveness(redis, names, "worker")
+    assert await workers.heartbeat("worker-a", TTL, register=True)
+    assert await workers.heartbeat("worker-a", TTL)
+    await wait_until_expired(workers, "worker-a")
+    assert not await workers.heartbeat("worker-a", TTL)
+    await redis.sadd(names.owns("worker-a"), "c1", "c2")
+    assert await workers.forget("worker-a") == 2
+    assert "worker-a" not in await workers.expired()
+    assert not await redis.exists(names.owns("worker-a"))
+
+
+async def test_a_live_process_is_not_forgotten_unless_leaving(redis: Redis, names: Names) -> None:
+    workers = Liveness(redis, names, "worker")
+    await workers.heartbeat("worker-a", 30, register=True)
+    assert await workers.forget("worker-a") == -1
+    assert await redis.exists(names.alive("worker", "worker-a"))
+    assert await workers.forget("worker-a", leaving=True) == 0
+    assert not await redis.exists(names.alive("worker", "worker-a"))
+    assert await redis.zscore(names.deadlines("worker"), "worker-a") is None
+
+
+async def test_a_dead_gateways_clients_are_forgotten(redis: Redis, names: Names) -> None:
+    gateways = Liveness(redis, names, "gateway")
+    await gateways.heartbeat("gw-dead", TTL, register=True)
+    await gateways.heartbeat("gw-live", 30, register=True)
+    dead, live = Presence(redis, names, "gw-dead"), Presence(redis, names, "gw-live")
+    for presence in (dead, live):
+        await presence.joined("c1")
+    await dead.joined("c2")
+    await dead.joined("c2")
+    await wait_until_expired(gateways, "gw-dead")
+    assert await gateways.expired() == ["gw-dead"]  # roles do not see each other
+    assert await Liveness(redis, names, "worker").expired() == []
+    assert await gateways.forget("gw-dead") == 2
+    assert await redis.hgetall(names.clients("c1")) == {b"gw-live": b"1"}
+    assert await redis.hgetall(names.clients("c2")) == {}
+
+
+async def test_presence_counts_joins_and_leaves(redis: Redis, names: Names) -> None:
+    presence = Presence(redis, names, "gw")
+    await presence.joined("c1")
+    await presence.joined("c1")
+    await presence.left("c1")
+    assert await redis.hgetall(names.clients("c1")) == {b"gw": b"1"}
+    await presence.left("c1")
+    assert await redis.hgetall(names.clients("c1")) == {}
+    assert await redis.hgetall(names.gateway_conversations("gw")) == {}
