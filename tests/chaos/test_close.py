@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import signal
 
-import aio_pika
-import pytest
-from aio_pika.exceptions import ChannelNotFoundEntity
 from redis.asyncio import Redis
 
+from broker.amqp import Broker
 from broker.names import Names
 from broker.settings import Settings
 from tests.conftest import free_port
@@ -44,7 +42,7 @@ async def test_close_for_good_survives_killing_and_restarting_everything(
             "error": {"code": "conversation_closed", "message": "the conversation is closed"},
         }
         await status_becomes(redis, names, cid, "closed")
-        await assert_queue_deleted(settings, names.conversation_queue(cid))
+        await assert_queue_deleted(settings, cid)
 
         for process, _ in workers:
             process.signal(signal.SIGKILL)
@@ -63,9 +61,10 @@ async def test_close_for_good_survives_killing_and_restarting_everything(
         await client.close()
 
 
-async def assert_queue_deleted(settings: Settings, queue: str) -> None:
-    connection = await aio_pika.connect(settings.amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        with pytest.raises(ChannelNotFoundEntity):
-            await channel.declare_queue(queue, passive=True)
+async def assert_queue_deleted(settings: Settings, cid: str) -> None:
+    broker = Broker(settings.amqp_url, Names(settings.namespace), name="test")
+    await broker.connect(declare=False)
+    try:
+        assert await broker.queue_depth(cid) is None
+    finally:
+        await broker.close()
