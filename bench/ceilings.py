@@ -15,11 +15,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
 from redis.asyncio import Redis
 
 from bench import rabbit
@@ -28,7 +34,7 @@ from bench.fleet import ROOT
 from bench.plan import Plan
 from bench.procstat import CpuMeter
 from bench.progress import say
-from bench.results import Figure, Result, percentile
+from bench.results import STATS, Figure, Result, Stat, Target, ms, stat
 
 BODY = b'{"action_id":"0123456789abcdef","kind":"message","data":{"content":"' + b"x" * 48 + b'"}}'
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
@@ -37,6 +43,8 @@ HELPER_TIMEOUT = 30.0
 
 @dataclass
 class Ceilings:
+    """What the raw broker and Redis did; every scenario's figures are held against these."""
+
     round_trips: list[float] = field(default_factory=list)  # seconds
     publish_consume_rate: float = 0.0  # messages/s, first publish to last consume
     publish_rate: float = 0.0  # confirmed publishes/s
@@ -48,37 +56,46 @@ class Ceilings:
     queue_memory: float = 0.0  # bytes per idle durable queue
     broker_cpu_per_message: float | None = None  # seconds of broker CPU per publish→consume
 
-    @property
-    def rtt_p50(self) -> float:
-        return percentile(self.round_trips, 0.5)
-
-    @property
-    def rtt_p99(self) -> float:
-        return percentile(self.round_trips, 0.99)
-
     def result(self) -> Result:
-        ms = 1000.0
-        result = Result("ceilings")
-        for name, value, unit in [
-            ("raw round trip p50", self.rtt_p50 * ms, "ms"),
-            ("raw round trip p99", self.rtt_p99 * ms, "ms"),
-            ("raw round trip max", max(self.round_trips) * ms, "ms"),
-            ("raw publish→consume", self.publish_consume_rate, "msg/s"),
-            ("raw confirmed publish", self.publish_rate, "msg/s"),
-            ("raw SET NX sequential", self.setnx_sequential_rate, "ops/s"),
-            ("raw SET NX pipelined", self.setnx_pipelined_rate, "ops/s"),
-            ("raw declare+bind (new)", self.declare_rate, "queues/s"),
-            ("raw declare+bind (existing)", self.redeclare_rate, "queues/s"),
-            ("raw declare+bind (8 channels)", self.declare_parallel_rate, "queues/s"),
-            ("raw idle queue memory", self.queue_memory / 1024, "KiB"),
-            ("raw broker CPU per message", _ms(self.broker_cpu_per_message), "ms"),
-        ]:
-            result.add(Figure(name, value, unit))
-        return result
+        """The ceilings as rows of their own, with no ceiling or target of theirs."""
+        cpu = self.broker_cpu_per_message
+        return Result(
+            "ceilings",
+            figures=[
+                *(
+                    Figure(f"raw round trip {which}", ms(stat(self.round_trips, which)), "ms")
+                    for which in STATS
+                ),
+                Figure("raw publish→consume", self.publish_consume_rate, "msg/s"),
+                Figure("raw confirmed publish", self.publish_rate, "msg/s"),
+                Figure("raw SET NX sequential", self.setnx_sequential_rate, "ops/s"),
+                Figure("raw SET NX pipelined", self.setnx_pipelined_rate, "ops/s"),
+                Figure("raw declare+bind (new)", self.declare_rate, "queues/s"),
+                Figure("raw declare+bind (existing)", self.redeclare_rate, "queues/s"),
+                Figure("raw declare+bind (8 channels)", self.declare_parallel_rate, "queues/s"),
+                Figure("raw idle queue memory", self.queue_memory / 1024, "KiB"),
+                Figure("raw broker CPU per message", None if cpu is None else ms(cpu), "ms"),
+            ],
+        )
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+def two_round_trips(
+    name: str,
+    which: Stat,
+    latencies: Sequence[float],
+    ceilings: Ceilings,
+    target: Target | None = None,
+) -> Figure:
+    """A statistic of action latencies (ms) beside the same one of two raw round trips:
+    an action crosses the broker twice, gateway → worker → gateway."""
+    return Figure(
+        f"{name} {which}",
+        ms(stat(latencies, which)),
+        "ms",
+        2 * ms(stat(ceilings.round_trips, which)),
+        f"2 x raw round trip {which}",
+        target,
+    )
 
 
 class Helper:
@@ -118,7 +135,6 @@ async def measure(
     plan: Plan, prefix: str, redis: Redis, amqp_url: str, broker_pid: int | None = None
 ) -> Ceilings:
     """Every ceiling; ``prefix`` names (and later deletes) what this creates."""
-    ceilings = Ceilings()
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -126,33 +142,28 @@ async def measure(
             f"{prefix}.in", aio_pika.ExchangeType.TOPIC, durable=True
         )
         try:
-            await _round_trips(plan, prefix, amqp_url, channel, exchange, ceilings)
-            say(
-                f"ceilings: raw round trip p50 {ceilings.rtt_p50 * 1000:.2f} ms, "
-                f"p99 {ceilings.rtt_p99 * 1000:.2f} ms"
+            round_trips = await _round_trips(plan, prefix, amqp_url, channel, exchange)
+            publishing = await _publish_consume(
+                plan, prefix, amqp_url, channel, exchange, broker_pid
             )
-            broker = CpuMeter({"broker": broker_pid} if broker_pid else {})
-            broker.start()
-            await _publish_consume(plan, prefix, amqp_url, channel, exchange, ceilings)
-            if broker_pid:
-                ceilings.broker_cpu_per_message = broker.stop()["broker"] / plan.published
-            say(f"ceilings: raw publish→consume {ceilings.publish_consume_rate:,.0f} msg/s")
-            await _declares(plan, prefix, connection, ceilings)
-            say(
-                f"ceilings: raw declare+bind {ceilings.declare_rate:,.0f} queues/s "
-                f"(existing {ceilings.redeclare_rate:,.0f}, 8 channels "
-                f"{ceilings.declare_parallel_rate:,.0f})"
-            )
+            declaring = await _declares(plan, prefix, connection)
         finally:
             leftovers = await rabbit.queue_memory(f"{prefix}.")
             await delete_queues(connection, sorted(leftovers))
             await channel.exchange_delete(f"{prefix}.in")
-    await _setnx(plan, prefix, redis, ceilings)
-    say(
-        f"ceilings: raw SET NX {ceilings.setnx_sequential_rate:,.0f} ops/s sequential, "
-        f"{ceilings.setnx_pipelined_rate:,.0f} ops/s pipelined"
+    sequential, pipelined = await _setnx(plan, prefix, redis)
+    return Ceilings(
+        round_trips=round_trips,
+        publish_consume_rate=publishing.consume_rate,
+        publish_rate=publishing.publish_rate,
+        setnx_sequential_rate=sequential,
+        setnx_pipelined_rate=pipelined,
+        declare_rate=declaring.new_rate,
+        redeclare_rate=declaring.existing_rate,
+        declare_parallel_rate=declaring.parallel_rate,
+        queue_memory=declaring.queue_memory,
+        broker_cpu_per_message=publishing.broker_cpu,
     )
-    return ceilings
 
 
 async def _round_trips(
@@ -160,9 +171,9 @@ async def _round_trips(
     prefix: str,
     amqp_url: str,
     channel: AbstractChannel,
-    exchange: aio_pika.abc.AbstractExchange,
-    ceilings: Ceilings,
-) -> None:
+    exchange: AbstractExchange,
+) -> list[float]:
+    """Seconds per round trip through a second process, after a warm-up."""
     ping = await channel.declare_queue(f"{prefix}.ping", durable=True)
     await ping.bind(exchange, routing_key="ping")
     pong = await channel.declare_queue(f"{prefix}.pong", durable=True)
@@ -172,6 +183,7 @@ async def _round_trips(
         answers.put_nowait(time.perf_counter())
         await message.ack()
 
+    round_trips: list[float] = []
     tag = await pong.consume(on_pong)
     async with Helper("echo", amqp_url, ping.name, pong.name):
         warmup = 100
@@ -181,9 +193,21 @@ async def _round_trips(
             await exchange.publish(message, routing_key="ping", mandatory=True)
             arrived = await asyncio.wait_for(answers.get(), HELPER_TIMEOUT)
             if i >= warmup:
-                ceilings.round_trips.append(arrived - sent)
+                round_trips.append(arrived - sent)
         await exchange.publish(aio_pika.Message(b"stop"), routing_key="ping")
     await pong.cancel(tag)
+    say(
+        f"ceilings: raw round trip p50 {ms(stat(round_trips, 'p50')):.2f} ms, "
+        f"p99 {ms(stat(round_trips, 'p99')):.2f} ms"
+    )
+    return round_trips
+
+
+@dataclass(frozen=True, slots=True)
+class Publishing:
+    publish_rate: float  # confirmed publishes/s
+    consume_rate: float  # messages/s, first publish to last consume
+    broker_cpu: float | None  # seconds of broker CPU per message, if its pid is known
 
 
 async def _publish_consume(
@@ -191,9 +215,12 @@ async def _publish_consume(
     prefix: str,
     amqp_url: str,
     channel: AbstractChannel,
-    exchange: aio_pika.abc.AbstractExchange,
-    ceilings: Ceilings,
-) -> None:
+    exchange: AbstractExchange,
+    broker_pid: int | None,
+) -> Publishing:
+    """Persistent, confirmed publishes, ``publish_window`` in flight, to a consuming process."""
+    broker = CpuMeter({"broker": broker_pid} if broker_pid else {})
+    broker.start()
     queue = await channel.declare_queue(f"{prefix}.sink", durable=True)
     await queue.bind(exchange, routing_key="sink")
     count = plan.published
@@ -212,13 +239,26 @@ async def _publish_consume(
         )
         published = time.monotonic()
         report = orjson.loads(await helper.line())
-    ceilings.publish_rate = count / (published - started)
-    ceilings.publish_consume_rate = report["count"] / (report["last"] - started)
+    publishing = Publishing(
+        publish_rate=count / (published - started),
+        consume_rate=report["count"] / (report["last"] - started),
+        broker_cpu=broker.stop()["broker"] / count if broker_pid else None,
+    )
+    say(f"ceilings: raw publish→consume {publishing.consume_rate:,.0f} msg/s")
+    return publishing
 
 
-async def _declares(
-    plan: Plan, prefix: str, connection: AbstractConnection, ceilings: Ceilings
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Declaring:
+    new_rate: float  # queues/s, declare + bind, one channel
+    existing_rate: float  # the same queues again
+    parallel_rate: float  # new queues over 8 channels
+    queue_memory: float  # bytes per idle durable queue
+
+
+async def _declares(plan: Plan, prefix: str, connection: AbstractConnection) -> Declaring:
+    """Durable queue declare + bind, one after another: new queues, the same again, then
+    new ones over 8 channels."""
     channel = await connection.channel()
     exchange = f"{prefix}.in"
     names = [f"{prefix}.q.{i}" for i in range(plan.declared)]
@@ -230,39 +270,53 @@ async def _declares(
 
     started = time.monotonic()
     await declare_all(channel, names)
-    ceilings.declare_rate = len(names) / (time.monotonic() - started)
+    new_rate = len(names) / (time.monotonic() - started)
     started = time.monotonic()
     await declare_all(channel, names)
-    ceilings.redeclare_rate = len(names) / (time.monotonic() - started)
+    existing_rate = len(names) / (time.monotonic() - started)
     memory = await rabbit.queue_memory(f"{prefix}.q.")
-    ceilings.queue_memory = sum(memory.values()) / max(1, len(memory))
     await delete_queues(connection, names)
 
     channels = [await connection.channel() for _ in range(8)]
     parallel = [f"{prefix}.p.{i}" for i in range(plan.declared)]
     started = time.monotonic()
     await asyncio.gather(*(declare_all(c, parallel[i::8]) for i, c in enumerate(channels)))
-    ceilings.declare_parallel_rate = len(parallel) / (time.monotonic() - started)
+    parallel_rate = len(parallel) / (time.monotonic() - started)
     await delete_queues(connection, parallel)
     for c in channels:
         await c.close()
     await channel.close()
+    say(
+        f"ceilings: raw declare+bind {new_rate:,.0f} queues/s "
+        f"(existing {existing_rate:,.0f}, 8 channels {parallel_rate:,.0f})"
+    )
+    return Declaring(
+        new_rate=new_rate,
+        existing_rate=existing_rate,
+        parallel_rate=parallel_rate,
+        queue_memory=sum(memory.values()) / max(1, len(memory)),
+    )
 
 
-async def _setnx(plan: Plan, prefix: str, redis: Redis, ceilings: Ceilings) -> None:
+async def _setnx(plan: Plan, prefix: str, redis: Redis) -> tuple[float, float]:
+    """``SET NX`` per second: awaiting each command, then pipelined in batches."""
     key = f"{prefix}:setnx:"
     started = time.monotonic()
     for i in range(plan.setnx_sequential):
         await redis.set(f"{key}s{i}", "1", nx=True)
-    ceilings.setnx_sequential_rate = plan.setnx_sequential / (time.monotonic() - started)
+    sequential = plan.setnx_sequential / (time.monotonic() - started)
     started = time.monotonic()
     for first in range(0, plan.setnx_pipelined, plan.setnx_batch):
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(first, min(first + plan.setnx_batch, plan.setnx_pipelined)):
                 pipe.set(f"{key}p{i}", "1", nx=True)
             await pipe.execute()
-    ceilings.setnx_pipelined_rate = plan.setnx_pipelined / (time.monotonic() - started)
+    pipelined = plan.setnx_pipelined / (time.monotonic() - started)
     made = [f"{key}s{i}" for i in range(plan.setnx_sequential)]
     made += [f"{key}p{i}" for i in range(plan.setnx_pipelined)]
     for first in range(0, len(made), 5000):
         await redis.unlink(*made[first : first + 5000])
+    say(
+        f"ceilings: raw SET NX {sequential:,.0f} ops/s sequential, {pipelined:,.0f} ops/s pipelined"
+    )
+    return sequential, pipelined

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -38,6 +38,16 @@ async def create(
             raise RuntimeError(f"create: {response.status} {await response.text()}")
         payload = await response.json()
     return str(payload["conversation_id"])
+
+
+async def create_all(url: str, tokens: Sequence[str], count: int, limit: int = 20) -> list[Session]:
+    """``count`` new conversations spread over the users of ``tokens``, each with a client
+    (not connected yet) that acts as its owner."""
+    async with aiohttp.ClientSession() as http:
+        cids = await bounded(
+            limit, [partial(create, http, url, tokens[i % len(tokens)]) for i in range(count)]
+        )
+    return [Session(cid, tokens[i % len(tokens)]) for i, cid in enumerate(cids)]
 
 
 class Session:

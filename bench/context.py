@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from bench.ceilings import Ceilings
 from bench.fleet import LocalFleet
 from bench.plan import Plan
+from bench.procstat import CpuMeter
 from broker import tokens
 
 # Every bench fleet: neither the per-user limit nor the per-client rate limit may cap
@@ -47,6 +49,11 @@ class Context:
             self.workdir,
             **{**FLEET_ENV, **env},
         )
+
+    def cpu_meter(self, fleet: LocalFleet) -> CpuMeter:
+        """CPU time of the fleet's running processes, the bench clients, Redis and RabbitMQ."""
+        pids = {p.name: p.pid for p in fleet.processes if p.running}
+        return CpuMeter({**pids, "bench clients": os.getpid(), **self.service_pids})
 
     def token(self, user: str) -> str:
         return tokens.issue(self.jwt_secret, user, ttl=3600)

@@ -7,12 +7,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+Stat = Literal["p50", "p99", "max"]
+STATS: tuple[Stat, ...] = ("p50", "p99", "max")
+_QUANTILES: dict[Stat, float] = {"p50": 0.5, "p99": 0.99, "max": 1.0}
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile (``q`` in 0..1) of a non-empty sample."""
     ordered = sorted(values)
     rank = max(1, math.ceil(q * len(ordered)))
     return ordered[rank - 1]
+
+
+def stat(values: Sequence[float], which: Stat) -> float:
+    """The median, the 99th percentile or the maximum of a non-empty sample."""
+    return percentile(values, _QUANTILES[which])
+
+
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds, the unit of the latency figures."""
+    return seconds * 1000
 
 
 @dataclass(frozen=True, slots=True)

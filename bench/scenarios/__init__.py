@@ -1,1 +1,2 @@
-"""One module per scenario; each returns a ``Result`` (figures beside their ceilings)."""
+"""One module per scenario: ``measure`` returns its raw measurements, ``report`` turns
+them into a ``Result`` (figures beside their ceilings), ``run`` does both."""

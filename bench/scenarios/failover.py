@@ -21,21 +21,119 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import aiohttp
-
 from bench import polling
 from bench.accounting import tally
-from bench.clients import Session, bounded, close_all, connect_all, create, settle
+from bench.ceilings import Ceilings
+from bench.clients import Session, bounded, close_all, connect_all, create_all, settle
 from bench.context import Context
 from bench.fleet import FleetProcess, LocalFleet, log_time
+from bench.plan import Plan
 from bench.progress import say
-from bench.results import Figure, Result, Target, percentile
+from bench.results import STATS, Figure, Result, Target, stat
 
 LEAD = 2.0  # seconds of background traffic before the signal
 TAIL = 1.0  # and after every probe was answered
 RESUME_TIMEOUT = 60.0
 EXIT_TIMEOUT = 30.0  # a drained worker still running after this is reported, then killed
 LIVENESS_TTL = 1.0  # the fleet default (FLEET_LIVENESS_TTL), stated in the settings
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """What one signal did to the conversations of the worker that got it."""
+
+    resume: list[float]  # seconds from the signal until each probe was answered
+    not_resumed: int  # probes still unanswered after RESUME_TIMEOUT
+    claims: list[float]  # seconds from the signal until the new owner claimed each
+    releases: list[float]  # ... until the drained owner released each (drain only)
+    background: list[tuple[float, float]]  # (sent, latency) of background actions
+    lost: int
+    duplicated: int
+    acked: int
+    misordered: int
+    unanswered: int
+    exited_after: float | None  # the signalled worker's exit (drain only)
+    signalled_wall: float  # time.time() of the signal, to place log lines
+    owned_by_heir: int  # conversations the new owner holds afterwards
+    warnings: dict[str, int]  # logged by the fleet meanwhile
+
+    @property
+    def censored(self) -> list[float]:
+        """Resume times, where a probe never answered counts as the timeout."""
+        return self.resume + [RESUME_TIMEOUT] * self.not_resumed
+
+    def summary(self, word: str) -> str:
+        """One progress line: ``word`` (resume, pause) p50 and p99, lost and duplicated."""
+        censored = self.censored
+        return (
+            f"{word} p50 {stat(censored, 'p50'):.2f} s, p99 {stat(censored, 'p99'):.2f} s, "
+            f"lost {self.lost}, dup {self.duplicated}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A kill, then a drain, of the worker owning every conversation."""
+
+    conversations: int
+    killed: Move
+    reaped: list[float]  # seconds from the kill until the reaper re-dispatched the work
+    drained: Move
+
+
+async def run(ctx: Context) -> list[Result]:
+    """Kill, then drain, a worker under traffic; a result for each."""
+    return report(await measure(ctx), ctx.plan, ctx.ceilings)
+
+
+async def measure(ctx: Context) -> Failover:
+    """One worker claims every conversation; SIGKILL it (a second one takes over), then
+    start a third and SIGTERM the second."""
+    plan = ctx.plan
+    n = plan.failover_conversations
+    async with ctx.fleet("failover", FLEET_WORKER_CAPACITY=str(_capacity(n))) as fleet:
+        _, url = await fleet.gateway()
+        reaper = await fleet.reaper()
+        victim, victim_id = await fleet.worker()
+        sessions = await create_all(url, ctx.users(plan.users), n)
+        await _wait_owned(ctx, fleet, victim_id, n)
+        survivor, survivor_id = await fleet.worker()
+        await connect_all(url, sessions)
+        try:
+            await bounded(100, [partial(s.ask, "warm") for s in sessions])
+            say(f"failover: {n} conversations on one worker, answering; SIGKILL under traffic")
+            killed = await _move(
+                ctx, fleet, sessions, "fo", victim, survivor, survivor_id, signal.SIGKILL
+            )
+            say(f"failover: {killed.summary('resume')}")
+            reaped = [
+                log_time(line) - killed.signalled_wall
+                for line in reaper.events("worker_reaped")
+                if line.get("worker_id") == victim_id
+            ]
+            heir, heir_id = await fleet.worker()
+            say(f"drain: SIGTERM the worker that now owns {killed.owned_by_heir} conversations")
+            drained = await _move(
+                ctx, fleet, sessions, "dr", survivor, heir, heir_id, signal.SIGTERM
+            )
+            say(f"drain: {drained.summary('pause')}")
+        finally:
+            await close_all(sessions)
+    return Failover(n, killed, reaped, drained)
+
+
+def _capacity(conversations: int) -> int:
+    """Every worker can take all the conversations at once."""
+    return max(1000, 2 * conversations)
+
+
+async def _wait_owned(ctx: Context, fleet: LocalFleet, worker_id: str, count: int) -> float:
+    """Seconds until ``worker_id`` owns ``count`` conversations (bounded)."""
+
+    async def owned() -> bool:
+        return int(await ctx.redis.scard(fleet.names.owns(worker_id))) >= count
+
+    return await polling.until(owned, 0.05, ctx.plan.scenario_timeout)
 
 
 @dataclass
@@ -74,33 +172,6 @@ class Traffic:
             next_at += self.interval
 
 
-async def _wait_owned(ctx: Context, fleet: LocalFleet, worker_id: str, count: int) -> float:
-    """Seconds until ``worker_id`` owns ``count`` conversations (bounded)."""
-
-    async def owned() -> bool:
-        return int(await ctx.redis.scard(fleet.names.owns(worker_id))) >= count
-
-    return await polling.until(owned, 0.05, ctx.plan.scenario_timeout)
-
-
-@dataclass
-class Move:
-    """What one signal did to the conversations of the worker that got it."""
-
-    resume: list[float]  # seconds from the signal until each probe was answered
-    not_resumed: int  # probes still unanswered after RESUME_TIMEOUT
-    claims: list[float]  # seconds from the signal until the new owner claimed each
-    releases: list[float]  # ... until the drained owner released each (drain only)
-    background: list[tuple[float, float]]  # (sent, latency) of background actions
-    lost: int
-    duplicated: int
-    acked: int
-    misordered: int
-    unanswered: int
-    exited_after: float | None  # the signalled worker's exit (drain only)
-    signalled_wall: float  # time.time() of the signal, to place log lines
-
-
 async def _exit_time(process: FleetProcess) -> float | None:
     """When ``process`` exited (``perf_counter``), or None if it did not in time."""
     code = await process.wait(EXIT_TIMEOUT)
@@ -114,9 +185,12 @@ async def _move(
     prefix: str,
     owner: FleetProcess,
     heir: FleetProcess,
+    heir_id: str,
     sig: signal.Signals,
 ) -> Move:
+    """Send ``sig`` to ``owner`` under background traffic, and a probe from every client."""
     n = len(sessions)
+    warned = fleet.warnings()
     probe = f"{prefix}-probe"
     waiters = [s.expect(probe) for s in sessions]
     async with Traffic(sessions, prefix, interval=n / ctx.plan.failover_rate):
@@ -156,13 +230,14 @@ async def _move(
         unanswered=unanswered,
         exited_after=exited_at - signalled if exited_at is not None else None,
         signalled_wall=signalled_wall,
+        owned_by_heir=int(await ctx.redis.scard(fleet.names.owns(heir_id))),
+        warnings=dict(fleet.warnings() - warned),
     )
 
 
-async def run(ctx: Context) -> list[Result]:
-    plan = ctx.plan
-    n = plan.failover_conversations
-    capacity = str(max(1000, 2 * n))
+def report(measured: Failover, plan: Plan, ceilings: Ceilings) -> list[Result]:
+    """Resume and pause times beside what re-declaring every queue takes, raw."""
+    n = measured.conversations
     settings: dict[str, object] = {
         "conversations": n,
         "clients": n,
@@ -172,97 +247,77 @@ async def run(ctx: Context) -> list[Result]:
         "probe": "every client sends one action at the signal; resume = its reply arrival",
         "liveness_ttl_s": LIVENESS_TTL,
         "reaper_interval_s": 0.1,
-        "worker_capacity": int(capacity),
+        "worker_capacity": _capacity(n),
     }
-    results: list[Result] = []
-    async with ctx.fleet("failover", FLEET_WORKER_CAPACITY=capacity) as fleet:
-        _, url = await fleet.gateway()
-        reaper = await fleet.reaper()
-        victim, victim_id = await fleet.worker()
-        tokens = ctx.users(plan.users)
-        async with aiohttp.ClientSession() as http:
-            cids = await bounded(
-                20, [partial(create, http, url, tokens[i % len(tokens)]) for i in range(n)]
-            )
-        await _wait_owned(ctx, fleet, victim_id, n)
-        survivor, survivor_id = await fleet.worker()
-        sessions = [Session(cid, tokens[i % len(tokens)]) for i, cid in enumerate(cids)]
-        await connect_all(url, sessions)
-        try:
-            await bounded(100, [partial(s.ask, "warm") for s in sessions])
-            say(f"failover: {n} conversations on one worker, answering; SIGKILL under traffic")
-            warned = fleet.warnings()
-            killed = await _move(ctx, fleet, sessions, "fo", victim, survivor, signal.SIGKILL)
-            reaped = [
-                log_time(line) - killed.signalled_wall
-                for line in reaper.events("worker_reaped")
-                if line.get("worker_id") == victim_id
-            ]
-            owned = await ctx.redis.scard(fleet.names.owns(survivor_id))
-            extra = {"owned_by_new_owner": owned, "fleet_warnings": dict(fleet.warnings() - warned)}
-            results.append(_failover_result(ctx, killed, {**settings, **extra}, reaped))
-            heir, heir_id = await fleet.worker()
-            say(f"drain: SIGTERM the worker that now owns {owned} conversations")
-            warned = fleet.warnings()
-            drained = await _move(ctx, fleet, sessions, "dr", survivor, heir, signal.SIGTERM)
-            owned = await ctx.redis.scard(fleet.names.owns(heir_id))
-            extra = {"owned_by_new_owner": owned, "fleet_warnings": dict(fleet.warnings() - warned)}
-            results.append(_drain_result(ctx, drained, {**settings, **extra}))
-        finally:
-            await close_all(sessions)
-    return results
-
-
-def _resume_figures(
-    result: Result, move: Move, word: str, ceiling: float | None, label: str, p99: float
-) -> None:
-    """p50, p99 and max of the resume times; a probe never answered counts as the timeout."""
-    censored = move.resume + [RESUME_TIMEOUT] * move.not_resumed
-    result.add(Figure(f"{word} p50", percentile(censored, 0.5), "s", ceiling, label))
-    result.add(
-        Figure(f"{word} p99", percentile(censored, 0.99), "s", ceiling, label, Target("<=", p99))
-    )
-    result.add(Figure(f"{word} max", max(censored), "s", ceiling, label))
-    if move.not_resumed:
-        result.add(Figure(f"not answered in {RESUME_TIMEOUT:g} s", move.not_resumed, "conv"))
-    if move.claims:
-        result.add(Figure("claimed p99", percentile(move.claims, 0.99), "s", ceiling, label))
-    result.add(Figure("lost", move.lost, "actions", target=Target("<=", 0)))
-    result.add(Figure("duplicated", move.duplicated, "actions", target=Target("<=", 0)))
-    result.settings.update(
-        acked=move.acked, misordered=move.misordered, unanswered_after_settle=move.unanswered
-    )
-    result.series.update(resume=move.resume, claims=move.claims, background=move.background)
-    say(
-        f"{result.scenario}: {word} p50 {percentile(censored, 0.5):.2f} s, "
-        f"p99 {percentile(censored, 0.99):.2f} s, lost {move.lost}, dup {move.duplicated}"
-    )
+    redeclare = ceilings.redeclare_rate
+    every_queue = n / redeclare if redeclare else None  # seconds to re-declare N queues, raw
+    after_ttl = None if every_queue is None else LIVENESS_TTL + every_queue
+    return [
+        _failover_result(measured, settings, after_ttl),
+        _drain_result(measured.drained, settings, every_queue),
+    ]
 
 
 def _failover_result(
-    ctx: Context, move: Move, settings: dict[str, object], reaped: list[float]
+    measured: Failover, settings: dict[str, object], ceiling: float | None
 ) -> Result:
-    """``reaped``: seconds from the kill until the reaper re-dispatched the victim's work."""
-    n = len(move.resume) + move.not_resumed
-    redeclare = ctx.ceilings.redeclare_rate
-    ceiling = LIVENESS_TTL + n / redeclare if redeclare else None
-    result = Result("failover", settings=settings)
-    _resume_figures(result, move, "resume", ceiling, "liveness TTL + N / raw re-declare", 2.0)
-    if reaped:
-        result.add(Figure("reaped after", reaped[0], "s", LIVENESS_TTL, "liveness TTL"))
+    """``ceiling``: the liveness TTL, then re-declaring every queue."""
+    label = "liveness TTL + N / raw re-declare"
+    result = _move_result("failover", measured.killed, settings, "resume", ceiling, label, 2.0)
+    if measured.reaped:
+        result.add(Figure("reaped after", measured.reaped[0], "s", LIVENESS_TTL, "liveness TTL"))
     return result
 
 
-def _drain_result(ctx: Context, move: Move, settings: dict[str, object]) -> Result:
-    n = len(move.resume) + move.not_resumed
-    redeclare = ctx.ceilings.redeclare_rate
-    ceiling = n / redeclare if redeclare else None
-    result = Result("drain", settings=settings)
+def _drain_result(move: Move, settings: dict[str, object], ceiling: float | None) -> Result:
+    """``ceiling``: re-declaring every queue."""
     label = "N / raw re-declare"
-    _resume_figures(result, move, "pause", ceiling, label, 0.5)
+    result = _move_result("drain", move, settings, "pause", ceiling, label, 0.5)
     if move.releases:
         result.add(Figure("released all after", move.releases[-1], "s", ceiling, label))
     result.add(Figure("worker exited after", move.exited_after, "s"))
     if move.exited_after is None:
         result.settings["worker_exit"] = f"still running {EXIT_TIMEOUT:g} s after SIGTERM"
     return result
+
+
+def _move_result(
+    scenario: str,
+    move: Move,
+    settings: dict[str, object],
+    word: str,
+    ceiling: float | None,
+    label: str,
+    p99: float,
+) -> Result:
+    """p50, p99 and max of the resume times, claims, lost and duplicated actions."""
+    figures = [
+        Figure(
+            f"{word} {which}",
+            stat(move.censored, which),
+            "s",
+            ceiling,
+            label,
+            Target("<=", p99) if which == "p99" else None,
+        )
+        for which in STATS
+    ]
+    if move.not_resumed:
+        figures.append(Figure(f"not answered in {RESUME_TIMEOUT:g} s", move.not_resumed, "conv"))
+    if move.claims:
+        figures.append(Figure("claimed p99", stat(move.claims, "p99"), "s", ceiling, label))
+    figures.append(Figure("lost", move.lost, "actions", target=Target("<=", 0)))
+    figures.append(Figure("duplicated", move.duplicated, "actions", target=Target("<=", 0)))
+    return Result(
+        scenario,
+        figures=figures,
+        settings={
+            **settings,
+            "owned_by_new_owner": move.owned_by_heir,
+            "fleet_warnings": move.warnings,
+            "acked": move.acked,
+            "misordered": move.misordered,
+            "unanswered_after_settle": move.unanswered,
+        },
+        series={"resume": move.resume, "claims": move.claims, "background": move.background},
+    )

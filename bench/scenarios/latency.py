@@ -6,17 +6,34 @@ ceiling is two raw round trips between two processes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import aiohttp
 
+from bench.ceilings import Ceilings, two_round_trips
 from bench.clients import Session, create
 from bench.context import Context
 from bench.progress import say
-from bench.results import Figure, Result, Target, percentile
+from bench.results import Figure, Result, Target, ms, stat
 
 WARMUP = 20
 
 
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Seconds from sending each measured action until its reply, and until its ack."""
+
+    replies: list[float]
+    acks: list[float]
+
+
 async def run(ctx: Context, url: str) -> Result:
+    """Measure one client's echo latency, then report it beside the raw round trips."""
+    return report(await measure(ctx, url), ctx.ceilings)
+
+
+async def measure(ctx: Context, url: str) -> Latencies:
+    """``latency_actions`` actions, one after another, in one conversation."""
     token = ctx.token("bench-latency")
     async with aiohttp.ClientSession() as http:
         cid = await create(http, url, token)
@@ -24,55 +41,40 @@ async def run(ctx: Context, url: str) -> Result:
     try:
         for i in range(WARMUP):
             await session.ask(f"warm-{i}")
-        latencies = [await session.ask(f"lat-{i}") for i in range(ctx.plan.latency_actions)]
+        replies = [await session.ask(f"lat-{i}") for i in range(ctx.plan.latency_actions)]
     finally:
         await session.close()
     acks = [session.acked[a] - session.sent[a] for a in session.acked if a.startswith("lat-")]
-    ms = 1000.0
-    rtt = ctx.ceilings.round_trips
-    two = "2 x raw round trip"
-    result = Result(
+    say(
+        f"latency: echo p50 {ms(stat(replies, 'p50')):.2f} ms, "
+        f"p99 {ms(stat(replies, 'p99')):.2f} ms"
+    )
+    return Latencies(replies, acks)
+
+
+def report(measured: Latencies, ceilings: Ceilings) -> Result:
+    """Echo and ack latency (ms) beside two raw round trips and one."""
+    replies = measured.replies
+    return Result(
         "latency",
+        figures=[
+            two_round_trips("echo", "p50", replies, ceilings, Target("<=", 3.0)),
+            two_round_trips("echo", "p99", replies, ceilings),
+            two_round_trips("echo", "max", replies, ceilings),
+            Figure(
+                "ack p50",
+                ms(stat(measured.acks, "p50")),
+                "ms",
+                ms(stat(ceilings.round_trips, "p50")),
+                "raw round trip p50",
+            ),
+        ],
         settings={
-            "actions": len(latencies),
+            "actions": len(replies),
             "warmup_actions": WARMUP,
             "clients": 1,
             "measured": "user_action sent → agent message in_reply_to it received",
             "fleet": "1 gateway, 2 workers, 1 reaper",
         },
-        series={"latency": latencies},
+        series={"latency": replies},
     )
-    result.add(
-        Figure(
-            "echo p50",
-            percentile(latencies, 0.5) * ms,
-            "ms",
-            2 * percentile(rtt, 0.5) * ms,
-            f"{two} p50",
-            Target("<=", 3.0),
-        )
-    )
-    result.add(
-        Figure(
-            "echo p99",
-            percentile(latencies, 0.99) * ms,
-            "ms",
-            2 * percentile(rtt, 0.99) * ms,
-            f"{two} p99",
-        )
-    )
-    result.add(Figure("echo max", max(latencies) * ms, "ms", 2 * max(rtt) * ms, f"{two} max"))
-    result.add(
-        Figure(
-            "ack p50",
-            percentile(acks, 0.5) * ms,
-            "ms",
-            percentile(rtt, 0.5) * ms,
-            "raw round trip p50",
-        )
-    )
-    say(
-        f"latency: echo p50 {percentile(latencies, 0.5) * ms:.2f} ms, "
-        f"p99 {percentile(latencies, 0.99) * ms:.2f} ms"
-    )
-    return result

@@ -8,31 +8,102 @@ per action of every process (from /proc) shows where the time goes.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
-import aiohttp
-
-from bench.accounting import tally
-from bench.clients import Session, bounded, close_all, connect_all, create, settle
+from bench.accounting import Tally, tally
+from bench.ceilings import Ceilings, two_round_trips
+from bench.clients import Session, close_all, connect_all, create_all, settle
 from bench.context import Context
 from bench.fleet import LocalFleet
+from bench.plan import Plan
 from bench.procstat import CpuMeter
 from bench.progress import say
-from bench.results import Figure, Result, Target, percentile
+from bench.results import Figure, Result, Target, ms, stat
 
 
 @dataclass
 class Window:
+    """The measured part of the loop: replies that arrived in it, and their latencies."""
+
     start: float = 0.0
     end: float = 0.0
     latencies: list[float] = field(default_factory=list)
     answered: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Load:
+    """What the closed loop measured, and what it cost."""
+
+    clients: int
+    seconds: float  # the window's length
+    window: Window
+    cpu: dict[str, float]  # CPU seconds each process used in the window
+    counted: Tally  # every action of the loop, window or not
+    warnings: dict[str, int]  # logged by the fleet meanwhile
+
+    @property
+    def rate(self) -> float:
+        """Actions answered per second of the window."""
+        return self.window.answered / self.seconds
+
+
+async def run(ctx: Context, fleet: LocalFleet, url: str) -> Result:
+    """Saturate the main fleet, then report the rate beside the raw broker's."""
+    return report(await measure(ctx, fleet, url), ctx.plan, ctx.ceilings)
+
+
+async def measure(ctx: Context, fleet: LocalFleet, url: str) -> Load:
+    """A warm-up action per client, the closed loop, then the lost/duplicated tally."""
+    plan = ctx.plan
+    sessions = await create_all(url, ctx.users(plan.users), plan.throughput_conversations)
+    await connect_all(url, sessions)
+    warned = fleet.warnings()
+    meter = ctx.cpu_meter(fleet)
+    try:
+        await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
+        window, cpu = await _closed_loop(sessions, plan, meter)
+        await settle(sessions, timeout=30)
+        counted = await tally(sessions, ctx.redis, fleet.names, prefix="tp-")
+    finally:
+        await close_all(sessions)
+    load = Load(
+        clients=len(sessions),
+        seconds=plan.throughput_seconds,
+        window=window,
+        cpu=cpu,
+        counted=counted,
+        warnings=dict(fleet.warnings() - warned),
+    )
+    say(
+        f"throughput: {load.rate:,.0f} answered actions/s, "
+        f"p99 {ms(stat(window.latencies, 'p99')):.1f} ms"
+    )
+    return load
+
+
+async def _closed_loop(
+    sessions: list[Session], plan: Plan, meter: CpuMeter
+) -> tuple[Window, dict[str, float]]:
+    """Every client asks again once answered; the window after the warm-up, and its CPU."""
+    stop = asyncio.Event()
+    begins = time.perf_counter() + plan.throughput_warmup
+    window = Window(begins, begins + plan.throughput_seconds)
+    say(f"throughput: {len(sessions)} clients, closed loop, {plan.throughput_seconds:.0f} s window")
+    async with asyncio.TaskGroup() as loops:
+        for i, session in enumerate(sessions):
+            loops.create_task(_loop(session, i, stop, window))
+        await asyncio.sleep(plan.throughput_warmup)
+        meter.start()
+        await asyncio.sleep(plan.throughput_seconds)
+        cpu = meter.stop()
+        stop.set()  # each client finishes the action in hand
+    return window, cpu
+
+
 async def _loop(session: Session, index: int, stop: asyncio.Event, window: Window) -> None:
+    """One client: ask, and once answered ask again, until ``stop``."""
     n = 0
     while not stop.is_set():
         action_id = f"tp-{index}-{n}"
@@ -47,110 +118,65 @@ async def _loop(session: Session, index: int, stop: asyncio.Event, window: Windo
             window.latencies.append(latency)
 
 
-async def run(ctx: Context, fleet: LocalFleet, url: str) -> Result:
-    plan = ctx.plan
-    tokens = ctx.users(plan.users)
-    async with aiohttp.ClientSession() as http:
-        cids = await bounded(
-            20,
-            [
-                partial(create, http, url, tokens[i % len(tokens)])
-                for i in range(plan.throughput_conversations)
-            ],
-        )
-    sessions = [Session(cid, tokens[i % len(tokens)]) for i, cid in enumerate(cids)]
-    await connect_all(url, sessions)
-    warned = fleet.warnings()
-    pids = {p.name: p.pid for p in fleet.processes if p.running}
-    meter = CpuMeter({**pids, "bench clients": os.getpid(), **ctx.service_pids})
-    try:
-        await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
-        stop = asyncio.Event()
-        now = time.perf_counter()
-        window = Window(now + plan.throughput_warmup, now + plan.throughput_warmup)
-        window.end += plan.throughput_seconds
-        say(
-            f"throughput: {len(sessions)} clients, closed loop, "
-            f"{plan.throughput_seconds:.0f} s window"
-        )
-        async with asyncio.TaskGroup() as loops:
-            for i, session in enumerate(sessions):
-                loops.create_task(_loop(session, i, stop, window))
-            await asyncio.sleep(plan.throughput_warmup)
-            meter.start()
-            await asyncio.sleep(plan.throughput_seconds)
-            cpu = meter.stop()
-            stop.set()  # each client finishes the action in hand
-        await settle(sessions, timeout=30)
-        counted = await tally(sessions, ctx.redis, fleet.names, prefix="tp-")
-    finally:
-        await close_all(sessions)
-    rate = window.answered / plan.throughput_seconds
-    ms = 1000.0
-    result = Result(
+def report(load: Load, plan: Plan, ceilings: Ceilings) -> Result:
+    """The answered rate beside raw publish→consume, latency under load, CPU per action."""
+    latencies = load.window.latencies
+    counted = load.counted
+    return Result(
         "throughput",
+        figures=[
+            Figure(
+                "answered actions/s",
+                load.rate,
+                "actions/s",
+                ceilings.publish_consume_rate,
+                "raw publish→consume",
+                Target(">=", 0.40, "ratio"),
+            ),
+            two_round_trips("latency under load", "p50", latencies, ceilings),
+            two_round_trips("latency under load", "p99", latencies, ceilings),
+            *_cpu_figures(load, ceilings),
+            Figure("lost + duplicated", len(counted.lost) + len(counted.duplicated), "actions"),
+        ],
         settings={
-            "conversations": len(sessions),
-            "clients": len(sessions),
+            "conversations": load.clients,
+            "clients": load.clients,
             "users": plan.users,
             "in_flight_per_client": 1,
             "window_s": plan.throughput_seconds,
             "warmup_s": plan.throughput_warmup,
             "fleet": "1 gateway, 2 workers, 1 reaper",
-            "cpu_seconds_in_window": {k: round(v, 2) for k, v in cpu.items()},
+            "cpu_seconds_in_window": {k: round(v, 2) for k, v in load.cpu.items()},
             "acked": counted.acked,
             "lost": len(counted.lost),
             "duplicated": len(counted.duplicated),
             "misordered": len(counted.misordered),
-            "fleet_warnings": dict(fleet.warnings() - warned),
+            "fleet_warnings": load.warnings,
         },
-        series={"latency": window.latencies},
+        series={"latency": latencies},
     )
-    result.add(
-        Figure(
-            "answered actions/s",
-            rate,
-            "actions/s",
-            ctx.ceilings.publish_consume_rate,
-            "raw publish→consume",
-            Target(">=", 0.40, "ratio"),
-        )
-    )
-    rtt = ctx.ceilings.round_trips
-    for q, label in ((0.5, "p50"), (0.99, "p99")):
-        result.add(
-            Figure(
-                f"latency under load {label}",
-                percentile(window.latencies, q) * ms,
-                "ms",
-                2 * percentile(rtt, q) * ms,
-                f"2 x raw round trip {label}",
-            )
-        )
-    answered = max(1, window.answered)
-    workers = sum(v for k, v in cpu.items() if k.startswith("worker"))
-    gateways = sum(v for k, v in cpu.items() if k.startswith("gateway"))
-    for name, seconds in [
-        ("gateway", gateways),
-        ("workers", workers),
+
+
+def _cpu_figures(load: Load, ceilings: Ceilings) -> list[Figure]:
+    """CPU time (ms) per answered action of each kind of process."""
+    cpu = load.cpu
+    answered = max(1, load.window.answered)
+    by_kind = [
+        ("gateway", sum(v for k, v in cpu.items() if k.startswith("gateway"))),
+        ("workers", sum(v for k, v in cpu.items() if k.startswith("worker"))),
         ("bench clients", cpu.get("bench clients", 0.0)),
         ("redis", cpu.get("redis", 0.0)),
-    ]:
-        result.add(Figure(f"CPU per action: {name}", seconds / answered * ms, "ms"))
+    ]
+    figures = [Figure(f"CPU per action: {kind}", ms(s / answered), "ms") for kind, s in by_kind]
     if "rabbitmq" in cpu:
-        raw = ctx.ceilings.broker_cpu_per_message
-        result.add(
+        raw = ceilings.broker_cpu_per_message
+        figures.append(
             Figure(
                 "CPU per action: rabbitmq",
-                cpu["rabbitmq"] / answered * ms,
+                ms(cpu["rabbitmq"] / answered),
                 "ms",
-                raw * ms if raw else None,
+                ms(raw) if raw else None,
                 "raw broker CPU per message",
             )
         )
-    result.add(Figure("lost + duplicated", len(counted.lost) + len(counted.duplicated), "actions"))
-    say(
-        f"throughput: {rate:,.0f} answered actions/s, "
-        f"p99 {percentile(window.latencies, 0.99) * ms:.1f} ms"
-    )
-    return result
+    return figures
