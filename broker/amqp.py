@@ -14,6 +14,7 @@ Every message body is encoded and decoded in ``broker.events``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
@@ -304,3 +305,19 @@ class Broker:
     async def unbind_events(self, cid: str) -> None:
         if self._live is not None:
             await self._live.unbind(self._exchange(), routing_key=cid)
+
+    # --- teardown -------------------------------------------------------------------
+    async def delete(self, queues: Sequence[str], exchanges: Sequence[str] = ()) -> None:
+        """Delete queues and exchanges by name, whatever they hold (test and bench
+        namespaces), over the channel pool in parallel."""
+        pool = self._pool or [self._channel(self._unconfirmed)]
+
+        async def delete_part(channel: AbstractRobustChannel, part: Sequence[str]) -> None:
+            for name in part:
+                await channel.queue_delete(name)
+
+        await asyncio.gather(
+            *(delete_part(channel, queues[i :: len(pool)]) for i, channel in enumerate(pool))
+        )
+        for exchange in exchanges:
+            await pool[0].exchange_delete(exchange)

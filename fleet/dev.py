@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from broker import tokens
 from broker.settings import Settings
+from fleet.harness import http_ready
 
 READY_TIMEOUT = 30.0
 
@@ -29,7 +30,7 @@ async def _dev(settings: Settings, gateways: int, workers: int, reapers: int, po
     secret = (
         settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(32)
     )
-    env = {**os.environ, "FLEET_JWT_SECRET": secret, "FLEET_NAMESPACE": settings.namespace}
+    env = {**os.environ, **settings.to_env(), "FLEET_JWT_SECRET": secret}
     if sys.stdout.isatty():
         env.setdefault("FLEET_LOG_FORMAT", "console")
     plan = (
@@ -91,22 +92,11 @@ async def _wait_ready(host: str, port: int, gateways: int, stop: asyncio.Event) 
     """Poll each gateway's /readyz until it answers 200 (or we are told to stop)."""
     deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
     for i in range(gateways):
-        while not await _ready(host, port + i):
+        while not await http_ready(host, port + i):
             if stop.is_set() or asyncio.get_running_loop().time() > deadline:
                 return False
             await asyncio.sleep(0.2)
     return True
-
-
-async def _ready(host: str, port: int) -> bool:
-    try:
-        reader, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    writer.write(f"GET /readyz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-    status = await reader.readline()
-    writer.close()
-    return b" 200 " in status
 
 
 def _banner(settings: Settings, secret: str, port: int, gateways: int) -> None:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aio_pika
 import pytest
 import uvicorn
 from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import free_port, purge
 from gateway.app import Gateway
 from workers.reaper import Reaper
 from workers.worker import Worker
@@ -42,12 +41,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 @pytest.fixture
 def chaos_long(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--chaos-long"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -86,32 +79,10 @@ def settings(namespace: str, redis_url: str) -> Settings:
     return fleet_settings(namespace, redis_url)
 
 
-async def purge_namespace(namespace: str, redis_url: str = REDIS_URL) -> None:
-    """Delete every key, queue and exchange of a test namespace.
-
-    Tests may SCAN: the fleet itself never does, but a test must find what it left.
-    """
-    redis = Redis.from_url(redis_url)
-    names = Names(namespace)
-    cids: set[str] = set()
-    async for key in redis.scan_iter(match=f"{namespace}:*", count=1000):
-        decoded = key.decode()
-        if decoded.endswith(":meta") and ":conv:{" in decoded:
-            cids.add(decoded.split("{", 1)[1].split("}", 1)[0])
-        await redis.delete(key)
-    await redis.aclose()
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for queue in [names.dispatch_queue, *(names.conversation_queue(c) for c in cids)]:
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(names.outbound_exchange)
-
-
 @pytest.fixture(autouse=True)
 async def _cleanup(settings: Settings) -> AsyncIterator[None]:
     yield
-    await purge_namespace(settings.namespace, settings.redis_url)
+    await purge(settings.namespace, settings.redis_url, settings.amqp_url)
 
 
 @pytest.fixture

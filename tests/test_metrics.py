@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.conftest import free_port
-from tests.processes import process_fleet
+from fleet.harness import LocalFleet, free_port
 from tests.support import Client, create_conversation, http, token
 
 
@@ -26,7 +25,7 @@ async def test_every_process_exposes_its_metrics(
 ) -> None:
     port, worker_port, reaper_port = free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    async with process_fleet(settings) as fleet:
+    async with LocalFleet(settings) as fleet:
         await fleet.gateway(port)
         await fleet.reaper(FLEET_METRICS_PORT=str(reaper_port))
         doomed, doomed_id = await fleet.worker()
@@ -40,7 +39,7 @@ async def test_every_process_exposes_its_metrics(
                 await asyncio.sleep(0.02)
         await fleet.worker(FLEET_METRICS_PORT=str(worker_port))
         doomed.signal(signal.SIGKILL)
-        await fleet.processes[1].wait_for_log("worker_reaped")
+        await fleet.processes[1].wait_for("worker_reaped")
         assert (await client.act("again"))["ok"]
         await client.wait_for(lambda ev: len(ev) >= 8)
 

@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.conftest import free_port
-from tests.processes import FleetProcess, ProcessFleet
+from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.support import Client, create_conversation, replies, token
 from tests.traffic import Sender, settle, tally
 
@@ -123,7 +122,7 @@ class Traffic:
 
 
 async def under_traffic(
-    fleet: ProcessFleet, settings: Settings, count: int, interval: float
+    fleet: LocalFleet, settings: Settings, count: int, interval: float
 ) -> tuple[list[tuple[FleetProcess, str]], Traffic]:
     """A gateway, a reaper and two workers (the first one up while the conversations
     are created, so it claims them), with ``count`` clients each sending an action

@@ -9,8 +9,7 @@ from redis.asyncio import Redis
 from broker.amqp import Broker
 from broker.names import Names
 from broker.settings import Settings
-from tests.conftest import free_port
-from tests.processes import process_fleet
+from fleet.harness import LocalFleet, free_port
 from tests.support import Client, create_conversation, http, replies, status_becomes, token
 
 
@@ -19,7 +18,7 @@ async def test_close_for_good_survives_killing_and_restarting_everything(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    async with process_fleet(settings) as fleet:
+    async with LocalFleet(settings) as fleet:
         await fleet.gateway(port)
         reaper = await fleet.reaper()
         workers = [await fleet.worker(), await fleet.worker()]

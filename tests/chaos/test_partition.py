@@ -11,10 +11,9 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import Traffic, assert_epochs_never_go_back
 from tests.chaos.servers import Proxy
-from tests.conftest import free_port
-from tests.processes import process_fleet
 from tests.support import token
 
 
@@ -25,7 +24,7 @@ async def test_a_worker_cut_off_from_redis_fences_itself_first(
     proxy_port = await proxy.start()
     port = free_port()
     try:
-        async with process_fleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
+        async with LocalFleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
             await fleet.gateway(port)
             await fleet.reaper()
             victim, victim_id = await fleet.worker(
@@ -39,7 +38,7 @@ async def test_a_worker_cut_off_from_redis_fences_itself_first(
             proxy.cut()
             cut = time.monotonic()
             lapsed = await wall_clock_when_gone(redis, names.alive("worker", victim_id))
-            fenced = await victim.wait_for_log("worker_fenced")
+            fenced = await victim.wait_for("worker_fenced")
             fenced_at = datetime.fromisoformat(fenced["timestamp"]).timestamp()
             print(f"\nfenced {lapsed - fenced_at:.3f}s before its liveness key expired")
             assert fenced["worker_id"] == victim_id
@@ -47,7 +46,7 @@ async def test_a_worker_cut_off_from_redis_fences_itself_first(
 
             resume = await traffic.resumed(traffic.senders, cut)
             proxy.heal()
-            await victim.wait_for_log("worker_rejoined")
+            await victim.wait_for("worker_rejoined")
             await traffic.finish("worker cut off from redis", redis, names, resume)
             await assert_epochs_never_go_back(redis, names, [s.cid for s in traffic.senders])
             await traffic.close()

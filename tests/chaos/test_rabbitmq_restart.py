@@ -10,8 +10,8 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import LocalFleet
 from tests.chaos.harness import under_traffic
-from tests.processes import process_fleet
 
 
 async def rabbitmqctl(*args: str, timeout: float = 60) -> None:
@@ -28,7 +28,7 @@ async def test_rabbitmq_restart_under_traffic(
 ) -> None:
     count, rounds = (40, 3) if chaos_long else (15, 1)
     await rabbitmqctl("status")  # only stop a broker we can control and start again
-    async with process_fleet(settings) as fleet:
+    async with LocalFleet(settings) as fleet:
         _, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         resume: list[float] = []

@@ -11,9 +11,8 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.redis import text
 from broker.settings import Settings
+from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.chaos.harness import Traffic
-from tests.conftest import free_port
-from tests.processes import FleetProcess, process_fleet
 from tests.support import Client, create_conversation, token
 
 LEASE_TTL = 1.0
@@ -22,7 +21,7 @@ LEASE_TTL = 1.0
 async def test_a_standby_reaper_takes_over_within_its_lease(
     settings: Settings, redis: Redis, names: Names
 ) -> None:
-    async with process_fleet(settings, FLEET_REAPER_LEASE_TTL=str(LEASE_TTL)) as fleet:
+    async with LocalFleet(settings, FLEET_REAPER_LEASE_TTL=str(LEASE_TTL)) as fleet:
         reapers = [await fleet.reaper(), await fleet.reaper()]
         first = await asyncio.wait_for(leader_of(redis, names, reapers), 10)
         standby = next(r for r in reapers if r is not first)
@@ -30,7 +29,7 @@ async def test_a_standby_reaper_takes_over_within_its_lease(
 
         first.signal(signal.SIGKILL)
         killed = time.monotonic()
-        await standby.wait_for_log("reaper_leading")
+        await standby.wait_for("reaper_leading")
         took_over = time.monotonic() - killed
         print(f"\nstandby reaper leads {took_over:.3f}s after the leader was killed")
         assert took_over < LEASE_TTL + 2
@@ -41,7 +40,7 @@ async def test_a_standby_reaper_takes_over_within_its_lease(
         await fleet.gateway(port)
         traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 3)
         worker.signal(signal.SIGKILL)
-        reaped = await standby.wait_for_log("worker_reaped")
+        reaped = await standby.wait_for("worker_reaped")
         assert (reaped["worker_id"], reaped["conversations"]) == (worker_id, 3)
         await traffic.close()
 
@@ -53,7 +52,7 @@ async def leader_of(redis: Redis, names: Names, reapers: list[FleetProcess]) -> 
         for reaper in reapers:
             started = next(ln for ln in reaper.lines if ln["event"] == "reaper_started")
             if holder and text(holder) == started["reaper_id"]:
-                await reaper.wait_for_log("reaper_leading")
+                await reaper.wait_for("reaper_leading")
                 return reaper
         await asyncio.sleep(0.05)
 
@@ -62,7 +61,7 @@ async def test_gateways_recover_conversations_with_no_reaper_at_all(
     settings: Settings, redis: Redis, names: Names
 ) -> None:
     port = free_port()
-    async with process_fleet(settings) as fleet:
+    async with LocalFleet(settings) as fleet:
         await fleet.gateway(port)
         victim, victim_id = await fleet.worker()
         traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 10)
@@ -83,8 +82,8 @@ async def test_a_dead_gateways_connections_are_forgotten(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    async with process_fleet(settings, FLEET_GATEWAY_LIVENESS_TTL="1.0") as fleet:
-        gateway = await fleet.gateway(port)
+    async with LocalFleet(settings, FLEET_GATEWAY_LIVENESS_TTL="1.0") as fleet:
+        gateway, _ = await fleet.gateway(port)
         await fleet.reaper()
         bearer = token(settings, "a")
         cid = await create_conversation(url, bearer)

@@ -11,10 +11,9 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import assert_epochs_never_go_back, under_traffic
 from tests.chaos.servers import PrivateRedis
-from tests.conftest import free_port
-from tests.processes import process_fleet
 
 
 @pytest.fixture
@@ -35,7 +34,7 @@ async def test_redis_restart_under_traffic(
     settings: Settings, redis: Redis, names: Names, private_redis: PrivateRedis, chaos_long: bool
 ) -> None:
     count, rounds = (40, 3) if chaos_long else (15, 1)
-    async with process_fleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
+    async with LocalFleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
         _, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         resume: list[float] = []

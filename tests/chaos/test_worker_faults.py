@@ -12,9 +12,8 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.redis import text
 from broker.settings import Settings
+from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import assert_epochs_never_go_back, under_traffic
-from tests.conftest import free_port
-from tests.processes import process_fleet
 from tests.support import Client, create_conversation, replied_to, replies, token
 
 EPOCH_AGENT = {"FLEET_AGENT": "tests.agents:EpochEcho"}
@@ -24,7 +23,7 @@ async def test_sigkill_a_worker_owning_200_conversations(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count = 500 if chaos_long else 200
-    async with process_fleet(settings, **EPOCH_AGENT) as fleet:
+    async with LocalFleet(settings, **EPOCH_AGENT) as fleet:
         workers, traffic = await under_traffic(fleet, settings, count, interval=1.0)
         victim, victim_id = workers[0]
         assert await redis.scard(names.owns(victim_id)) == count
@@ -42,7 +41,7 @@ async def test_a_paused_worker_is_fenced(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count = 60 if chaos_long else 20
-    async with process_fleet(settings, **EPOCH_AGENT) as fleet:
+    async with LocalFleet(settings, **EPOCH_AGENT) as fleet:
         workers, traffic = await under_traffic(fleet, settings, count, interval=0.2)
         victim, victim_id = workers[0]
 
@@ -52,7 +51,7 @@ async def test_a_paused_worker_is_fenced(
         # Everything moved while it slept; let it run again under traffic.
         assert await redis.scard(names.owns(victim_id)) == 0
         victim.signal(signal.SIGCONT)
-        fenced = await victim.wait_for_log("worker_fenced")
+        fenced = await victim.wait_for("worker_fenced")
         assert fenced["worker_id"] == victim_id
         await traffic.warm_up(replies_each=len(replies(traffic.senders[0].client.events)) + 2)
 
@@ -65,7 +64,7 @@ async def test_rolling_restart_of_every_worker(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count, rounds = (60, 3) if chaos_long else (20, 1)
-    async with process_fleet(settings, **EPOCH_AGENT) as fleet:
+    async with LocalFleet(settings, **EPOCH_AGENT) as fleet:
         workers, traffic = await under_traffic(fleet, settings, count, interval=0.2)
 
         pauses: list[float] = []
@@ -90,7 +89,7 @@ async def test_a_crash_between_logging_and_acking_logs_once(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     agent = {"FLEET_AGENT": "tests.agents:CrashingEcho", "CRASH_MARKERS": str(tmp_path)}
-    async with process_fleet(settings, **agent) as fleet:
+    async with LocalFleet(settings, **agent) as fleet:
         await fleet.gateway(port)
         await fleet.reaper()
         workers = [await fleet.worker()]

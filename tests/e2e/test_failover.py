@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.conftest import free_port
-from tests.processes import process_fleet
+from fleet.harness import LocalFleet, free_port
 from tests.support import Client, create_conversation, replies, token
 from tests.traffic import Sender, settle, tally
 
@@ -23,7 +22,7 @@ async def test_sigkill_a_worker_under_traffic(
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    async with process_fleet(settings) as fleet:
+    async with LocalFleet(settings) as fleet:
         await fleet.gateway(port)
         await fleet.reaper()
         victim, victim_id = await fleet.worker()

@@ -22,9 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.settings import Settings
+from fleet.harness import LocalFleet, purge
 from tests import conftest
-from tests.conftest import purge_namespace
-from tests.processes import ProcessFleet
 from tests.support import Client, create_conversation, replies, token
 
 T = TypeVar("T")
@@ -74,7 +73,7 @@ def harness() -> Iterator[Harness]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    fleet = ProcessFleet(fleet_settings)
+    fleet = LocalFleet(fleet_settings)
     url = f"http://127.0.0.1:{fleet_settings.port}"
 
     async def start() -> Harness:
@@ -94,7 +93,7 @@ def harness() -> Iterator[Harness]:
         await h.fuzzer.close()
         await h.bystander.close()
         await fleet.close()
-        await purge_namespace(fleet_settings.namespace)
+        await purge(fleet_settings.namespace, fleet_settings.redis_url, fleet_settings.amqp_url)
 
     h.run(stop())
     loop.call_soon_threadsafe(loop.stop)

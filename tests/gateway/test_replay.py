@@ -8,7 +8,8 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
-from tests.conftest import InProcessFleet, free_port
+from fleet.harness import free_port
+from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, token
 
 COUNT = 120

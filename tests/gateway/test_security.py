@@ -11,8 +11,8 @@ import pytest
 import socketio
 
 from broker.settings import Settings
-from tests.conftest import InProcessFleet, free_port
-from tests.processes import process_fleet
+from fleet.harness import LocalFleet, free_port
+from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, http, token
 
 
@@ -86,7 +86,7 @@ async def test_no_token_or_secret_appears_in_any_log_line(settings: Settings) ->
     bearer = token(settings, "alice")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    async with process_fleet(settings, FLEET_LOG_LEVEL="DEBUG") as fleet:
+    async with LocalFleet(settings, FLEET_LOG_LEVEL="DEBUG") as fleet:
         await fleet.gateway(port)
         await fleet.worker()
         cid = await create_conversation(url, bearer, initial="hi")
