@@ -10,7 +10,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,bench]"
 	touch $@
 
 services:
@@ -32,7 +32,6 @@ chaos: install services
 	$(BIN)/python -m pytest tests/chaos --chaos-long --timeout 900
 
 bench: install services
-	$(BIN)/pip install --quiet -e ".[test,bench]"
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
 
 clean:

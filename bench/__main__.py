@@ -17,14 +17,14 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from bench import ceilings, machine, rabbit, report
-from bench.cleanup import purge
-from bench.context import FLEET_ENV, Context
+from bench.context import FLEET_SETTINGS, Context
 from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
 from bench.scenarios import failover, latency, scale, start_rate, throughput
 from bench.watch import ServiceWatch
 from broker.settings import Settings
+from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = ("latency", "throughput", "start", "failover", "scale")
@@ -66,12 +66,22 @@ async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
     return results
 
 
+async def purge_run(prefix: str, settings: Settings) -> None:
+    """Everything named ``prefix...``: what Redis records name, and what RabbitMQ lists."""
+    try:
+        queues = list(await rabbit.queue_memory(prefix))
+        exchanges = await rabbit.exchanges(prefix)
+    except (RuntimeError, OSError, TimeoutError):
+        queues, exchanges = [], []  # rabbitmqctl is optional: the records name the queues
+    await purge(prefix, settings.redis_url, settings.amqp_url, queues, exchanges)
+
+
 async def teardown(prefix: str, settings: Settings) -> None:
     """Delete everything named ``prefix...``; retried, since a shared broker may be busy."""
     say(f"teardown: deleting every key, queue and exchange named {prefix}*")
     for attempt in range(1, PURGE_TRIES + 1):
         try:
-            await purge(prefix, settings.redis_url, settings.amqp_url)
+            await purge_run(prefix, settings)
             return
         except Exception as exc:
             say(f"teardown: attempt {attempt} failed: {exc!r}"[:300])
@@ -117,7 +127,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
     run_info = {
         "mode": mode,
         "namespaces": f"{base}-*",
-        "fleet_env": FLEET_ENV,
+        "fleet_settings": FLEET_SETTINGS,
         "wall_seconds": round(elapsed(), 1),
         "load_average_at_end": machine.load_average(),
         "interruptions": interruptions,

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aio_pika
 import orjson
@@ -29,12 +30,27 @@ from aio_pika.abc import (
 from redis.asyncio import Redis
 
 from bench import rabbit
-from bench.cleanup import delete_queues
-from bench.fleet import ROOT
 from bench.plan import Plan
 from bench.procstat import CpuMeter
 from bench.progress import say
 from bench.results import STATS, Figure, Result, Stat, Target, ms, stat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def delete_queues(
+    connection: AbstractConnection, queues: list[str], channels: int = 8
+) -> None:
+    """Delete queues over several channels at once: one channel runs one method at a time."""
+
+    async def delete(part: list[str]) -> None:
+        channel = await connection.channel()
+        for name in part:
+            await channel.queue_delete(name)
+        await channel.close()
+
+    await asyncio.gather(*(delete(queues[i::channels]) for i in range(channels)))
+
 
 BODY = b'{"action_id":"0123456789abcdef","kind":"message","data":{"content":"' + b"x" * 48 + b'"}}'
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT

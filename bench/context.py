@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from redis.asyncio import Redis
 
 from bench.ceilings import Ceilings
-from bench.fleet import LocalFleet
 from bench.plan import Plan
 from bench.procstat import CpuMeter
 from broker import tokens
+from broker.settings import Settings
+from fleet.harness import LocalFleet, purge
 
 # Every bench fleet: neither the per-user limit nor the per-client rate limit may cap
 # a load test (it measures the fleet, not its throttles), and idle conversations must
 # stay owned while they are measured.
-FLEET_ENV = {
-    "FLEET_MAX_CONVERSATIONS_PER_USER": "1000000",
-    "FLEET_RATE_LIMIT": "1000000",
-    "FLEET_RATE_BURST": "1000000",
-    "FLEET_CLOSE_DELAY": "3600",
+FLEET_SETTINGS: dict[str, Any] = {
+    "max_conversations_per_user": 1_000_000,
+    "rate_limit": 1_000_000.0,
+    "rate_burst": 1_000_000,
+    "passivate_after": 3600.0,
 }
 
 
@@ -39,16 +43,26 @@ class Context:
     # pids of the local Redis and RabbitMQ, for CPU accounting (shared with other users)
     service_pids: dict[str, int] = field(default_factory=dict)
 
-    def fleet(self, name: str, **env: str) -> LocalFleet:
-        """A fleet in its own namespace ``<base>-<name>``: scenarios never see each other."""
-        return LocalFleet(
-            f"{self.base}-{name}",
-            self.redis_url,
-            self.amqp_url,
-            self.jwt_secret,
-            self.workdir,
-            **{**FLEET_ENV, **env},
+    @asynccontextmanager
+    async def fleet(self, name: str, **env: str) -> AsyncIterator[LocalFleet]:
+        """A fleet in its own namespace ``<base>-<name>`` (scenarios never see each
+        other), logging to the run's directory; killed (no drain: its namespace is
+        deleted next) and purged on exit."""
+        settings = Settings(
+            namespace=f"{self.base}-{name}",
+            redis_url=self.redis_url,
+            amqp_url=self.amqp_url,
+            jwt_secret=self.jwt_secret,
+            log_level="INFO",
+            **FLEET_SETTINGS,
         )
+        fleet = LocalFleet(settings, **env)
+        fleet.log_dir = self.workdir
+        try:
+            yield fleet
+        finally:
+            await fleet.close(graceful=False)
+            await purge(settings.namespace, self.redis_url, self.amqp_url)
 
     def cpu_meter(self, fleet: LocalFleet) -> CpuMeter:
         """CPU time of the fleet's running processes, the bench clients, Redis and RabbitMQ."""

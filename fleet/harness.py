@@ -267,30 +267,36 @@ class LocalFleet:
         await asyncio.gather(*(p.stop() if graceful else p.kill() for p in self.processes))
 
 
-async def purge(prefix: str, redis_url: str, amqp_url: str, queues: Iterable[str] = ()) -> int:
+async def purge(
+    prefix: str,
+    redis_url: str,
+    amqp_url: str,
+    queues: Iterable[str] = (),
+    exchanges: Iterable[str] = (),
+) -> int:
     """Delete every key, queue and exchange of the namespaces named ``prefix...``
     (a test's namespace, or all of a bench run's); how many queues were deleted.
 
     The fleet never scans; this may, to find everything a throwaway fleet left.
-    Queue names come from the conversation records (and ``queues``), so keys go last.
+    Queue names come from the conversation records (and ``queues``, ``exchanges``
+    from elsewhere), so keys go last.
     """
     redis = Redis.from_url(redis_url)
     try:
         keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        doomed, exchanges = set(queues), set()
+        # The prefix as a namespace too: one that ran a fleet but stored no record.
+        namespaces = {prefix}
+        doomed = set(queues)
         for key in keys:
             if found := META.match(key.decode(errors="replace")):
-                names = Names(found["ns"])
-                doomed |= {names.conversation_queue(found["cid"]), names.dispatch_queue}
-                exchanges.add(names.outbound_exchange)
-        if not keys and ":" not in prefix.rstrip("-"):
-            names = Names(prefix)  # a namespace that never stored a record
-            doomed.add(names.dispatch_queue)
-            exchanges.add(names.outbound_exchange)
+                namespaces.add(found["ns"])
+                doomed.add(Names(found["ns"]).conversation_queue(found["cid"]))
+        doomed |= {Names(ns).dispatch_queue for ns in namespaces}
+        doomed_exchanges = {Names(ns).outbound_exchange for ns in namespaces} | set(exchanges)
         broker = Broker(amqp_url, Names(prefix), name="purge", channels=8)
         await broker.connect(declare=False)
         try:
-            await broker.delete(sorted(doomed), sorted(exchanges))
+            await broker.delete(sorted(doomed), sorted(doomed_exchanges))
         finally:
             await broker.close()
         for first in range(0, len(keys), 1000):

@@ -26,10 +26,10 @@ from bench.accounting import tally
 from bench.ceilings import Ceilings
 from bench.clients import Session, bounded, close_all, connect_all, create_all, settle
 from bench.context import Context
-from bench.fleet import FleetProcess, LocalFleet, log_time
 from bench.plan import Plan
 from bench.progress import say
 from bench.results import STATS, Figure, Result, Target, stat
+from fleet.harness import FleetProcess, LocalFleet, log_time
 
 LEAD = 2.0  # seconds of background traffic before the signal
 TAIL = 1.0  # and after every probe was answered
@@ -197,7 +197,7 @@ async def _move(
         await asyncio.sleep(LEAD)
         signalled = time.perf_counter()
         signalled_wall = time.time()
-        owner.send(sig)
+        owner.signal(sig)
         async with asyncio.TaskGroup() as group:
             exited = group.create_task(_exit_time(owner))
             for session in sessions:

@@ -17,10 +17,10 @@ import aiohttp
 from bench.ceilings import Ceilings
 from bench.clients import create
 from bench.context import Context
-from bench.fleet import LocalFleet
 from bench.plan import Plan
 from bench.progress import say
 from bench.results import Figure, Result, Target, ms, stat
+from fleet.harness import LocalFleet
 
 POLL = 0.01
 ANSWERED_LENGTH = 4  # user message, then running, reply, awaiting_user_input in one append

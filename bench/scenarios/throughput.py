@@ -15,11 +15,11 @@ from bench.accounting import Tally, tally
 from bench.ceilings import Ceilings, two_round_trips
 from bench.clients import Session, close_all, connect_all, create_all, settle
 from bench.context import Context
-from bench.fleet import LocalFleet
 from bench.plan import Plan
 from bench.procstat import CpuMeter
 from bench.progress import say
 from bench.results import Figure, Result, Target, ms, stat
+from fleet.harness import LocalFleet
 
 
 @dataclass
