@@ -119,9 +119,15 @@ class Helper:
 
     def __init__(self, *args: str) -> None:
         self.args = args
+        self._process: asyncio.subprocess.Process | None = None
+
+    @property
+    def process(self) -> asyncio.subprocess.Process:
+        assert self._process is not None, "use Helper as an async context manager"
+        return self._process
 
     async def __aenter__(self) -> Helper:
-        self.process = await asyncio.create_subprocess_exec(
+        self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "bench.raw",

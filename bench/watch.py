@@ -9,16 +9,21 @@ from __future__ import annotations
 from typing import Any
 
 import aio_pika
+from aio_pika.abc import AbstractConnection
 from redis.asyncio import Redis
 
 from bench.progress import elapsed, say
 
 
 class ServiceWatch:
+    """Notices a Redis restart or a lost RabbitMQ connection during a run."""
+
     def __init__(self, redis: Redis, amqp_url: str) -> None:
         self.redis = redis
         self.amqp_url = amqp_url
         self.problems: list[str] = []
+        self._redis_run: str | None = None
+        self._connection: AbstractConnection | None = None
 
     async def start(self) -> None:
         self._redis_run = (await self.redis.info("server"))["run_id"]
@@ -32,9 +37,10 @@ class ServiceWatch:
             say(f"WARNING: {problem}; figures after this are suspect")
 
     async def stop(self) -> list[str]:
-        self._connection.close_callbacks.discard(self._closed)
-        if not self._connection.is_closed:
-            await self._connection.close()
+        if self._connection is not None:
+            self._connection.close_callbacks.discard(self._closed)
+            if not self._connection.is_closed:
+                await self._connection.close()
         try:
             if (await self.redis.info("server"))["run_id"] != self._redis_run:
                 self.problems.append("Redis restarted during the run")

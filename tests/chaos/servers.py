@@ -56,6 +56,7 @@ class Proxy:
         self.cut_off = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -70,7 +71,8 @@ class Proxy:
             writer.close()
 
     async def close(self) -> None:
-        self._server.close()
+        if self._server is not None:
+            self._server.close()
         self.heal()
         for task in self._tasks:
             task.cancel()
