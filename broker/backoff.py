@@ -8,6 +8,8 @@ import asyncio
 class Backoff:
     """Delays of ``first``, twice that, and so on up to ``cap``; ``reset`` after a success."""
 
+    __slots__ = ("_next", "cap", "first")
+
     def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
         self.first = first
         self.cap = cap

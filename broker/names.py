@@ -119,9 +119,23 @@ class Names:
         return f"{self.namespace}.conv.{cid}"
 
     # --- Lua ----------------------------------------------------------------------
-    def lua_prelude(self) -> str:
-        """Lua helpers every script starts with: the key builders scripts derive at run
-        time (``key_meta(cid)``, ...), the lease format and the Redis clock in ms."""
+    def lua_prelude(self, source: str | None = None) -> str:
+        """Lua helpers a script starts with: the key builders scripts derive at run
+        time (``key_meta(cid)``, ...), the lease format and the Redis clock in ms.
+        Only those ``source`` calls (and what they call), since Redis
+        defines them anew on every call of the script; all without ``source``."""
+        helpers = self._lua_helpers()
+        wanted = set(helpers) if source is None else set()
+        pending = [source or ""]
+        while pending:
+            code = pending.pop()
+            for name, helper in helpers.items():
+                if name not in wanted and re.search(rf"\b{name}\(", code):
+                    wanted.add(name)
+                    pending.append(helper)
+        return "".join(helper + "\n" for name, helper in helpers.items() if name in wanted)
+
+    def _lua_helpers(self) -> dict[str, str]:
         builders: dict[str, Callable[..., str]] = {
             "meta": self.meta,
             "clients": self.clients,
@@ -129,21 +143,29 @@ class Names:
             "owns": self.owns,
             "alive": self.alive,
         }
-        lines = [_lua_builder(name, build) for name, build in builders.items()]
+        helpers = {f"key_{name}": _lua_builder(name, build) for name, build in builders.items()}
         sep = LEASE_SEPARATOR
-        lines += [
-            f"local function lease_value(worker, epoch) return worker .. '{sep}' .. epoch end",
-            "-- worker id and epoch (a number) of a lease value",
-            "local function parse_lease(value)",
-            f"  local worker, epoch = string.match(value, '^(.*){sep}(%d+)$')",
-            "  return worker, tonumber(epoch)",
-            "end",
-            "local function now_ms()",
-            "  local t = redis.call('TIME')",
-            "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
-            "end",
-        ]
-        return "\n".join(lines) + "\n"
+        helpers["lease_value"] = (
+            f"local function lease_value(worker, epoch) return worker .. '{sep}' .. epoch end"
+        )
+        helpers["parse_lease"] = "\n".join(
+            [
+                "-- worker id and epoch (a number) of a lease value",
+                "local function parse_lease(value)",
+                f"  local worker, epoch = string.match(value, '^(.*){sep}(%d+)$')",
+                "  return worker, tonumber(epoch)",
+                "end",
+            ]
+        )
+        helpers["now_ms"] = "\n".join(
+            [
+                "local function now_ms()",
+                "  local t = redis.call('TIME')",
+                "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
+                "end",
+            ]
+        )
+        return helpers
 
 
 def _lua_builder(name: str, build: Callable[..., str]) -> str:

@@ -28,3 +28,11 @@ async def test_the_prelude_builds_the_same_keys(redis: Redis, names: Names) -> N
         7,
         "number",
     ]
+
+
+def test_a_script_carries_only_the_helpers_it_calls() -> None:
+    names = Names("ns")
+    prelude = names.lua_prelude("local owner = parse_lease(x)\nreturn key_alive('worker', owner)")
+    assert "function parse_lease(" in prelude and "function key_alive(" in prelude
+    assert "now_ms" not in prelude and "key_meta" not in prelude
+    assert names.lua_prelude("return redis.call('GET', KEYS[1])") == ""
