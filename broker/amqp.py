@@ -111,20 +111,25 @@ class Broker:
     async def connect(self, declare: bool = True) -> None:
         """Open the connection and its channels; declare the fleet's exchange and
         dispatch queue unless ``declare`` is False (read-only users write nothing)."""
-        self._connection = conn = await connection.connect(self.url, self.name)
+        conn = await connection.connect(self.url, self.name)
+        try:
+            confirmed = await conn.channel(publisher_confirms=True, on_return_raises=True)
+            unconfirmed = await conn.channel(publisher_confirms=False)
+            pool = [await conn.channel(publisher_confirms=False) for _ in range(self._pool_size)]
+            for channel in pool:
+                if self._prefetch:
+                    await channel.set_qos(prefetch_count=self._prefetch)
+            if declare:
+                self._outbound = await unconfirmed.declare_exchange(
+                    self.names.outbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                await confirmed.declare_queue(self.names.dispatch_queue, durable=True)
+        except BaseException:
+            await conn.close()  # a retry opens a new one
+            raise
         conn.reconnect_callbacks.add(self._reconnected)
-        self._confirmed = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._unconfirmed = await conn.channel(publisher_confirms=False)
-        for _ in range(self._pool_size):
-            channel = await conn.channel(publisher_confirms=False)
-            if self._prefetch:
-                await channel.set_qos(prefetch_count=self._prefetch)
-            self._pool.append(channel)
-        if declare:
-            self._outbound = await self._unconfirmed.declare_exchange(
-                self.names.outbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            await self._confirmed.declare_queue(self.names.dispatch_queue, durable=True)
+        self._connection, self._confirmed, self._unconfirmed = conn, confirmed, unconfirmed
+        self._pool = pool
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -8,10 +8,14 @@ class FleetError(Exception):
 
     code = "internal_error"
     status = 500
+    # Seconds after which a retry may succeed: HTTP's Retry-After.
+    retry_after: float | None = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
 
     def as_dict(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
@@ -57,6 +61,7 @@ class Unavailable(FleetError):
 
     code = "unavailable"
     status = 503
+    retry_after = 1.0
 
 
 class LeaseLost(Exception):

@@ -1,4 +1,5 @@
-"""What every long-running fleet process shares: a unique id, and stopping on signals."""
+"""What every long-running fleet process shares: a unique id, its dependencies, and
+stopping on signals at any stage (connecting, serving, draining)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,31 @@ import os
 import secrets
 import signal
 import socket
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from broker.amqp import Broker
+from broker.dependencies import Dependency, Unreachable
+from broker.settings import Settings
+
+
+async def first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def process_id() -> str:
@@ -15,25 +41,78 @@ def process_id() -> str:
 
 
 class Service:
-    """Runs ``serve`` until SIGTERM or SIGINT (``run``), or until ``stop`` is called."""
+    """Runs ``serve`` until SIGTERM or SIGINT (``run``), or until ``stop`` is called.
 
-    def __init__(self) -> None:
+    The first signal begins a graceful stop; a second one cancels it. A dependency
+    lost for good (``fail``) stops the process too, and ``run`` raises it, so that
+    the process exits non-zero.
+    """
+
+    def __init__(self, settings: Settings) -> None:
         self._stop = asyncio.Event()
         self.started = asyncio.Event()  # set once it serves
+        self.fatal: Unreachable | None = None
+        self.redis_health = Dependency("Redis", settings.redis_url, settings.dependency_timeout)
+        self.amqp_health = Dependency("RabbitMQ", settings.amqp_url, settings.dependency_timeout)
+        self._main: asyncio.Task[None] | None = None
 
     def run(self) -> None:
-        asyncio.run(self.main(handle_signals=True))
+        """Serve until stopped, on uvloop where it is installed."""
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self.main(handle_signals=True))
 
     def stop(self) -> None:
         """Begin a graceful stop."""
         self._stop.set()
 
+    def fail(self, error: Unreachable) -> None:
+        """Stop because a dependency is gone for good."""
+        self.fatal = self.fatal or error
+        self.stop()
+
+    def _signalled(self) -> None:
+        if self._stop.is_set() and self._main is not None:
+            self._main.cancel()  # asked twice: stop now, skipping what is left
+        self.stop()
+
     async def main(self, handle_signals: bool = False) -> None:
         if handle_signals:
+            self._main = asyncio.current_task()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-        await self.serve()
+                loop.add_signal_handler(sig, self._signalled)
+        try:
+            await self.serve()
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def connect(self, redis: Redis, broker: Broker) -> bool:
+        """Reach Redis, then RabbitMQ, retrying with backoff; False when stopped first,
+        ``Unreachable`` when one stays down for ``dependency_timeout``."""
+        return await self.redis_health.reach(
+            redis.ping, self._stop
+        ) and await self.amqp_health.reach(broker.connect, self._stop)
+
+    def watch(self, broker: Broker, redis_error: Exception | None = None) -> bool:
+        """Count a periodic loop's round: its Redis call failed with ``redis_error`` (or
+        succeeded), and the AMQP connection is up or not (it reconnects by itself).
+        False, and stopping, once either is gone for good."""
+        try:
+            if redis_error is None:
+                self.redis_health.succeeded()
+            else:
+                self.redis_health.failed(redis_error)
+            if broker.is_open:
+                self.amqp_health.succeeded()
+            else:
+                self.amqp_health.failed(ConnectionError("connection lost; reconnecting"))
+        except Unreachable as exc:
+            self.fail(exc)
+            return False
+        return True
 
     async def serve(self) -> None:
         raise NotImplementedError

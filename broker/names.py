@@ -81,6 +81,10 @@ class Names:
         """Sorted set: the user's running conversations -> last activity (ms)."""
         return f"{self.namespace}:user:{user}:running"
 
+    def rate(self, user: str) -> str:
+        """String: the user's request rate state (GCRA's theoretical arrival time, ms)."""
+        return f"{self.namespace}:user:{user}:rate"
+
     # --- Redis: process liveness -----------------------------------------------
     def alive(self, role: Role, process_id: str) -> str:
         """Short-TTL liveness key of one worker or gateway."""
@@ -121,8 +125,8 @@ class Names:
     # --- Lua ----------------------------------------------------------------------
     def lua_prelude(self, source: str | None = None) -> str:
         """Lua helpers a script starts with: the key builders scripts derive at run
-        time (``key_meta(cid)``, ...), the lease format and the Redis clock in ms.
-        Only those ``source`` calls (and what they call), since Redis
+        time (``key_meta(cid)``, ...), the lease format, the Redis clock in ms and the
+        rate limit. Only those ``source`` calls (and what they call), since Redis
         defines them anew on every call of the script; all without ``source``."""
         helpers = self._lua_helpers()
         wanted = set(helpers) if source is None else set()
@@ -162,6 +166,21 @@ class Names:
                 "local function now_ms()",
                 "  local t = redis.call('TIME')",
                 "  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)",
+                "end",
+            ]
+        )
+        helpers["gcra"] = "\n".join(
+            [
+                "-- Rate limit (GCRA): `burst` requests at once, then one per `interval` ms.",
+                "-- 0 when a request costing `cost` is allowed (and counted), else the ms to wait.",
+                "local function gcra(key, interval, burst, cost)",
+                "  local now = now_ms()",
+                "  local tat = math.max(tonumber(redis.call('GET', key) or 0), now)",
+                "  local next_tat = math.floor(tat + interval * cost)",
+                "  local wait = next_tat - now - interval * burst",
+                "  if wait > 0 then return math.ceil(wait) end",
+                "  redis.call('SET', key, next_tat, 'PX', next_tat - now + 1)",
+                "  return 0",
                 "end",
             ]
         )

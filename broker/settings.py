@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
 ENV_PREFIX = "FLEET_"
 
 OverLimitPolicy = Literal["reject", "evict_oldest"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(RuntimeError):
@@ -44,6 +47,9 @@ class Settings(BaseSettings):
     # One reaper acts at a time; a standby takes over within this many seconds.
     reaper_lease_ttl: float = Field(2.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
+    # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
+    # after losing them) exits non-zero, so that its supervisor notices.
+    dependency_timeout: float = Field(60.0, gt=0)
 
     # Running conversations per user, enforced atomically at admission and claim.
     max_conversations_per_user: int = Field(5, ge=1)
@@ -57,9 +63,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("FLEET_PASSIVATE_AFTER", "FLEET_CLOSE_DELAY"),
     )
 
-    # Client actions per second per connection (and per user over HTTP), with bursts.
+    # Requests per second per user (HTTP requests and Socket.IO actions, across every
+    # gateway), with bursts.
     rate_limit: float = Field(20.0, gt=0)
     rate_burst: int = Field(40, ge=1)
+    # Origins allowed to call the HTTP API and Socket.IO from a browser, comma-separated
+    # ('*' for any); none by default: same-origin pages and non-browser clients only.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # A client that reads nothing of what it was sent for this long is disconnected
+    # (it resumes with latest_event_id); its backlog costs the gateway bounded memory.
+    slow_client_timeout: float = Field(30.0, gt=0)
     # Prometheus metrics of workers and reapers on FLEET_HOST:port (0: off);
     # gateways serve /metrics on their own port.
     metrics_port: int = Field(0, ge=0, le=65535)
@@ -67,6 +80,20 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.upper()
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
 
     @property
     def heartbeat_interval(self) -> float:
@@ -79,6 +106,8 @@ class Settings(BaseSettings):
         for name, value in self:
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, list):
+                value = ",".join(value)
             if value is not None:
                 env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
         return env
@@ -91,3 +120,56 @@ class Settings(BaseSettings):
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"FLEET_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (HS256)")
         return secret
+
+
+def variables() -> dict[str, str]:
+    """Every environment variable a setting is read from -> its field name."""
+    found: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias or ""]
+        for choice in choices:
+            if isinstance(choice, str) and choice:
+                found[choice] = name
+        found.setdefault(f"{ENV_PREFIX}{name.upper()}", name)
+    return found
+
+
+def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
+    """Settings from the environment (``overrides``: command-line flags); a bad value
+    is a ``ConfigError`` that names its variable, never pydantic's field name."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, environ, overrides)) from None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``FLEET_*`` variable no setting reads (a typo, most likely)."""
+    known = variables()
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
+
+
+def _describe(
+    exc: ValidationError, environ: Mapping[str, str], overrides: Mapping[str, Any]
+) -> str:
+    by_variable = variables()
+    lines = []
+    for error in exc.errors():
+        where = str(error["loc"][0]) if error["loc"] else ""
+        field = by_variable.get(where, where)
+        if field in overrides:
+            source = f"--{field.replace('_', '-')}"
+        else:
+            names = [v for v, f in by_variable.items() if f == field]
+            source = next((v for v in names if v in environ), names[0] if names else where)
+        annotation = str(getattr(Settings.model_fields.get(field), "annotation", ""))
+        shown = "" if "SecretStr" in annotation else f"={error['input']!r}"
+        lines.append(f"{source}{shown}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)

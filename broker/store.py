@@ -12,12 +12,13 @@ from redis.asyncio import Redis
 from broker import metrics, scripts
 from broker.errors import LeaseLost
 from broker.names import Names
+from broker.ratelimit import Rate
 from broker.redis import one_of, text
 from broker.settings import OverLimitPolicy
 
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
-AdmissionOutcome = Literal["ok", "over_limit", "closed", "unknown"]
+AdmissionOutcome = Literal["ok", "rate_limited", "over_limit", "closed", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +43,23 @@ class ConversationRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """What each user may do: run ``conversations`` at once (beyond that, ``policy``),
+    at ``rate`` requests."""
+
+    conversations: int
+    policy: OverLimitPolicy
+    rate: Rate
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The outcome of ``Store.admit``: see ``lua/admit.lua``."""
 
     outcome: AdmissionOutcome
     needs_owner: bool
     evicted: str | None
+    retry_after_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,25 +81,33 @@ class Store:
         self._admit = scripts.load(redis, names, "admit")
         self._close = scripts.load(redis, names, "close")
 
-    async def create(self, user: str, limit: int, policy: OverLimitPolicy) -> tuple[str, Admission]:
-        """A new conversation of ``user``'s, admitted under the limit (or not, then gone)."""
+    async def create(self, user: str, limits: Limits) -> tuple[str, Admission]:
+        """A new conversation of ``user``'s, admitted under the limits (or not, then gone)."""
         cid = uuid.uuid4().hex
-        return cid, await self._admission(cid, "create", user, limit, policy)
+        return cid, await self._admission(cid, "create", user, limits)
 
-    async def admit(self, cid: str, user: str, limit: int, policy: OverLimitPolicy) -> Admission:
-        """Admit input to ``cid`` under the user's limit, marking it active."""
-        return await self._admission(cid, "act", user, limit, policy)
+    async def admit(self, cid: str, user: str, limits: Limits) -> Admission:
+        """Admit input to ``cid`` under the user's limits, marking it active."""
+        return await self._admission(cid, "act", user, limits)
 
     async def _admission(
-        self, cid: str, mode: Literal["create", "act"], user: str, limit: int, policy: str
+        self, cid: str, mode: Literal["create", "act"], user: str, limits: Limits
     ) -> Admission:
         n = self.names
-        keys = [n.meta(cid), n.running(user), n.user_conversations(user), n.lease(cid)]
-        outcome, needs_owner, evicted = await self._admit(
-            keys=keys, args=[cid, mode, user, limit, policy]
-        )
+        keys = [
+            n.meta(cid),
+            n.running(user),
+            n.user_conversations(user),
+            n.lease(cid),
+            n.rate(user),
+        ]
+        args = [cid, mode, user, limits.conversations, limits.policy, *limits.rate.args()]
+        outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
         return Admission(
-            one_of(outcome, get_args(AdmissionOutcome)), bool(needs_owner), text(evicted) or None
+            one_of(outcome, get_args(AdmissionOutcome)),
+            bool(needs_owner),
+            text(evicted) or None,
+            int(wait_ms),
         )
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import Any
 
-from pydantic import ValidationError
-
 from broker import tokens
+from broker.dependencies import Unreachable
 from broker.logging import configure
-from broker.settings import ConfigError, Settings
+from broker.settings import ConfigError, Settings, load_settings, unknown_variables
+
+# Exit codes: 1 a dependency stayed unreachable, 2 bad configuration or usage.
+UNREACHABLE = 1
+BAD_CONFIG = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,17 +55,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         k: getattr(args, k) for k in keys if getattr(args, k, None) is not None
     }
-    return Settings(**overrides)
+    return load_settings(os.environ, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for warning in unknown_variables(os.environ):
+        print(f"fleet: warning: {warning}", file=sys.stderr)
     try:
         settings = _settings(args)
         return _run(args, settings)
-    except (ConfigError, ValidationError, ValueError) as exc:
+    except (ConfigError, ValueError) as exc:
         print(f"fleet: {exc}", file=sys.stderr)
-        return 2
+        return BAD_CONFIG
+    except Unreachable as exc:
+        print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        return UNREACHABLE
     except KeyboardInterrupt:
         return 130
 

@@ -1,4 +1,9 @@
-"""``fleet dev``: a whole local fleet in one terminal, with prefixed logs."""
+"""``fleet dev``: a whole local fleet in one terminal, with prefixed logs.
+
+A child that dies (a crash, or ``kill -9`` in the README's failover demo) is started
+again, and ``fleet dev`` says so; only Ctrl-C or SIGTERM stop the fleet. A child
+that exits because its configuration is bad stops the fleet: restarting cannot help.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,108 @@ import os
 import secrets
 import signal
 import sys
+import time
 from dataclasses import dataclass
 
 from broker import tokens
+from broker.backoff import Backoff
 from broker.settings import Settings
 from fleet.harness import http_ready
 
 READY_TIMEOUT = 30.0
+BAD_CONFIG = 2  # the exit code of a process whose configuration is bad (fleet.cli)
+# A child that ran at least this long before dying is restarted at once again.
+HEALTHY_RUN = 10.0
 
 
 @dataclass
 class Child:
+    """One process of the fleet, restarted under the same name when it dies."""
+
     name: str
-    process: asyncio.subprocess.Process
+    args: list[str]
+    process: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+
+
+class DevFleet:
+    """Starts the children, echoes their output, restarts the dead, stops on a signal."""
+
+    def __init__(self, settings: Settings, plan: list[Child], env: dict[str, str]) -> None:
+        self.settings = settings
+        self.children = plan
+        self.env = env
+        self.width = max(len(child.name) for child in plan)
+        self.stop = asyncio.Event()
+        self.failed: str | None = None  # why the fleet stopped on its own
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for child in self.children:
+                tasks.create_task(self._supervise(child))
+            await self.stop.wait()
+            say("stopping every process ...")
+            self._signal_all(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited(), self.settings.shutdown_grace + 5)
+            except TimeoutError:
+                self._signal_all(signal.SIGKILL)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        for child in self.children:
+            if child.process is not None and child.process.returncode is None:
+                child.process.send_signal(sig)
+
+    async def _exited(self) -> None:
+        for child in self.children:
+            if child.process is not None:
+                await child.process.wait()
+
+    async def _supervise(self, child: Child) -> None:
+        backoff = Backoff(first=0.5, cap=10.0)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            code = await self._run_once(child)
+            if self.stop.is_set():
+                return
+            if code == BAD_CONFIG:
+                self.failed = f"{child.name} exited with {code}: its configuration is bad"
+                self.stop.set()
+                return
+            if time.monotonic() - started >= HEALTHY_RUN:
+                backoff.reset()
+            delay = backoff.next()
+            child.restarts += 1
+            say(f"{child.name} exited with {code}; restarting it in {delay:.1f} s")
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except TimeoutError:
+                continue
+
+    async def _run_once(self, child: Child) -> int:
+        child.process = process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "fleet",
+            *child.args,
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        if self.stop.is_set():  # started just as the fleet began to stop
+            process.send_signal(signal.SIGTERM)
+        elif child.restarts:
+            say(f"{child.name} restarted (pid {process.pid})")
+        assert process.stdout is not None
+        async for line in process.stdout:
+            sys.stdout.write(f"{child.name:<{self.width}} | {line.decode(errors='replace')}")
+            sys.stdout.flush()
+        return await process.wait()
+
+
+def say(message: str) -> None:
+    print(f"fleet dev: {message}", flush=True)
 
 
 def run_dev(settings: Settings, gateways: int, workers: int, reapers: int, port: int | None) -> int:
@@ -31,61 +125,25 @@ async def _dev(settings: Settings, gateways: int, workers: int, reapers: int, po
         settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(32)
     )
     env = {**os.environ, **settings.to_env(), "FLEET_JWT_SECRET": secret}
-    if sys.stdout.isatty():
-        env.setdefault("FLEET_LOG_FORMAT", "console")
+    if settings.log_format == "auto" and sys.stdout.isatty():
+        env["FLEET_LOG_FORMAT"] = "console"  # the children write to our pipe, not a terminal
     plan = (
-        [(f"gateway-{i}", ["gateway", "--port", str(port + i)]) for i in range(gateways)]
-        + [(f"worker-{i}", ["worker"]) for i in range(workers)]
-        + [(f"reaper-{i}", ["reaper"]) for i in range(reapers)]
+        [Child(f"gateway-{i}", ["gateway", "--port", str(port + i)]) for i in range(gateways)]
+        + [Child(f"worker-{i}", ["worker"]) for i in range(workers)]
+        + [Child(f"reaper-{i}", ["reaper"]) for i in range(reapers)]
     )
-    children = [
-        Child(
-            name,
-            await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "fleet",
-                *args,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            ),
-        )
-        for name, args in plan
-    ]
-    width = max(len(c.name) for c in children)
-    stop = asyncio.Event()
+    fleet = DevFleet(settings, plan, env)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with asyncio.TaskGroup() as tasks:
-        pumps = [tasks.create_task(_pump(c, width)) for c in children]
-        exits = [tasks.create_task(c.process.wait()) for c in children]
-        if await _wait_ready(settings.host, port, gateways, stop):
-            _banner(settings, secret, port, gateways)
-        stopper = tasks.create_task(stop.wait())
-        await asyncio.wait([stopper, *exits], return_when=asyncio.FIRST_COMPLETED)
-        print("fleet dev: stopping every process ...", flush=True)
-        for child in children:
-            if child.process.returncode is None:
-                child.process.send_signal(signal.SIGTERM)
-        await asyncio.wait(exits, timeout=settings.shutdown_grace + 5)
-        for child in children:
-            if child.process.returncode is None:
-                child.process.kill()
-        await asyncio.gather(*exits, *pumps)
-        stopper.cancel()
-    failed = [c for c in children if c.process.returncode not in (0, -signal.SIGTERM)]
-    for child in failed:
-        print(f"fleet dev: {child.name} exited with {child.process.returncode}", file=sys.stderr)
-    return 1 if failed and not stop.is_set() else 0
-
-
-async def _pump(child: Child, width: int) -> None:
-    assert child.process.stdout is not None
-    async for line in child.process.stdout:
-        sys.stdout.write(f"{child.name:<{width}} | {line.decode(errors='replace')}")
-        sys.stdout.flush()
+        loop.add_signal_handler(sig, fleet.stop.set)
+    running = asyncio.create_task(fleet.run())
+    if await _wait_ready(settings.host, port, gateways, fleet.stop):
+        _banner(settings, secret, port, gateways)
+    await running
+    if fleet.failed:
+        print(f"fleet dev: {fleet.failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _wait_ready(host: str, port: int, gateways: int, stop: asyncio.Event) -> bool:

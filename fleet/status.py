@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import sys
 from typing import cast
 
+from redis.exceptions import RedisError
+
 from broker.amqp import Broker
+from broker.dependencies import describe, redact
 from broker.names import Names
 from broker.redis import connect, text
 from broker.settings import Settings
 
 
 async def show_status(settings: Settings) -> int:
+    """Print the fleet's state; 1 (and one line saying which) when a server is down."""
+    try:
+        await _show(settings)
+    except (RedisError, OSError) as exc:
+        return _unreachable("Redis", settings.redis_url, exc)
+    except AMQPUnreachable as exc:
+        return _unreachable("RabbitMQ", settings.amqp_url, exc)
+    return 0
+
+
+def _unreachable(name: str, url: str, exc: BaseException) -> int:
+    print(f"fleet status: {name} at {redact(url)} is unreachable: {describe(exc)}", file=sys.stderr)
+    return 1
+
+
+async def _show(settings: Settings) -> None:
     names = Names(settings.namespace)
     redis = connect(settings.redis_url)
     try:
@@ -30,7 +50,10 @@ async def show_status(settings: Settings) -> int:
     finally:
         await redis.aclose()
     broker = Broker(settings.amqp_url, names, name="fleet-status")
-    await broker.connect(declare=False)
+    try:
+        await broker.connect(declare=False)
+    except Exception as exc:
+        raise AMQPUnreachable(str(exc)) from exc
     try:
         backlog = await broker.dispatch_backlog()
     finally:
@@ -39,4 +62,7 @@ async def show_status(settings: Settings) -> int:
         print("dispatch backlog: no dispatch queue (no fleet has run in this namespace)")
     else:
         print(f"dispatch backlog: {backlog} claim request(s)")
-    return 0
+
+
+class AMQPUnreachable(Exception):
+    """RabbitMQ did not answer."""

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Any
 
 import socketio
 import structlog
 import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 
 from broker import metrics
 from broker.amqp import Broker
-from broker.lifecycle import process_id
+from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
 from broker.names import Names
 from broker.presence import Presence
+from broker.ratelimit import RateLimiter
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
-from gateway.feed import Feed
+from gateway.feed import ClientGone, Feed
 from gateway.http import HttpApi, route_error
 from gateway.operations import Operations
-from gateway.ratelimit import Buckets
+from gateway.outbox import Outbox, TooSlow
 from gateway.sockets import FleetNamespace
 
 log = structlog.get_logger()
@@ -32,21 +38,43 @@ log = structlog.get_logger()
 DECLARING_CHANNELS = 4
 
 
-class Gateway:
-    """Owns the gateway's connections and its ASGI app; ``run`` serves it with uvicorn."""
+class Uvicorn(uvicorn.Server):
+    """uvicorn without signal handlers of its own (the gateway's lifecycle owns them),
+    telling when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
+
+
+class Gateway(Service):
+    """Owns the gateway's connections and its ASGI app, served by uvicorn until stopped."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
         self.settings = settings
         self.names = Names(settings.namespace)
         self.gateway_id = process_id()
         secret = settings.require_jwt_secret()
+        origins = settings.cors_origins
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins="*",
+            # None: same-origin pages only (and clients that send no Origin).
+            cors_allowed_origins="*" if origins == ["*"] else origins or None,
             # Oversized actions must reach the handler to get a clear error, so the
             # transport limit sits well above the action limit.
             max_http_buffer_size=4 * settings.max_payload_bytes,
         )
+        self.outbox = Outbox(self.sio, settings.slow_client_timeout)
         self.redis = connect(settings.redis_url)
         self.broker = Broker(
             settings.amqp_url, self.names, name="gateway", channels=DECLARING_CHANNELS
@@ -56,47 +84,81 @@ class Gateway:
         store = Store(self.redis, self.names)
         operations = Operations(store, self.broker, settings)
         self.feed = Feed(self.broker, store, self._emit)
-        buckets = Buckets(settings.rate_limit, settings.rate_burst)
-        self.sockets = FleetNamespace(operations, self.feed, secret, self.presence, buckets)
+        rates = RateLimiter(self.redis, self.names, operations.limits.rate)
+        self.sockets = FleetNamespace(operations, self.feed, secret, self.presence, self.outbox)
         self.sio.register_namespace(self.sockets)
-        http = HttpApi(operations, secret, settings.max_payload_bytes, self.is_ready, buckets)
+        http = HttpApi(operations, secret, settings.max_payload_bytes, self.is_ready, rates)
+        cors = Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
         self.app = socketio.ASGIApp(
             self.sio,
             other_asgi_app=Starlette(
-                routes=http.routes(), exception_handlers={HTTPException: route_error}
+                routes=http.routes(),
+                middleware=[cors],
+                exception_handlers={HTTPException: route_error},
             ),
-            on_startup=self.start,
-            on_shutdown=self.close,
         )
-        self._heartbeat: asyncio.Task[None] | None = None
+        self.server = Uvicorn(
+            uvicorn.Config(
+                self.app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=5,
+            )
+        )
 
-    async def start(self) -> None:
-        await self.broker.connect()
+    async def serve(self) -> None:
+        """Reach Redis and RabbitMQ, then serve until stopped."""
+        try:
+            if await self.connect(self.redis, self.broker):
+                await self._serve()
+        finally:
+            await self.broker.close()
+            await self.redis.aclose()
+        log.info("gateway_stopped")
+
+    async def _serve(self) -> None:
         await self.feed.start()
         ttl = self.settings.gateway_liveness_ttl
         await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
-        self._heartbeat = asyncio.create_task(self._beat())
-        log.info("gateway_started", host=self.settings.host, port=self.settings.port)
-
-    async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        heartbeat = asyncio.create_task(self._beat())
+        serving = asyncio.create_task(self.server.serve())
+        listening = asyncio.ensure_future(self.server.listening.wait())
+        stopping = asyncio.ensure_future(self._stop.wait())
         try:
-            await self.liveness.forget(self.gateway_id, leaving=True)
-        except Exception as exc:  # the reaper forgets us after our TTL instead
-            log.warning("presence_not_cleared", error=repr(exc))
-        await self.feed.close()
-        await self.broker.close()
-        await self.redis.aclose()
-        log.info("gateway_stopped")
+            await asyncio.wait([listening, stopping, serving], return_when=asyncio.FIRST_COMPLETED)
+            if self.server.started and not self._stop.is_set():
+                log.info("gateway_started", host=self.settings.host, port=self.settings.port)
+                self.started.set()
+                await asyncio.wait([stopping, serving], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+            stopping.cancel()
+            self.server.should_exit = True
+            await serving
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            try:
+                await self.liveness.forget(self.gateway_id, leaving=True)
+            except Exception as exc:  # the reaper forgets us after our TTL instead
+                log.warning("presence_not_cleared", error=repr(exc))
+            await self.feed.close()
 
     async def _beat(self) -> None:
         """Renew liveness; if it lapsed (and our connections were forgotten), recount them."""
         ttl = self.settings.gateway_liveness_ttl
         while True:
             await asyncio.sleep(ttl / 4)
+            failure: Exception | None = None
             try:
                 if not await self.liveness.heartbeat(self.gateway_id, ttl):
                     await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
@@ -104,9 +166,19 @@ class Gateway:
                         await self.presence.joined(cid)
                     log.warning("gateway_presence_restored", gateway_id=self.gateway_id)
             except Exception as exc:
-                log.warning("gateway_heartbeat_failed", error=repr(exc))
+                failure = exc
+            if not self.watch(self.broker, failure):
+                return
 
-    async def _emit(self, sid: str, event: dict[str, object]) -> None:
+    async def _emit(self, sid: str, event: dict[str, Any]) -> None:
+        try:
+            await self.outbox.room(sid)
+        except TooSlow as exc:
+            log.warning("client_too_slow", sid=sid, reason=str(exc))
+            message = f"disconnected: {exc}; reconnect with latest_event_id to resume"
+            await self.sio.emit("error", {"code": "too_slow", "message": message}, to=sid)
+            await self.sio.disconnect(sid)
+            raise ClientGone(str(exc)) from None
         await self.sio.emit("event", event, to=sid)
         metrics.EVENTS_DELIVERED.inc()
 
@@ -118,13 +190,3 @@ class Gateway:
         except Exception:
             return False
         return self.broker.is_open
-
-    def run(self) -> None:
-        uvicorn.run(
-            self.app,
-            host=self.settings.host,
-            port=self.settings.port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )

@@ -27,14 +27,36 @@ log = structlog.get_logger()
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
 
+# Live events held for one client beyond this are dropped for a catch-up from the log:
+# a slow client costs the gateway a bounded amount of memory.
+LIVE_BACKLOG = 1000
+# The log is replayed this many events at a time.
+REPLAY_PAGE = 200
+
+
+class ClientGone(Exception):
+    """The client was disconnected (too slow to read): stop delivering to it."""
+
 
 @dataclass(eq=False)
 class _Client:
     sid: str
     cursor: int
-    # Live events; None asks for a catch-up from the log (after a broker reconnect).
-    inbox: asyncio.Queue[dict[str, Any] | None] = field(default_factory=asyncio.Queue)
+    # Live events; None asks for a catch-up from the log (after a broker reconnect, or
+    # when the client fell too far behind).
+    inbox: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(LIVE_BACKLOG)
+    )
     task: asyncio.Task[None] | None = None
+
+    def hand(self, event: dict[str, Any] | None) -> None:
+        """Queue a live event (None: a catch-up); past the backlog, catch up instead."""
+        try:
+            self.inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            while not self.inbox.empty():
+                self.inbox.get_nowait()
+            self.inbox.put_nowait(None)
 
 
 @dataclass(eq=False)
@@ -63,7 +85,7 @@ class Feed:
     def _on_reconnect(self) -> None:
         log.info("feed_reconnected", clients=len(self._clients))
         for _cid, client in self._clients.values():
-            client.inbox.put_nowait(None)
+            client.hand(None)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -121,7 +143,7 @@ class Feed:
         if topic is not None:
             for client in topic.clients.values():
                 for event in events:
-                    client.inbox.put_nowait(event)
+                    client.hand(event)
 
     async def _deliver(self, cid: str, client: _Client) -> None:
         """Replay from the log, then live events in id order: no gap, no duplicate.
@@ -143,15 +165,22 @@ class Feed:
                 event = await client.inbox.get()
             except asyncio.CancelledError:
                 raise
+            except ClientGone:
+                return
             except Exception as exc:
                 log.warning("delivery_retry", conversation_id=cid, sid=client.sid, error=repr(exc))
                 await backoff.sleep()
                 event = None
 
     async def _catch_up(self, cid: str, client: _Client, upto: int | None) -> None:
-        limit = None if upto is None else upto - client.cursor
-        for raw in await self._store.read(cid, client.cursor, limit):
-            await self._send(client, orjson.loads(raw))
+        """Send the log after the client's cursor (up to ``upto``), a page at a time."""
+        while upto is None or client.cursor < upto:
+            page = REPLAY_PAGE if upto is None else min(REPLAY_PAGE, upto - client.cursor)
+            entries = await self._store.read(cid, client.cursor, page)
+            for raw in entries:
+                await self._send(client, orjson.loads(raw))
+            if len(entries) < page:
+                return
 
     async def _send(self, client: _Client, event: dict[str, Any]) -> None:
         await self._emit(client.sid, event)

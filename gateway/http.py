@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from broker import tokens
-from broker.errors import BadRequest, FleetError, PayloadTooLarge, RateLimited, Unavailable
+from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
+from broker.ratelimit import RateLimiter
 from gateway.operations import MAX_PAGE, Operations
-from gateway.ratelimit import Buckets
 
 log = structlog.get_logger()
 
@@ -34,7 +35,12 @@ def raw_events(entries: list[bytes]) -> Response:
 
 
 def error(exc: FleetError) -> Response:
-    return ORJSONResponse({"ok": False, "error": exc.as_dict()}, status_code=exc.status)
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    return ORJSONResponse(
+        {"ok": False, "error": exc.as_dict()}, status_code=exc.status, headers=headers
+    )
 
 
 async def route_error(request: Request, exc: Exception) -> Response:
@@ -67,13 +73,13 @@ class HttpApi:
         jwt_secret: str,
         max_payload: int,
         is_ready: Callable[[], Awaitable[bool]],
-        buckets: Buckets,
+        rates: RateLimiter,
     ) -> None:
         self._operations = operations
         self._secret = jwt_secret
         self._max_payload = max_payload
         self._is_ready = is_ready
-        self._buckets = buckets
+        self._rates = rates
 
     def routes(self) -> list[Route]:
         api = self._api
@@ -81,22 +87,27 @@ class HttpApi:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
-            Route("/api/conversations", api(self.create), methods=["POST"]),
+            Route("/api/conversations", api(self.create, admits=True), methods=["POST"]),
             Route("/api/conversations", api(self.list), methods=["GET"]),
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
             Route("/api/conversations/{cid}/events", api(self.events), methods=["GET"]),
-            Route("/api/conversations/{cid}/actions", api(self.act), methods=["POST"]),
+            Route("/api/conversations/{cid}/actions", api(self.act, admits=True), methods=["POST"]),
             Route("/api/conversations/{cid}", api(self.close), methods=["DELETE"]),
         ]
 
-    def _api(self, handler: Callable[[Request, str], Awaitable[Response]]) -> Handler:
-        """Authenticate, run, and turn domain errors into JSON errors (logged once)."""
+    def _api(
+        self, handler: Callable[[Request, str], Awaitable[Response]], admits: bool = False
+    ) -> Handler:
+        """Authenticate, count against the user's rate (``admits``: the admission does),
+        run, and turn domain errors into JSON errors (logged once)."""
 
         async def endpoint(request: Request) -> Response:
             try:
                 header = request.headers.get("authorization", "")
                 scheme, _, token = header.partition(" ")
                 user = tokens.verify(self._secret, token if scheme.lower() == "bearer" else None)
+                if not admits:
+                    await self._rates.take(user)
                 return await handler(request, user)
             except FleetError as exc:
                 log.info(
@@ -130,12 +141,7 @@ class HttpApi:
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    def _limit(self, user: str) -> None:
-        if not self._buckets.take(f"user:{user}"):
-            raise RateLimited("too many requests; slow down")
-
     async def create(self, request: Request, user: str) -> Response:
-        self._limit(user)
         body = await self._json_body(request)
         if not isinstance(body, dict):
             raise BadRequest("body must be an object")
@@ -162,7 +168,6 @@ class HttpApi:
         return raw_events(await self._operations.events(user, cid, after, limit))
 
     async def act(self, request: Request, user: str) -> Response:
-        self._limit(user)
         cid = await self._operations.authorize(user, request.path_params["cid"])
         action_id = await self._operations.act(user, cid, await self._json_body(request))
         return ORJSONResponse({"ok": True, "action_id": action_id})

@@ -17,8 +17,9 @@ from broker.errors import (
 )
 from broker.events import Action, encode_input
 from broker.names import valid_conversation_id
+from broker.ratelimit import Rate, refuse
 from broker.settings import Settings
-from broker.store import Admission, ConversationRecord, Store
+from broker.store import Admission, ConversationRecord, Limits, Store
 
 MAX_PAGE = 1000
 CLOSED_BY_USER = "closed by user"
@@ -33,14 +34,19 @@ class Operations:
         self.store = store
         self.broker = broker
         self.max_payload = settings.max_payload_bytes
-        self.limit = settings.max_conversations_per_user
-        self.policy = settings.over_limit_policy
+        self.limits = Limits(
+            settings.max_conversations_per_user,
+            settings.over_limit_policy,
+            Rate(settings.rate_limit, settings.rate_burst),
+        )
+        # A slot frees when a conversation is closed or passivates: say when, at most.
+        self.slot_retry = settings.passivate_after
 
     async def create(self, user: str, initial_message: str | None = None) -> str:
         initial = None
         if initial_message is not None:
             initial = self._action({"kind": "message", "data": {"content": initial_message}})
-        cid, admission = await self.store.create(user, self.limit, self.policy)
+        cid, admission = await self.store.create(user, self.limits)
         self._check(admission)
         await self.broker.declare_conversation(cid)
         if initial is not None:
@@ -67,7 +73,7 @@ class Operations:
         """Queue a client action (``cid`` already authorised); its id once confirmed."""
         metrics.ACTIONS_RECEIVED.inc()
         action = self._action(payload)
-        admission = await self.store.admit(cid, user, self.limit, self.policy)
+        admission = await self.store.admit(cid, user, self.limits)
         self._check(admission)
         with metrics.PUBLISH_CONFIRM_SECONDS.time():
             await self.broker.publish_input(cid, action)
@@ -89,9 +95,13 @@ class Operations:
         return action
 
     def _check(self, admission: Admission) -> None:
+        if admission.outcome == "rate_limited":
+            raise refuse(admission.retry_after_ms)
         if admission.outcome == "over_limit":
             raise TooManyConversations(
-                f"you already run {self.limit} conversations; close one or wait until one idles"
+                f"you already run {self.limits.conversations} conversations; "
+                "close one or wait until one idles",
+                retry_after=self.slot_retry,
             )
         if admission.outcome == "closed":
             raise ConversationClosed("the conversation is closed")

@@ -9,11 +9,11 @@ import socketio
 import structlog
 
 from broker import metrics, tokens
-from broker.errors import BadRequest, FleetError, RateLimited, Unavailable
+from broker.errors import BadRequest, FleetError, Unavailable
 from broker.presence import Presence
 from gateway.feed import Feed
 from gateway.operations import Operations
-from gateway.ratelimit import Buckets
+from gateway.outbox import Outbox
 
 log = structlog.get_logger()
 
@@ -45,14 +45,14 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         feed: Feed,
         jwt_secret: str,
         presence: Presence,
-        buckets: Buckets,
+        outbox: Outbox,
     ) -> None:
         super().__init__("/")
         self._operations = operations
         self._feed = feed
         self._secret = jwt_secret
         self._presence = presence
-        self._buckets = buckets
+        self._outbox = outbox
         self._sessions: dict[str, tuple[str, str]] = {}  # sid -> (user, conversation id)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
@@ -72,8 +72,8 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.debug("client_connected", conversation_id=cid, sid=sid)
 
     async def on_disconnect(self, sid: str, *reason: object) -> None:
+        self._outbox.wake(sid)
         session = self._sessions.pop(sid, None)
-        self._buckets.forget(sid)
         await self._feed.leave(sid)
         if session is not None:
             metrics.CONNECTED_CLIENTS.dec()
@@ -91,8 +91,6 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         try:
             if user is None or cid is None:
                 raise BadRequest("not connected to a conversation")
-            if not self._buckets.take(sid):
-                raise RateLimited("too many actions; slow down")
             action_id = await self._operations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)

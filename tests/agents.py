@@ -61,3 +61,20 @@ class Chatty:
             data = {"content": str(i), "in_reply_to": action_id}
             await context.emit(NewEvent("agent", "message", data), once=f"{action_id}:{i}")
             await asyncio.sleep(0.005)
+
+
+class Burst:
+    """Answers "burst N" with N agent messages logged together (one batch, one broker
+    message): many events for a client at once, live and in a replay."""
+
+    async def on_event(self, event: Event, context: AgentContext) -> None:
+        content = event.data.get("content", "") if event.source == "user" else ""
+        if not content.startswith("burst "):
+            return
+        action_id = event.data["action_id"]
+        count = int(content.split()[1])
+        replies = [
+            NewEvent("agent", "message", {"content": str(i), "in_reply_to": action_id})
+            for i in range(count)
+        ]
+        await context.emit(*replies, once=f"burst:{action_id}")

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
 from broker.names import Names
@@ -103,27 +102,10 @@ class InProcessFleet:
 
     async def start_gateway(self, port: int | None = None) -> Gateway:
         """A gateway on ``settings.port``, or on ``port`` for a second one."""
-        settings = self.settings.model_copy(update={"port": port or self.settings.port})
-        gateway = Gateway(settings)
-        config = uvicorn.Config(
-            gateway.app,
-            host="127.0.0.1",
-            port=settings.port,
-            log_config=None,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-
-        def stop() -> None:
-            server.should_exit = True
-
-        self._tasks.append((stop, task))
+        gateway = Gateway(self.settings.model_copy(update={"port": port or self.settings.port}))
+        task = asyncio.create_task(gateway.main())
+        await wait_for_event(gateway.started, task)
+        self._tasks.append((gateway.stop, task))
         return gateway
 
     async def start_worker(self, **overrides: Any) -> Worker:

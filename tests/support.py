@@ -53,12 +53,17 @@ class Client:
             self._changed.notify_all()
 
     async def connect(
-        self, url: str, bearer: str | None, cid: str, latest_event_id: int = -1
+        self,
+        url: str,
+        bearer: str | None,
+        cid: str,
+        latest_event_id: int = -1,
+        transports: tuple[str, ...] = ("websocket",),
     ) -> Client:
         auth: dict[str, Any] = {"conversation_id": cid, "latest_event_id": latest_event_id}
         if bearer is not None:
             auth["token"] = bearer
-        await self.sio.connect(url, auth=auth, transports=["websocket"], wait_timeout=10)
+        await self.sio.connect(url, auth=auth, transports=list(transports), wait_timeout=10)
         return self
 
     async def act(self, content: str, action_id: str | None = None) -> dict[str, Any]:

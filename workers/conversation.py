@@ -76,9 +76,11 @@ class ConversationLoop:
                 await self._process(delivery)
                 self.idle_since = time.monotonic()
                 if self._closing:
+                    # Give back what we hold first: the queue is deleted only if nothing
+                    # is left in it, and a consumer of a deleted queue is not left behind.
+                    await inbox.release()
                     self.finished = await self._finish()
-                    if self.finished:
-                        return
+                    return  # finished, or input arrived meanwhile: consume it again
         finally:
             # Shielded: what we hold must go back to the queue even if we are cancelled.
             await asyncio.shield(inbox.release())

@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 
 import structlog
+from redis.exceptions import RedisError
 
 from broker import metrics
 from broker.amqp import Broker
 from broker.backoff import Backoff
+from broker.errors import Unavailable
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -31,7 +33,7 @@ class Reaper(Service):
     """Sweeps the index of worker deadlines; each dead worker's conversations are re-dispatched."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__()
+        super().__init__(settings)
         self.settings = settings
         self.names = Names(settings.namespace)
         self.reaper_id = process_id()
@@ -45,29 +47,35 @@ class Reaper(Service):
 
     async def serve(self) -> None:
         metrics.serve(self.settings.host, self.settings.metrics_port)
-        await self.broker.connect()
-        log.info("reaper_started", reaper_id=self.reaper_id)
-        self.started.set()
         try:
-            await self._loop()
-            with contextlib.suppress(Exception):
-                await self.leader.resign()
+            if await self.connect(self.redis, self.broker):
+                log.info("reaper_started", reaper_id=self.reaper_id)
+                self.started.set()
+                await self._loop()
+                with contextlib.suppress(Exception):
+                    await self.leader.resign()
         finally:
             await self.broker.close()
             await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
 
     async def _loop(self) -> None:
-        backoff = Backoff(first=self.settings.reaper_interval)
-        delay = self.settings.reaper_interval
+        interval = self.settings.reaper_interval
+        backoff = Backoff(first=interval)
         while not self._stop.is_set():
+            delay, redis_error = interval, None
             try:
                 await self.tick()
                 backoff.reset()
-                delay = self.settings.reaper_interval
-            except Exception as exc:
-                log.warning("sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
+            except (RedisError, OSError) as exc:
+                delay, redis_error = backoff.next(), exc
+            except Unavailable:  # the broker's: ``watch`` tells whether it is down
                 delay = backoff.next()
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
+            if not self.watch(self.broker, redis_error):
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 

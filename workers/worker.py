@@ -13,7 +13,7 @@ from broker.errors import LeaseLost
 from broker.events import Malformed, decode_claim_request
 from broker.inbox import Delivery
 from broker.leases import Leases
-from broker.lifecycle import Service, process_id
+from broker.lifecycle import Service, first_of, process_id
 from broker.liveness import Liveness
 from broker.names import Names
 from broker.redis import connect
@@ -41,7 +41,7 @@ class Worker(Service):
     """
 
     def __init__(self, settings: Settings, agent_factory: AgentFactory | None = None) -> None:
-        super().__init__()
+        super().__init__(settings)
         self.settings = settings
         self.names = Names(settings.namespace)
         self.agent_factory = agent_factory or load_factory(settings.agent)
@@ -73,15 +73,23 @@ class Worker(Service):
     async def serve(self) -> None:
         """Run until stopped (SIGTERM, SIGINT), then drain."""
         metrics.serve(self.settings.host, self.settings.metrics_port)
-        await self.broker.connect()
         try:
-            self.broker.on_reconnect(self._on_reconnect)
-            async with self._tasks:
-                background = [
-                    self._tasks.create_task(self._heartbeat()),
-                    self._tasks.create_task(self._passivate_idle()),
-                ]
-                await self._registered.wait()
+            if await self.connect(self.redis, self.broker):
+                await self._run()
+        finally:
+            await self.broker.close()
+            await self.redis.aclose()
+        log.info("worker_stopped", worker_id=self.worker_id)
+
+    async def _run(self) -> None:
+        self.broker.on_reconnect(self._on_reconnect)
+        async with self._tasks:
+            background = [
+                self._tasks.create_task(self._heartbeat()),
+                self._tasks.create_task(self._passivate_idle()),
+            ]
+            await first_of(self._registered, self._stop)
+            if not self._stop.is_set():
                 await self._update_dispatch()
                 log.info(
                     "worker_started",
@@ -90,16 +98,17 @@ class Worker(Service):
                 )
                 self.started.set()
                 await self._stop.wait()
+            if self.fatal is None:
                 await self._drain()
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            if self.fatal is None:
                 # Only now: a heartbeat still running would see the key gone and fence.
                 await self.liveness.forget(self.worker_id, leaving=True)
-        finally:
-            await self.broker.close()
-            await self.redis.aclose()
-        log.info("worker_stopped", worker_id=self.worker_id)
+            else:
+                self._stopping = True
+                await self._stop_loops()
 
     def _on_reconnect(self) -> None:
         """The robust connection restored its channels; loops consume again on them."""
@@ -127,7 +136,11 @@ class Worker(Service):
                     )
                 metrics.HEARTBEAT_SECONDS.observe(time.monotonic() - sent)
             except Exception as exc:
-                log.warning("heartbeat_failed", worker_id=self.worker_id, error=repr(exc))
+                failure: Exception | None = exc
+            else:
+                failure = None
+            if not self.watch(self.broker, failure):
+                return
             if renewed:
                 if self.fencing.renewed(sent):
                     self._registered.set()
@@ -160,15 +173,19 @@ class Worker(Service):
         )
         fenced_id = self.fencing.fence(self.loops)
         await self._update_dispatch()
-        tasks = [task for _, task in self.loops.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_loops()
         try:
             async with asyncio.timeout(self.settings.heartbeat_interval):
                 await self.liveness.expire(fenced_id)
         except Exception as exc:
             log.warning("expire_failed", worker_id=fenced_id, error=repr(exc))
+
+    async def _stop_loops(self) -> None:
+        """Cancel every loop at once; what they held goes back to its queue."""
+        tasks = [task for _, task in self.loops.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- claiming ---------------------------------------------------------------------------
     def _has_room(self) -> bool:

@@ -1,14 +1,19 @@
 -- Admit a conversation under its user's limit of running conversations, and mark
 -- it active (which keeps it from being passivated). Used when a conversation is
 -- created ('create') and before every client action ('act').
+-- Every admission counts against the user's request rate first.
 -- KEYS: meta, running (the user's sorted set: conversation id -> last activity, ms),
---       user_conversations, lease
--- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest')
--- Returns {outcome, needs_owner, evicted_id}; outcome is one of
---   ok          admitted; needs_owner is 1 when no live worker owns it
---   over_limit  the user runs `limit` conversations already (policy 'reject')
---   closed      closing or closed: it takes no more input
---   unknown     no such conversation
+--       user_conversations, lease, rate (the user's)
+-- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
+--       rate_interval_ms, rate_burst
+-- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
+--   ok           admitted; needs_owner is 1 when no live worker owns it
+--   rate_limited the user sends too fast: retry after retry_after_ms
+--   over_limit   the user runs `limit` conversations already (policy 'reject')
+--   closed       closing or closed: it takes no more input
+--   unknown      no such conversation
+local wait = gcra(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), 1)
+if wait > 0 then return {'rate_limited', 0, '', wait} end
 local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
@@ -16,8 +21,8 @@ if ARGV[2] == 'create' then
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {'unknown', 0, ''} end
-if status == 'closing' or status == 'closed' then return {'closed', 0, ''} end
+if not status then return {'unknown', 0, '', 0} end
+if status == 'closing' or status == 'closed' then return {'closed', 0, '', 0} end
 local evicted = ''
 if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   if ARGV[5] ~= 'evict_oldest' then
@@ -25,7 +30,7 @@ if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= to
       redis.call('DEL', KEYS[1])
       redis.call('ZREM', KEYS[3], cid)
     end
-    return {'over_limit', 0, ''}
+    return {'over_limit', 0, '', 0}
   end
   evicted = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
   redis.call('ZREM', KEYS[2], evicted)
@@ -40,4 +45,4 @@ if holder then
   local owner = parse_lease(holder)
   needs_owner = 1 - redis.call('EXISTS', key_alive('worker', owner))
 end
-return {'ok', needs_owner, evicted}
+return {'ok', needs_owner, evicted, 0}

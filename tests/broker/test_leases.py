@@ -12,10 +12,12 @@ from broker.events import NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
 from broker.names import Names, lease_value
-from broker.store import Store
+from broker.ratelimit import Rate
+from broker.store import Limits, Store
 
 TTL = 0.3
 LIMIT = 100
+LIMITS = Limits(LIMIT, "reject", Rate(1000.0, 1000))
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def store(redis: Redis, names: Names) -> Store:
 
 
 async def created(store: Store, user: str = "alice") -> str:
-    cid, admission = await store.create(user, LIMIT, "reject")
+    cid, admission = await store.create(user, LIMITS)
     assert admission.outcome == "ok"
     return cid
 
@@ -130,7 +132,7 @@ async def test_release_is_compare_and_delete(
     assert await leases.release(cid, a, claim.epoch)
     assert not await leases.release(cid, a, claim.epoch)
     assert await leases.owned_by(a) == []
-    admission = await store.admit(cid, "alice", LIMIT, "reject")
+    admission = await store.admit(cid, "alice", LIMITS)
     assert (admission.outcome, admission.needs_owner) == ("ok", True)
     again = await leases.claim(cid, a, LIMIT)
     assert (again.outcome, again.epoch) == ("claimed", 2)

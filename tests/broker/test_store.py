@@ -9,12 +9,15 @@ from broker.events import NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
 from broker.names import Names, lease_value
-from broker.store import Store
+from broker.ratelimit import Rate
+from broker.store import Limits, Store
+
+LIMITS = Limits(100, "reject", Rate(1000.0, 1000))
 
 
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
-    cid, _ = await store.create("alice", 100, "reject")
+    cid, _ = await store.create("alice", LIMITS)
     await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     claim = await leases.claim(cid, "w", 100)
     return store, cid, lease_value("w", claim.epoch)

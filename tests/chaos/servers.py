@@ -48,11 +48,13 @@ class PrivateRedis:
 
 
 class Proxy:
-    """Forwards TCP to a target until ``cut``: then every byte is dropped, both ways,
-    on every connection (a partition, not a reset). ``heal`` resets them all."""
+    """Forwards TCP to a target, each chunk ``delay`` seconds late (a slow network),
+    until ``cut``: then every byte is dropped, both ways, on every connection (a
+    partition, not a reset). ``heal`` resets them all."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, delay: float = 0.0) -> None:
         self.target_port = target_port
+        self.delay = delay
         self.cut_off = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -89,6 +91,8 @@ class Proxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 if not self.cut_off:
                     writer.write(data)
                     await writer.drain()

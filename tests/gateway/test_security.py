@@ -59,7 +59,8 @@ async def test_forged_expired_and_unsigned_tokens_are_refused_everywhere(
 async def test_actions_beyond_the_rate_limit_are_refused_and_the_connection_stays_usable(
     fleet: InProcessFleet, settings: Settings
 ) -> None:
-    fleet.settings = settings.model_copy(update={"rate_limit": 5.0, "rate_burst": 3})
+    # A burst of four: the conversation's creation, then three actions.
+    fleet.settings = settings.model_copy(update={"rate_limit": 5.0, "rate_burst": 4})
     await fleet.start_gateway()
     await fleet.start_worker()
     bearer = token(settings, "alice")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from broker.events import Event, NewEvent
+from broker.settings import ConfigError
 
 
 class AgentContext(Protocol):
@@ -45,8 +46,12 @@ def load_factory(spec: str) -> AgentFactory:
     """Resolve ``module:factory`` (``FLEET_AGENT``) to a callable returning an ``Agent``."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise ValueError(f"FLEET_AGENT must look like 'module:factory', got {spec!r}")
-    factory = getattr(importlib.import_module(module_name), attribute, None)
+        raise ConfigError(f"FLEET_AGENT must look like 'module:factory', got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"FLEET_AGENT {spec!r}: cannot import {module_name!r}: {exc}") from None
+    factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise ValueError(f"FLEET_AGENT {spec!r} does not name a callable")
+        raise ConfigError(f"FLEET_AGENT {spec!r}: {module_name} has no callable {attribute!r}")
     return factory  # type: ignore[no-any-return]
