@@ -94,6 +94,8 @@ class Action:
         data = payload.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("content"), str):
             raise BadRequest("user_action.data.content must be a string")
+        if not _is_utf8(data["content"]):
+            raise BadRequest("user_action.data.content must be valid Unicode text")
         action_id = payload.get("action_id")
         if action_id is None:
             action_id = uuid.uuid4().hex
@@ -104,6 +106,15 @@ class Action:
     def event(self) -> NewEvent:
         """The user ``message`` event this action logs."""
         return NewEvent("user", "message", {"content": self.content, "action_id": self.action_id})
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a string with a lone surrogate: no JSON encoder can send it on."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # A client that reads nothing of what it was sent for this long is disconnected
     # (it resumes with latest_event_id); its backlog costs the gateway bounded memory.
     slow_client_timeout: float = Field(30.0, gt=0)
+    # An HTTP request's headers must arrive within this many seconds (slowloris).
+    header_timeout: float = Field(10.0, gt=0)
     # Prometheus metrics of workers and reapers on FLEET_HOST:port (0: off);
     # gateways serve /metrics on their own port.
     metrics_port: int = Field(0, ge=0, le=65535)

@@ -1,4 +1,4 @@
-"""HS256 JWTs: ``sub`` is the user id, ``exp`` is honoured."""
+"""HS256 JWTs: ``sub`` is the user id, ``exp`` is required and honoured."""
 
 from __future__ import annotations
 
@@ -25,9 +25,13 @@ def verify(secret: str, token: object) -> str:
     if not isinstance(token, str) or not token:
         raise Unauthorized("a token is required")
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["sub"]})
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["sub", "exp"]}
+        )
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise Unauthorized(f"token has no '{exc.claim}' claim") from exc
     except jwt.InvalidTokenError as exc:
         raise Unauthorized("invalid token") from exc
     user = claims["sub"]

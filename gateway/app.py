@@ -30,7 +30,8 @@ from gateway.feed import ClientGone, Feed
 from gateway.http import HttpApi, route_error
 from gateway.operations import Operations
 from gateway.outbox import Outbox, TooSlow
-from gateway.sockets import FleetNamespace
+from gateway.protocol import with_header_timeout
+from gateway.sockets import FleetNamespace, FleetServer
 
 log = structlog.get_logger()
 
@@ -66,7 +67,7 @@ class Gateway(Service):
         self.gateway_id = process_id()
         secret = settings.require_jwt_secret()
         origins = settings.cors_origins
-        self.sio = socketio.AsyncServer(
+        self.sio = FleetServer(
             async_mode="asgi",
             # None: same-origin pages only (and clients that send no Origin).
             cors_allowed_origins="*" if origins == ["*"] else origins or None,
@@ -112,6 +113,7 @@ class Gateway(Service):
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=5,
+                http=with_header_timeout(settings.header_timeout),
             )
         )
 

@@ -38,6 +38,8 @@ def error(exc: FleetError) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, PayloadTooLarge):
+        headers["Connection"] = "close"  # not reading (nor keeping) the rest of the body
     return ORJSONResponse(
         {"ok": False, "error": exc.as_dict()}, status_code=exc.status, headers=headers
     )
@@ -121,9 +123,17 @@ class HttpApi:
         return endpoint
 
     async def _json_body(self, request: Request) -> Any:
-        body = await request.body()
-        if len(body) > self._max_payload:
-            raise PayloadTooLarge(f"body is {len(body)} bytes; the limit is {self._max_payload}")
+        """The JSON body, read no further than the limit (refused up front when its
+        Content-Length says it is too large)."""
+        too_large = PayloadTooLarge(f"the body is over the limit of {self._max_payload} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_payload:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self._max_payload:
+                raise too_large
         if not body:
             return {}
         try:

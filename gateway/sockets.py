@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,6 +18,10 @@ from gateway.outbox import Outbox
 
 log = structlog.get_logger()
 
+# Event ids beyond this are no log's (and would overflow Redis's 64-bit indexes).
+MAX_EVENT_ID = 2**62
+INTEGER = re.compile(r"-?[0-9]{1,20}")
+
 
 def connect_params(environ: dict[str, Any], auth: object) -> dict[str, Any]:
     """The auth object, or the query parameters of the same names when it is absent."""
@@ -29,11 +34,41 @@ def connect_params(environ: dict[str, Any], auth: object) -> dict[str, Any]:
 def parse_latest_event_id(value: object) -> int:
     if value is None:
         return -1
-    if isinstance(value, str) and value.lstrip("-").isdigit():
+    if isinstance(value, str) and INTEGER.fullmatch(value):
         value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
-        raise BadRequest("latest_event_id must be an integer >= -1")
+    if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value <= MAX_EVENT_ID:
+        raise BadRequest(f"latest_event_id must be an integer from -1 to {MAX_EVENT_ID}")
     return value
+
+
+class FleetServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, refusing what no client may send: a malformed packet
+    (said once, then the connection is closed) and an ordinary event named like a
+    session event (``connect``, ``disconnect``), which would run the session's
+    handlers again with a client-chosen environ."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+            await self._refuse(eio_sid, "packet_malformed", f"{type(exc).__name__}: {exc}"[:120])
+
+    async def _handle_event(
+        self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]
+    ) -> None:
+        if not data or not isinstance(data[0], str) or data[0] in self.reserved_events:
+            name = data[0] if data and isinstance(data[0], str) else None
+            log.info("event_refused", name=name, reason="reserved or missing event name")
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _refuse(self, eio_sid: str, event: str, error: str) -> None:
+        """Say why once, and close the connection (later packets find it closing)."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closing or socket.closed:
+            return
+        log.info(event, eio_sid=eio_sid, error=error)
+        await self.eio.disconnect(eio_sid)
 
 
 class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -86,11 +121,15 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """The conversation of every connected client (with repeats)."""
         return [cid for _, cid in self._sessions.values()]
 
-    async def on_user_action(self, sid: str, payload: object = None) -> dict[str, Any]:
+    async def on_user_action(
+        self, sid: str, payload: object = None, *extra: object
+    ) -> dict[str, Any]:
         user, cid = self._sessions.get(sid, (None, None))
         try:
             if user is None or cid is None:
                 raise BadRequest("not connected to a conversation")
+            if extra:
+                raise BadRequest("user_action takes one argument, the action")
             action_id = await self._operations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)

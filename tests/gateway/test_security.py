@@ -25,6 +25,7 @@ def forged_tokens(settings: Settings) -> dict[str, str]:
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64({'sub': 'alice'})}.",
         "expired": token(settings, "alice", ttl=-60),
         "no subject": jwt.encode({"x": 1}, settings.require_jwt_secret(), "HS256"),
+        "no expiry": jwt.encode({"sub": "alice"}, settings.require_jwt_secret(), "HS256"),
         "garbage": "a.b.c",
     }
 
