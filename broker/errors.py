@@ -46,6 +46,20 @@ class ConversationClosed(FleetError):
     status = 409
 
 
+class Conflict(FleetError):
+    """An action id reused for another content."""
+
+    code = "conflict"
+    status = 409
+
+
+class LogFull(FleetError):
+    """The conversation's log reached its cap: it takes no more input."""
+
+    code = "conversation_full"
+    status = 409
+
+
 class TooManyConversations(FleetError):
     code = "too_many_conversations"
     status = 429

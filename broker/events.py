@@ -9,6 +9,7 @@ and batches of logged events for live delivery.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 import uuid
@@ -102,6 +103,10 @@ class Action:
         elif not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
         return cls(action_id=action_id, kind=kind, content=data["content"])
+
+    def digest(self) -> str:
+        """What the action says (not its id): an id is admitted with one content only."""
+        return hashlib.blake2b(orjson.dumps([self.kind, self.content]), digest_size=16).hexdigest()
 
     def event(self) -> NewEvent:
         """The user ``message`` event this action logs."""

@@ -29,6 +29,7 @@ class Claim:
     outcome: ClaimOutcome
     epoch: int
     took_over: bool = False
+    closing: str | None = None  # why, when the conversation is closing for good
 
 
 class Leases:
@@ -41,14 +42,30 @@ class Leases:
         self._release = scripts.load(redis, names, "release")
         self._finish = scripts.load(redis, names, "finish")
         self._passivate = scripts.load(redis, names, "passivate")
+        self._pending = scripts.load(redis, names, "pending")
 
     async def claim(self, cid: str, worker_id: str, user_limit: int) -> Claim:
         n = self.names
-        outcome, epoch, took_over = await self._claim(
-            keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id)],
+        outcome, epoch, took_over, closing = await self._claim(
+            keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id), n.pending],
             args=[cid, worker_id, user_limit],
         )
-        return Claim(one_of(outcome, get_args(ClaimOutcome)), int(epoch), bool(took_over))
+        return Claim(
+            one_of(outcome, get_args(ClaimOutcome)),
+            int(epoch),
+            bool(took_over),
+            text(closing) or None,
+        )
+
+    async def pending(self, older_than: float, limit: int = 100) -> list[str]:
+        """Conversations owed an owner for more than ``older_than`` seconds (their claim
+        request was lost, or no worker could take it); they count as asked again now."""
+        return [
+            text(c)
+            for c in await self._pending(
+                keys=[self.names.pending], args=[int(older_than * 1000), limit]
+            )
+        ]
 
     async def release(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Compare-and-delete: False when the lease had already moved on."""

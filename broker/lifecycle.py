@@ -10,6 +10,7 @@ import signal
 import socket
 from collections.abc import Callable
 
+import structlog
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
@@ -25,6 +26,9 @@ async def first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+log = structlog.get_logger()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -55,6 +59,7 @@ class Service:
         self.redis_health = Dependency("Redis", settings.redis_url, settings.dependency_timeout)
         self.amqp_health = Dependency("RabbitMQ", settings.amqp_url, settings.dependency_timeout)
         self._main: asyncio.Task[None] | None = None
+        self._forced = False  # signalled twice: the graceful stop was cut short
 
     def run(self) -> None:
         """Serve until stopped, on uvloop where it is installed."""
@@ -72,6 +77,7 @@ class Service:
 
     def _signalled(self) -> None:
         if self._stop.is_set() and self._main is not None:
+            self._forced = True
             self._main.cancel()  # asked twice: stop now, skipping what is left
         self.stop()
 
@@ -83,9 +89,13 @@ class Service:
                 loop.add_signal_handler(sig, self._signalled)
         try:
             await self.serve()
-        except asyncio.CancelledError:
-            if not self._stop.is_set():
+        except BaseException as exc:
+            if not self._forced:
                 raise
+            # What was cut short may have failed too; the fleet recovers the rest.
+            log.warning(
+                "stopped_now", error=None if isinstance(exc, asyncio.CancelledError) else repr(exc)
+            )
         if self.fatal is not None:
             raise self.fatal
 

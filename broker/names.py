@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +22,10 @@ Role = Literal["worker", "gateway"]
 
 # A lease is "<worker_id>:<epoch>": who may write, and under which fencing token.
 LEASE_SEPARATOR = ":"
+
+
+def new_conversation_id() -> str:
+    return uuid.uuid4().hex
 
 
 def valid_conversation_id(value: object) -> bool:
@@ -69,6 +74,10 @@ class Names:
         """Hash of dedupe keys (action ids) to the first event id they logged."""
         return f"{self.conv(cid)}:once"
 
+    def actions(self, cid: str) -> str:
+        """Hash of admitted action ids -> a digest of their content (one content per id)."""
+        return f"{self.conv(cid)}:actions"
+
     def clients(self, cid: str) -> str:
         """Hash of gateway id -> connected clients of the conversation."""
         return f"{self.conv(cid)}:clients"
@@ -105,6 +114,12 @@ class Names:
     def index(self, role: Role, process_id: str) -> str:
         """What a process holds, forgotten with it: a worker's owns, a gateway's conversations."""
         return self.owns(process_id) if role == "worker" else self.gateway_conversations(process_id)
+
+    @property
+    def pending(self) -> str:
+        """Sorted set: conversations owed an owner (admitted input, or closing) -> since
+        (ms); the claim removes them, the reaper asks again for those left too long."""
+        return f"{self.namespace}:pending"
 
     @property
     def reaper_leader(self) -> str:

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     reaper_interval: float = Field(0.1, gt=0)
     # One reaper acts at a time; a standby takes over within this many seconds.
     reaper_lease_ttl: float = Field(2.0, gt=0)
+    # A conversation owed an owner this long (its claim request lost with a gateway, or
+    # no worker had room) is asked for again by the reaper.
+    claim_retry_after: float = Field(5.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
     # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
     # after losing them) exits non-zero, so that its supervisor notices.
@@ -67,6 +70,11 @@ class Settings(BaseSettings):
     # gateway), with bursts.
     rate_limit: float = Field(20.0, gt=0)
     rate_burst: int = Field(40, ge=1)
+    # Each this many bytes of an action's payload count as one more request.
+    rate_bytes: int = Field(4096, ge=1)
+    # A conversation's log takes no more input past either cap (error conversation_full).
+    max_log_events: int = Field(100_000, ge=1)
+    max_log_bytes: int = Field(64 * 2**20, ge=1024)
     # Origins allowed to call the HTTP API and Socket.IO from a browser, comma-separated
     # ('*' for any); none by default: same-origin pages and non-browser clients only.
     cors_origins: Annotated[list[str], NoDecode] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
@@ -11,6 +10,7 @@ from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.errors import LeaseLost
+from broker.events import Action
 from broker.names import Names
 from broker.ratelimit import Rate
 from broker.redis import one_of, text
@@ -18,7 +18,9 @@ from broker.settings import OverLimitPolicy
 
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
-AdmissionOutcome = Literal["ok", "rate_limited", "over_limit", "closed", "unknown"]
+AdmissionOutcome = Literal[
+    "ok", "rate_limited", "conflict", "log_full", "over_limit", "closed", "unknown"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +47,18 @@ class ConversationRecord:
 @dataclass(frozen=True, slots=True)
 class Limits:
     """What each user may do: run ``conversations`` at once (beyond that, ``policy``),
-    at ``rate`` requests."""
+    at ``rate`` requests (each ``rate_bytes`` of payload counting as one more); and how
+    long a conversation's log may grow."""
 
     conversations: int
     policy: OverLimitPolicy
     rate: Rate
+    rate_bytes: int = 4096
+    log_events: int = 100_000
+    log_bytes: int = 64 * 2**20
+
+    def cost(self, payload_bytes: int) -> int:
+        return 1 + payload_bytes // self.rate_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +90,26 @@ class Store:
         self._admit = scripts.load(redis, names, "admit")
         self._close = scripts.load(redis, names, "close")
 
-    async def create(self, user: str, limits: Limits) -> tuple[str, Admission]:
-        """A new conversation of ``user``'s, admitted under the limits (or not, then gone)."""
-        cid = uuid.uuid4().hex
-        return cid, await self._admission(cid, "create", user, limits)
+    async def create(self, cid: str, user: str, limits: Limits, size: int = 0) -> Admission:
+        """Record a new conversation of ``user``'s (its first input ``size`` bytes),
+        admitted under the limits; when it is not admitted, nothing is left of it."""
+        return await self._admission(cid, "create", user, limits, size=size)
 
-    async def admit(self, cid: str, user: str, limits: Limits) -> Admission:
-        """Admit input to ``cid`` under the user's limits, marking it active."""
-        return await self._admission(cid, "act", user, limits)
+    async def admit(
+        self, cid: str, user: str, limits: Limits, action: Action, size: int
+    ) -> Admission:
+        """Admit ``action`` (``size`` bytes) to ``cid`` under the user's limits, marking
+        the conversation active."""
+        return await self._admission(cid, "act", user, limits, action, size)
 
     async def _admission(
-        self, cid: str, mode: Literal["create", "act"], user: str, limits: Limits
+        self,
+        cid: str,
+        mode: Literal["create", "act"],
+        user: str,
+        limits: Limits,
+        action: Action | None = None,
+        size: int = 0,
     ) -> Admission:
         n = self.names
         keys = [
@@ -100,8 +118,23 @@ class Store:
             n.user_conversations(user),
             n.lease(cid),
             n.rate(user),
+            n.log(cid),
+            n.actions(cid),
+            n.pending,
         ]
-        args = [cid, mode, user, limits.conversations, limits.policy, *limits.rate.args()]
+        args = [
+            cid,
+            mode,
+            user,
+            limits.conversations,
+            limits.policy,
+            *limits.rate.args(),
+            limits.cost(size),
+            action.action_id if action else "",
+            action.digest() if action else "",
+            limits.log_events,
+            limits.log_bytes,
+        ]
         outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
         return Admission(
             one_of(outcome, get_args(AdmissionOutcome)),
@@ -112,7 +145,7 @@ class Store:
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
-        keys = [self.names.meta(cid), self.names.running(user)]
+        keys = [self.names.meta(cid), self.names.running(user), self.names.pending]
         before = await self._close(keys=keys, args=[cid, reason])
         return one_of(before, get_args(Status)) if before else None
 
@@ -162,7 +195,7 @@ class Store:
         """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on."""
         n = self.names
         reply = await self._append(
-            keys=[n.lease(cid), n.log(cid), n.once(cid)], args=[lease, once, *bodies]
+            keys=[n.lease(cid), n.log(cid), n.once(cid), n.meta(cid)], args=[lease, once, *bodies]
         )
         code = reply[0]
         if code == -1:

@@ -78,6 +78,7 @@ class FleetProcess:
         self._changed = asyncio.Condition()
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._terminated = False  # sent SIGTERM: a second one would cut its drain short
 
     async def start(self) -> FleetProcess:
         log = await asyncio.to_thread(self.log_path.open, "wb") if self.log_path else None
@@ -165,6 +166,7 @@ class FleetProcess:
     def signal(self, sig: signal.Signals) -> None:
         if self.running:
             self.process.send_signal(sig)
+            self._terminated |= sig == signal.SIGTERM
 
     async def wait(self, timeout: float) -> int | None:
         """The exit code, or None if it is still running after ``timeout``."""
@@ -177,7 +179,8 @@ class FleetProcess:
         """SIGTERM (after SIGCONT, should it be paused); SIGKILL if it outlives ``timeout``."""
         if self.running:
             self.process.send_signal(signal.SIGCONT)
-            self.process.send_signal(signal.SIGTERM)
+            if not self._terminated:
+                self.signal(signal.SIGTERM)
             if await self.wait(timeout) is None:
                 self.process.kill()
         return await self._exited()

@@ -9,14 +9,16 @@ import structlog
 from broker import metrics
 from broker.amqp import Broker
 from broker.errors import (
+    Conflict,
     ConversationClosed,
+    LogFull,
     NotFound,
     PayloadTooLarge,
     TooManyConversations,
     Unavailable,
 )
 from broker.events import Action, encode_input
-from broker.names import valid_conversation_id
+from broker.names import new_conversation_id, valid_conversation_id
 from broker.ratelimit import Rate, refuse
 from broker.settings import Settings
 from broker.store import Admission, ConversationRecord, Limits, Store
@@ -38,17 +40,26 @@ class Operations:
             settings.max_conversations_per_user,
             settings.over_limit_policy,
             Rate(settings.rate_limit, settings.rate_burst),
+            rate_bytes=settings.rate_bytes,
+            log_events=settings.max_log_events,
+            log_bytes=settings.max_log_bytes,
         )
         # A slot frees when a conversation is closed or passivates: say when, at most.
         self.slot_retry = settings.passivate_after
 
     async def create(self, user: str, initial_message: str | None = None) -> str:
-        initial = None
+        """A new conversation, its queue declared before its record exists: a gateway
+        that dies half way leaves at most an unused queue, never a record without one
+        (the pending index brings it an owner, which passivates it when idle)."""
+        initial, size = None, 0
         if initial_message is not None:
-            initial = self._action({"kind": "message", "data": {"content": initial_message}})
-        cid, admission = await self.store.create(user, self.limits)
-        self._check(admission)
+            initial, size = self._action({"kind": "message", "data": {"content": initial_message}})
+        cid = new_conversation_id()
         await self.broker.declare_conversation(cid)
+        admission = await self.store.create(cid, user, self.limits, size)
+        if admission.outcome != "ok":
+            await self.broker.delete_if_empty(cid)
+        self._check(admission)
         if initial is not None:
             await self.broker.publish_input(cid, initial)
         await self._after_admission(cid, admission)
@@ -72,8 +83,8 @@ class Operations:
     async def act(self, user: str, cid: str, payload: object) -> str:
         """Queue a client action (``cid`` already authorised); its id once confirmed."""
         metrics.ACTIONS_RECEIVED.inc()
-        action = self._action(payload)
-        admission = await self.store.admit(cid, user, self.limits)
+        action, size = self._action(payload)
+        admission = await self.store.admit(cid, user, self.limits, action, size)
         self._check(admission)
         with metrics.PUBLISH_CONFIRM_SECONDS.time():
             await self.broker.publish_input(cid, action)
@@ -87,16 +98,25 @@ class Operations:
         if before in ("running", "idle"):
             await self.broker.close_conversation(cid, CLOSED_BY_USER)
 
-    def _action(self, payload: object) -> Action:
+    def _action(self, payload: object) -> tuple[Action, int]:
+        """The action, and its size on the wire."""
         action = Action.parse(payload)
         size = len(encode_input(action))
         if size > self.max_payload:
             raise PayloadTooLarge(f"action is {size} bytes; the limit is {self.max_payload}")
-        return action
+        return action, size
 
     def _check(self, admission: Admission) -> None:
         if admission.outcome == "rate_limited":
             raise refuse(admission.retry_after_ms)
+        if admission.outcome == "conflict":
+            raise Conflict("this action_id was already used for another action")
+        if admission.outcome == "log_full":
+            limits = self.limits
+            raise LogFull(
+                f"the conversation reached its limit of {limits.log_events} events or "
+                f"{limits.log_bytes} bytes; start a new one"
+            )
         if admission.outcome == "over_limit":
             raise TooManyConversations(
                 f"you already run {self.limits.conversations} conversations; "

@@ -11,7 +11,15 @@ import structlog
 from broker.amqp import INTERRUPTED, Broker
 from broker.backoff import Backoff
 from broker.errors import LeaseLost
-from broker.events import Action, Event, Malformed, NewEvent, decode_input, with_id
+from broker.events import (
+    Action,
+    CloseMarker,
+    Event,
+    Malformed,
+    NewEvent,
+    decode_input,
+    with_id,
+)
 from broker.inbox import Delivery, Inbox
 from broker.leases import Leases
 from broker.names import lease_value
@@ -34,6 +42,7 @@ class ConversationLoop:
         leases: Leases,
         broker: Broker,
         alive: Callable[[], bool],
+        closing: str | None = None,
     ) -> None:
         self.conversation_id = cid
         self.worker_id = worker_id
@@ -48,6 +57,9 @@ class ConversationLoop:
         self._draining = False
         self._retry = Backoff(first=0.05)
         self._closing = False  # the close marker was logged; finish once the queue is empty
+        # Claimed while closing for good: queue a close marker of our own, in case the
+        # one the closer published was lost with it (a duplicate changes nothing).
+        self._owed_marker = closing
         self.finished = False  # closed for good: nothing to hand over
         self.idle_since: float | None = time.monotonic()  # None while handling input
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
@@ -70,6 +82,9 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
+        if self._owed_marker is not None:
+            await self._broker.publish_input(self.conversation_id, CloseMarker(self._owed_marker))
+            self._owed_marker = None
         try:
             while not self._draining and (delivery := await inbox.next()) is not None:
                 self.idle_since = None

@@ -93,12 +93,16 @@ class Reaper(Service):
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
 
-        Dead gateways' connections are forgotten too, so passivation sees the truth.
+        Dead gateways' connections are forgotten too, so passivation sees the truth, and
+        conversations owed an owner for too long are asked for again.
         """
         for gateway_id in await self.gateways.expired():
             forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
                 log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
+        for cid in await self.leases.pending(self.settings.claim_retry_after):
+            log.info("claim_requested_again", conversation_id=cid)
+            await self.broker.request_claim(cid)
         moved = 0
         for worker_id in await self.workers.expired():
             cids = await self.leases.owned_by(worker_id)

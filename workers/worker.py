@@ -232,7 +232,7 @@ class Worker(Service):
                 if claim.outcome in ("claimed", "owned") and cid not in self.loops:
                     metrics.CLAIMS.inc()
                     metrics.TAKEOVERS.inc(claim.took_over)
-                    self._start(cid, claim.epoch)
+                    self._start(cid, claim.epoch, claim.closing)
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
                 else:
@@ -243,7 +243,7 @@ class Worker(Service):
             self._claiming -= 1
         await self._update_dispatch()
 
-    def _start(self, cid: str, epoch: int) -> None:
+    def _start(self, cid: str, epoch: int, closing: str | None = None) -> None:
         if cid in self.loops:
             return
         loop = ConversationLoop(
@@ -255,6 +255,7 @@ class Worker(Service):
             self.leases,
             self.broker,
             self.alive,
+            closing,
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))

@@ -1,18 +1,23 @@
 -- Admit a conversation under its user's limit of running conversations, and mark
 -- it active (which keeps it from being passivated). Used when a conversation is
 -- created ('create') and before every client action ('act').
--- Every admission counts against the user's request rate first.
+-- Every admission counts against the user's request rate first, weighted by its size.
+-- An action id is admitted with one content only: its digest is kept per conversation.
 -- KEYS: meta, running (the user's sorted set: conversation id -> last activity, ms),
---       user_conversations, lease, rate (the user's)
+--       user_conversations, lease, rate (the user's), log, actions (id -> digest),
+--       pending (conversations owed an owner: the reaper asks again for stale ones)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
---       rate_interval_ms, rate_burst
+--       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
+--       max_log_events, max_log_bytes
 -- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it
 --   rate_limited the user sends too fast: retry after retry_after_ms
+--   conflict     this action id was admitted before with another content
+--   log_full     the conversation's log reached its cap
 --   over_limit   the user runs `limit` conversations already (policy 'reject')
 --   closed       closing or closed: it takes no more input
 --   unknown      no such conversation
-local wait = gcra(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), 1)
+local wait = gcra(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
 if wait > 0 then return {'rate_limited', 0, '', wait} end
 local now = now_ms()
 local cid = ARGV[1]
@@ -23,6 +28,18 @@ end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'unknown', 0, '', 0} end
 if status == 'closing' or status == 'closed' then return {'closed', 0, '', 0} end
+local action_id = ARGV[9]
+if action_id ~= '' then
+  local seen = redis.call('HGET', KEYS[7], action_id)
+  if seen then
+    if seen ~= ARGV[10] then return {'conflict', 0, '', 0} end
+    action_id = ''  -- sent again: admitted again, logged and answered once (dedupe)
+  end
+end
+if redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
+   or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12]) then
+  return {'log_full', 0, '', 0}
+end
 local evicted = ''
 if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
   if ARGV[5] ~= 'evict_oldest' then
@@ -36,13 +53,16 @@ if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= to
   redis.call('ZREM', KEYS[2], evicted)
   redis.call('HSET', key_meta(evicted), 'status', 'closing',
              'reason', 'evicted: too many conversations')
+  redis.call('ZADD', KEYS[8], now, evicted)
 end
 redis.call('ZADD', KEYS[2], now, cid)
 redis.call('HSET', KEYS[1], 'active', now)
+if action_id ~= '' then redis.call('HSET', KEYS[7], action_id, ARGV[10]) end
 local needs_owner = 1
 local holder = redis.call('GET', KEYS[4])
 if holder then
   local owner = parse_lease(holder)
   needs_owner = 1 - redis.call('EXISTS', key_alive('worker', owner))
 end
+if needs_owner == 1 then redis.call('ZADD', KEYS[8], now, cid) end
 return {'ok', needs_owner, evicted, 0}

@@ -1,7 +1,8 @@
 -- Fenced append: log events only while the caller's lease value (worker:epoch) is
 -- current, so a stale owner can never write. Ids are consecutive from 0.
 -- With a dedupe key ("once"), a batch is logged at most once per conversation.
--- KEYS: lease, log, once
+-- The log's size in bytes is kept in the record (meta.log_bytes) for its cap.
+-- KEYS: lease, log, once, meta
 -- ARGV: lease_value, once_key ('' for none), body1, body2, ...
 --   each body is an event's JSON without its opening brace and id.
 -- Returns {first_id} when appended, {-1} when fenced, or
@@ -18,10 +19,12 @@ if ARGV[2] ~= '' then
   end
 end
 local first = redis.call('LLEN', KEYS[2])
-local entries = {}
+local entries, size = {}, 0
 for i = 1, n do
   entries[i] = '{"id":' .. (first + i - 1) .. ',' .. ARGV[i + 2]
+  size = size + #entries[i]
 end
 redis.call('RPUSH', KEYS[2], unpack(entries))
+redis.call('HINCRBY', KEYS[4], 'log_bytes', size)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], first .. ':' .. n) end
 return {first}

@@ -8,10 +8,10 @@ import pytest
 from redis.asyncio import Redis
 
 from broker.errors import LeaseLost
-from broker.events import NewEvent
+from broker.events import Action, NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, lease_value
+from broker.names import Names, lease_value, new_conversation_id
 from broker.ratelimit import Rate
 from broker.store import Limits, Store
 
@@ -31,7 +31,8 @@ def store(redis: Redis, names: Names) -> Store:
 
 
 async def created(store: Store, user: str = "alice") -> str:
-    cid, admission = await store.create(user, LIMITS)
+    cid = new_conversation_id()
+    admission = await store.create(cid, user, LIMITS)
     assert admission.outcome == "ok"
     return cid
 
@@ -63,8 +64,8 @@ async def test_claim_then_second_claim_is_refused(
     first = await leases.claim(cid, a, LIMIT)
     second = await leases.claim(cid, b, LIMIT)
 
-    assert (first.outcome, first.epoch) == ("claimed", 1)
-    assert (second.outcome, second.epoch) == ("busy", 1)
+    assert (first.outcome, second.outcome) == ("claimed", "busy")
+    assert second.epoch == first.epoch
     assert (await leases.claim(cid, a, LIMIT)).outcome == "owned"
     assert await leases.owned_by(a) == [cid]
     assert await leases.owned_by(b) == []
@@ -78,12 +79,13 @@ async def test_takeover_of_a_dead_owner_bumps_the_epoch(
     cid = await created(store)
     a = await live_worker(workers, "worker-a", ttl=TTL)
     b = await live_worker(workers, "worker-b")
-    assert (await leases.claim(cid, a, LIMIT)).epoch == 1
+    first = await leases.claim(cid, a, LIMIT)
 
     await wait_until_dead(workers, a)
     takeover = await leases.claim(cid, b, LIMIT)
 
-    assert (takeover.outcome, takeover.epoch) == ("claimed", 2)
+    assert (takeover.outcome, takeover.took_over) == ("claimed", True)
+    assert takeover.epoch > first.epoch
     assert await leases.owned_by(a) == []
     assert await leases.owned_by(b) == [cid]
 
@@ -94,8 +96,7 @@ async def test_a_write_with_the_old_epoch_is_refused(
     cid = await created(store)
     a = await live_worker(workers, "worker-a", ttl=TTL)
     b = await live_worker(workers, "worker-b")
-    await leases.claim(cid, a, LIMIT)
-    old = lease_value(a, 1)
+    old = lease_value(a, (await leases.claim(cid, a, LIMIT)).epoch)
     await store.append(cid, old, [NewEvent("agent", "message", {"content": "before"}).body(cid)])
 
     await wait_until_dead(workers, a)
@@ -132,7 +133,28 @@ async def test_release_is_compare_and_delete(
     assert await leases.release(cid, a, claim.epoch)
     assert not await leases.release(cid, a, claim.epoch)
     assert await leases.owned_by(a) == []
-    admission = await store.admit(cid, "alice", LIMITS)
+    admission = await store.admit(cid, "alice", LIMITS, Action("a-1", "message", "hi"), 10)
     assert (admission.outcome, admission.needs_owner) == ("ok", True)
     again = await leases.claim(cid, a, LIMIT)
-    assert (again.outcome, again.epoch) == ("claimed", 2)
+    assert again.outcome == "claimed"
+    assert again.epoch > claim.epoch
+
+
+async def test_epochs_grow_even_when_redis_lost_the_latest(
+    leases: Leases, store: Store, workers: Liveness, redis: Redis, names: Names
+) -> None:
+    """A Redis restarted from an older snapshot has an older epoch counter: the next
+    claim must still get a greater epoch than any handed out before."""
+    cid = await created(store)
+    a = await live_worker(workers, "worker-a")
+    first = await leases.claim(cid, a, LIMIT)
+    assert await leases.release(cid, a, first.epoch)
+    await redis.set(names.epoch(cid), 0)  # the counter as an old snapshot had it
+    async with asyncio.timeout(5):  # a restart takes longer than a millisecond
+        while (lambda t: t[0] * 1000 + t[1] // 1000)(await redis.time()) <= first.epoch:
+            await asyncio.sleep(0.001)
+
+    again = await leases.claim(cid, a, LIMIT)
+
+    assert again.outcome == "claimed"
+    assert again.epoch > first.epoch

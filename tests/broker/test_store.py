@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from broker.events import NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, lease_value
+from broker.names import Names, lease_value, new_conversation_id
 from broker.ratelimit import Rate
 from broker.store import Limits, Store
 
@@ -17,7 +17,8 @@ LIMITS = Limits(100, "reject", Rate(1000.0, 1000))
 
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
-    cid, _ = await store.create("alice", LIMITS)
+    cid = new_conversation_id()
+    await store.create(cid, "alice", LIMITS)
     await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     claim = await leases.claim(cid, "w", 100)
     return store, cid, lease_value("w", claim.epoch)

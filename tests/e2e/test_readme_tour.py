@@ -90,7 +90,7 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
         os.kill(owner_pid, signal.SIGKILL)
         await until(lambda: len(logged(dev, "lease_claimed")) == 2)
         _, takeover = logged(dev, "lease_claimed")[1]
-        assert takeover["epoch"] == claim["epoch"] + 1
+        assert takeover["epoch"] > claim["epoch"]
         assert takeover["worker_id"] != claim["worker_id"]
         again = await client.act("still there?")
         await client.wait_for(replied_to(again["action_id"]))

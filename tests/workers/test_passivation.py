@@ -42,7 +42,7 @@ async def test_an_idle_conversation_is_passivated_and_resumed(
 
     assert [e["id"] for e in events] == list(range(8))
     assert [events[2]["data"]["content"], events[6]["data"]["content"]] == ["before", "after"]
-    assert int(await redis.get(names.epoch(cid)) or 0) == epoch + 1
+    assert int(await redis.get(names.epoch(cid)) or 0) > epoch  # claimed again
     assert (await redis.hget(names.meta(cid), "status")) == b"running"
     await client.close()
 

@@ -1,0 +1,112 @@
+"""What a gateway that died half way leaves behind is repaired: a conversation created
+but never asked an owner, a close whose marker was lost, evictions under a burst.
+Nothing stays holding a user's slot, nor stays closing forever."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from redis.asyncio import Redis
+
+from broker.amqp import Broker
+from broker.names import Names, new_conversation_id
+from broker.settings import Settings
+from broker.store import Store
+from fleet.harness import free_port
+from tests.conftest import InProcessFleet
+from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
+
+FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5}
+
+
+async def half_made(settings: Settings, redis: Redis, user: str) -> str:
+    """A conversation as a gateway that died right after admitting it leaves it: its
+    queue declared and its record written, but no claim request sent."""
+    names = Names(settings.namespace)
+    broker = Broker(settings.amqp_url, names, name="dying-gateway")
+    await broker.connect()
+    try:
+        cid = new_conversation_id()
+        await broker.declare_conversation(cid)
+        admission = await Store(redis, names).create(
+            cid, user, Operations(Store(redis, names), broker, settings).limits
+        )
+        assert admission.outcome == "ok"
+    finally:
+        await broker.close()
+    return cid
+
+
+async def test_a_half_made_conversation_gets_an_owner_and_frees_its_slot(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update={**FAST, "max_conversations_per_user": 1})
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    await fleet.start_reaper()
+    cid = await half_made(fleet.settings, redis, "alice")
+    bearer = token(settings, "alice")
+
+    # The reaper asks for an owner again; the owner passivates it when idle.
+    await status_becomes(redis, names, cid, "running")
+    await status_becomes(redis, names, cid, "idle")
+    assert await redis.zcard(names.running("alice")) == 0
+    # It works like any other, and the user's slot is free for a new one.
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("are you there?")
+    assert ack["ok"], ack
+    await client.wait_for(replied_to(ack["action_id"]))
+    await client.close()
+
+
+async def test_a_close_whose_marker_was_lost_still_finishes(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    await fleet.start_reaper()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    # A gateway marked it closing, then died before queueing the close marker.
+    assert await Store(redis, names).close(cid, "alice", "closed by user") == "idle"
+
+    await fleet.start_worker()
+
+    await status_becomes(redis, names, cid, "closed")
+    client = await Client().connect(fleet.url, bearer, cid)
+    events = await client.wait_for(lambda ev: bool(ev) and ev[-1]["kind"] == "closed")
+    assert events[-1]["data"] == {"reason": "closed by user"}
+    assert [e["kind"] for e in events].count("closed") == 1
+    await client.close()
+
+
+async def test_evictions_under_a_burst_all_finish(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(
+        update={"max_conversations_per_user": 3, "over_limit_policy": "evict_oldest"}
+    )
+    second = free_port()
+    await fleet.start_gateway()
+    await fleet.start_gateway(second)
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    urls = [fleet.url, f"http://127.0.0.1:{second}"]
+
+    async def start(i: int) -> httpx.Response:
+        async with http(urls[i % 2], bearer) as client:
+            return await client.post("/api/conversations", json={"initial_message": f"hi {i}"})
+
+    responses = await asyncio.gather(*(start(i) for i in range(30)))
+    created = [r.json()["conversation_id"] for r in responses if r.status_code == 201]
+
+    assert len(created) == 30
+    async with asyncio.timeout(20):
+        while True:
+            statuses = [await redis.hget(names.meta(cid), "status") for cid in created]
+            if statuses.count(b"closed") == 27:
+                break
+            await asyncio.sleep(0.1)
+    assert b"closing" not in statuses
+    assert await redis.zcard(names.running("alice")) == 3
