@@ -11,8 +11,9 @@ from redis.asyncio import Redis
 
 from broker.amqp import Broker
 from broker.names import Names, new_conversation_id
+from broker.ratelimit import Rate
 from broker.settings import Settings
-from broker.store import Store
+from broker.store import Limits, Store
 from fleet.harness import free_port
 from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
@@ -29,10 +30,8 @@ async def half_made(settings: Settings, redis: Redis, user: str) -> str:
     try:
         cid = new_conversation_id()
         await broker.declare_conversation(cid)
-        admission = await Store(redis, names).create(
-            cid, user, Operations(Store(redis, names), broker, settings).limits
-        )
-        assert admission.outcome == "ok"
+        limits = Limits(settings.max_conversations_per_user, "reject", Rate(100.0, 100))
+        assert (await Store(redis, names).create(cid, user, limits)).outcome == "ok"
     finally:
         await broker.close()
     return cid
