@@ -65,6 +65,11 @@ class TooManyConversations(FleetError):
     status = 429
 
 
+class TooManyConnections(FleetError):
+    code = "too_many_connections"
+    status = 429
+
+
 class RateLimited(FleetError):
     code = "rate_limited"
     status = 429

@@ -107,13 +107,18 @@ class Names:
         """Set of conversations one worker owns."""
         return f"{self.namespace}:worker:owns:{worker_id}"
 
-    def gateway_conversations(self, gateway_id: str) -> str:
-        """Hash: conversation id -> this gateway's connected clients of it."""
-        return f"{self.namespace}:gateway:conversations:{gateway_id}"
+    def connections(self, user: str) -> str:
+        """Hash of gateway id -> the user's connections to it (the connection limit)."""
+        return f"{self.namespace}:user:{user}:connections"
+
+    def gateway_index(self, gateway_id: str) -> str:
+        """Hash: what this gateway's clients hold, ``c:<conversation>`` and ``u:<user>``
+        -> how many clients."""
+        return f"{self.namespace}:gateway:index:{gateway_id}"
 
     def index(self, role: Role, process_id: str) -> str:
         """What a process holds, forgotten with it: a worker's owns, a gateway's conversations."""
-        return self.owns(process_id) if role == "worker" else self.gateway_conversations(process_id)
+        return self.owns(process_id) if role == "worker" else self.gateway_index(process_id)
 
     @property
     def pending(self) -> str:
@@ -158,6 +163,7 @@ class Names:
         builders: dict[str, Callable[..., str]] = {
             "meta": self.meta,
             "clients": self.clients,
+            "connections": self.connections,
             "running": self.running,
             "owns": self.owns,
             "alive": self.alive,

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     # Running conversations per user, enforced atomically at admission and claim.
     max_conversations_per_user: int = Field(5, ge=1)
     over_limit_policy: OverLimitPolicy = "reject"
+    # Socket.IO connections per user, across every gateway.
+    max_connections_per_user: int = Field(20, ge=1)
     # A conversation with no client connected and no input for this long is
     # passivated: its loop stops and its lease is released; the next action resumes it.
     # (FLEET_CLOSE_DELAY is its old name.)

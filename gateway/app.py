@@ -81,7 +81,9 @@ class Gateway(Service):
             settings.amqp_url, self.names, name="gateway", channels=DECLARING_CHANNELS
         )
         self.liveness = Liveness(self.redis, self.names, "gateway")
-        self.presence = Presence(self.redis, self.names, self.gateway_id)
+        self.presence = Presence(
+            self.redis, self.names, self.gateway_id, settings.max_connections_per_user
+        )
         store = Store(self.redis, self.names)
         operations = Operations(store, self.broker, settings)
         self.feed = Feed(self.broker, store, self._emit)
@@ -164,8 +166,8 @@ class Gateway(Service):
             try:
                 if not await self.liveness.heartbeat(self.gateway_id, ttl):
                     await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
-                    for cid in self.sockets.conversations():
-                        await self.presence.joined(cid)
+                    for user, cid in self.sockets.sessions():
+                        await self.presence.joined(cid, user, enforce=False)
                     log.warning("gateway_presence_restored", gateway_id=self.gateway_id)
             except Exception as exc:
                 failure = exc

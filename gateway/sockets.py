@@ -10,7 +10,7 @@ import socketio
 import structlog
 
 from broker import metrics, tokens
-from broker.errors import BadRequest, FleetError, Unavailable
+from broker.errors import BadRequest, FleetError, TooManyConnections, Unavailable
 from broker.presence import Presence
 from gateway.feed import Feed
 from gateway.operations import Operations
@@ -96,13 +96,16 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             user = tokens.verify(self._secret, params.get("token"))
             cid = await self._operations.authorize(user, params.get("conversation_id"))
             after = parse_latest_event_id(params.get("latest_event_id"))
+            if not await self._presence.joined(cid, user):
+                raise TooManyConnections(
+                    f"you already have {self._presence.limit} connections; close one first"
+                )
         except FleetError as exc:
             log.info("connect_refused", code=exc.code, reason=exc.message)
             # Clients see ``message``, and ``data`` = {code, message} (JS: err.message, err.data).
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         self._sessions[sid] = (user, cid)
         metrics.CONNECTED_CLIENTS.inc()
-        await self._presence.joined(cid)
         await self._feed.join(sid, cid, after)
         log.debug("client_connected", conversation_id=cid, sid=sid)
 
@@ -112,14 +115,15 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         await self._feed.leave(sid)
         if session is not None:
             metrics.CONNECTED_CLIENTS.dec()
+            user, cid = session
             try:
-                await self._presence.left(session[1])
+                await self._presence.left(cid, user)
             except Exception as exc:  # recounted when the gateway's liveness lapses
-                log.warning("presence_not_updated", conversation_id=session[1], error=repr(exc))
+                log.warning("presence_not_updated", conversation_id=cid, error=repr(exc))
 
-    def conversations(self) -> list[str]:
-        """The conversation of every connected client (with repeats)."""
-        return [cid for _, cid in self._sessions.values()]
+    def sessions(self) -> list[tuple[str, str]]:
+        """``(user, conversation id)`` of every connected client (with repeats)."""
+        return list(self._sessions.values())
 
     async def on_user_action(
         self, sid: str, payload: object = None, *extra: object

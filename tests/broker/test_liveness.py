@@ -47,23 +47,40 @@ async def test_a_dead_gateways_clients_are_forgotten(redis: Redis, names: Names)
     await gateways.heartbeat("gw-live", 30, register=True)
     dead, live = Presence(redis, names, "gw-dead"), Presence(redis, names, "gw-live")
     for presence in (dead, live):
-        await presence.joined("c1")
-    await dead.joined("c2")
-    await dead.joined("c2")
+        await presence.joined("c1", "alice")
+    await dead.joined("c2", "bob")
+    await dead.joined("c2", "bob")
     await wait_until_expired(gateways, "gw-dead")
     assert await gateways.expired() == ["gw-dead"]  # roles do not see each other
     assert await Liveness(redis, names, "worker").expired() == []
     assert await gateways.forget("gw-dead") == 2
     assert await redis.hgetall(names.clients("c1")) == {b"gw-live": b"1"}
     assert await redis.hgetall(names.clients("c2")) == {}
+    assert await redis.hgetall(names.connections("alice")) == {b"gw-live": b"1"}
+    assert await redis.hgetall(names.connections("bob")) == {}
 
 
 async def test_presence_counts_joins_and_leaves(redis: Redis, names: Names) -> None:
     presence = Presence(redis, names, "gw")
-    await presence.joined("c1")
-    await presence.joined("c1")
-    await presence.left("c1")
+    await presence.joined("c1", "alice")
+    await presence.joined("c1", "alice")
+    await presence.left("c1", "alice")
     assert await redis.hgetall(names.clients("c1")) == {b"gw": b"1"}
-    await presence.left("c1")
+    await presence.left("c1", "alice")
     assert await redis.hgetall(names.clients("c1")) == {}
-    assert await redis.hgetall(names.gateway_conversations("gw")) == {}
+    assert await redis.hgetall(names.connections("alice")) == {}
+    assert await redis.hgetall(names.gateway_index("gw")) == {}
+
+
+async def test_a_user_is_held_to_its_connections_across_gateways(
+    redis: Redis, names: Names
+) -> None:
+    one, two = Presence(redis, names, "gw-1", limit=3), Presence(redis, names, "gw-2", limit=3)
+    assert [await one.joined("c1", "alice"), await two.joined("c2", "alice")] == [True, True]
+    assert await one.joined("c1", "alice")
+    assert not await two.joined("c3", "alice")  # a fourth, on any gateway
+    assert await two.joined("c3", "bob")  # others are not affected
+    assert await one.joined("c1", "alice", enforce=False)  # a gateway recounting its own
+    await one.left("c1", "alice")
+    await one.left("c1", "alice")
+    assert await two.joined("c3", "alice")

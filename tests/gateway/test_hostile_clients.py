@@ -17,6 +17,7 @@ from socketio import packet
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import free_port
 from tests.conftest import InProcessFleet
 from tests.gateway.test_bad_input import refused
 from tests.support import Client, create_conversation, http, replied_to, token
@@ -163,3 +164,27 @@ async def test_tokens_must_expire(fleet: InProcessFleet, settings: Settings) -> 
     sio = socketio.AsyncClient(reconnection=False)
     with pytest.raises(socketio.exceptions.ConnectionError):
         await sio.connect(fleet.url, auth={"token": forever, "conversation_id": "x"})
+
+
+async def test_a_users_connections_are_limited_across_gateways(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update={"max_connections_per_user": 2})
+    second = free_port()
+    await fleet.start_gateway()
+    await fleet.start_gateway(second)
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    first = await Client().connect(fleet.url, bearer, cid)
+    other = await Client().connect(f"http://127.0.0.1:{second}", bearer, cid)
+
+    error = await refused(fleet.url, {"token": bearer, "conversation_id": cid})
+
+    assert error["code"] == "too_many_connections"
+    await other.close()
+    async with asyncio.timeout(5):  # the gateway counts the departure
+        while len(await redis.hgetall(names.connections("alice"))) > 1:
+            await asyncio.sleep(0.02)
+    again = await Client().connect(fleet.url, bearer, cid)  # a slot freed
+    await again.close()
+    await first.close()
