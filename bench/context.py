@@ -24,6 +24,7 @@ from fleet.harness import LocalFleet, purge
 # stay owned while they are measured.
 FLEET_SETTINGS: dict[str, Any] = {
     "max_conversations_per_user": 1_000_000,
+    "max_connections_per_user": 1_000_000,
     "rate_limit": 1_000_000.0,
     "rate_burst": 1_000_000,
     "passivate_after": 3600.0,

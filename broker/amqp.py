@@ -81,7 +81,8 @@ class Broker:
     channel per conversation, picked by ``_channel_for``): the broker serves each
     channel's methods in order, so a burst of new conversations (or of claims, on a
     failover) proceeds in parallel over the pool. ``prefetch`` bounds the unacked
-    input each pool channel holds.
+    input each pool channel holds. ``heartbeat`` (seconds) is how soon the broker
+    gives up on a process that stopped answering and hands what it held to others.
     """
 
     def __init__(
@@ -91,12 +92,14 @@ class Broker:
         name: str = "fleet",
         channels: int = 1,
         prefetch: int = 0,
+        heartbeat: int | None = None,
     ) -> None:
         self.url = url
         self.names = names
         self.name = name
         self._pool_size = channels
         self._prefetch = prefetch
+        self._heartbeat = heartbeat
         self._connection: AbstractRobustConnection | None = None
         self._confirmed: AbstractRobustChannel | None = None
         # Live events and bindings go out without confirms: nothing waits for them.
@@ -111,7 +114,7 @@ class Broker:
     async def connect(self, declare: bool = True) -> None:
         """Open the connection and its channels; declare the fleet's exchange and
         dispatch queue unless ``declare`` is False (read-only users write nothing)."""
-        conn = await connection.connect(self.url, self.name)
+        conn = await connection.connect(self.url, self.name, self._heartbeat)
         try:
             confirmed = await conn.channel(publisher_confirms=True, on_return_raises=True)
             unconfirmed = await conn.channel(publisher_confirms=False)
@@ -168,8 +171,13 @@ class Broker:
     async def _declare(self, cid: str) -> AbstractQueue:
         # Not ``robust``: a robust channel would remember every queue it ever declared
         # and redeclare them all on reconnect; the worker redeclares what it still runs.
+        # Single active consumer: a new owner gets nothing until the old owner's
+        # consumer is gone and what it held went back, in order, to the queue.
         return await self._channel_for(cid).declare_queue(
-            self.names.conversation_queue(cid), durable=True, robust=False
+            self.names.conversation_queue(cid),
+            durable=True,
+            robust=False,
+            arguments={"x-single-active-consumer": True},
         )
 
     async def declare_conversation(self, cid: str) -> int:

@@ -34,9 +34,11 @@ class BackoffConnection(RobustConnection):
         """Ignored: the interval is computed."""
 
 
-async def connect(url: str, name: str) -> AbstractRobustConnection:
+async def connect(url: str, name: str, heartbeat: int | None = None) -> AbstractRobustConnection:
+    """A robust connection; ``heartbeat`` (seconds) overrides the broker's default (60)."""
     return await aio_pika.connect_robust(
         url,
         connection_class=BackoffConnection,
         client_properties={"connection_name": name},
+        heartbeat=heartbeat,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 
 from broker.events import Event, NewEvent, state
 from workers.agents import AgentContext
@@ -41,11 +42,8 @@ class CrashingEcho(EpochEcho):
 
 
 def crash_once(name: str) -> None:
-    try:
-        os.close(os.open(os.path.join(os.environ["CRASH_MARKERS"], name), os.O_CREAT | os.O_EXCL))
-    except FileExistsError:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
+    if claim_once(name):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Chatty:
@@ -78,3 +76,23 @@ class Burst:
             for i in range(count)
         ]
         await context.emit(*replies, once=f"burst:{action_id}")
+
+
+class LoopBlocker(EpochEcho):
+    """On "block-loop", blocks its worker's whole event loop (a synchronous call) for
+    ``BLOCK_SECONDS``, once per marker in ``CRASH_MARKERS``; answers as the echo does."""
+
+    async def on_event(self, event: Event, context: AgentContext) -> None:
+        content = event.data.get("content") if event.source == "user" else None
+        if content == "block-loop" and claim_once(content):
+            time.sleep(float(os.environ["BLOCK_SECONDS"]))  # noqa: ASYNC251 (the point)
+        await super().on_event(event, context)
+
+
+def claim_once(name: str) -> bool:
+    """True the first time any process asks for ``name`` (a file in ``CRASH_MARKERS``)."""
+    try:
+        os.close(os.open(os.path.join(os.environ["CRASH_MARKERS"], name), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True

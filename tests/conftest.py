@@ -68,6 +68,7 @@ def fleet_settings(namespace: str, redis_url: str = REDIS_URL) -> Settings:
         shutdown_grace=5.0,
         # Tests run many conversations as one user, fast; limits have tests of their own.
         max_conversations_per_user=100_000,
+        max_connections_per_user=100_000,
         rate_limit=100_000.0,
         rate_burst=100_000,
     )

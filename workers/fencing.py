@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-FenceReason = Literal["liveness_lapsed", "liveness_unconfirmed"]
+FenceReason = Literal["liveness_lapsed", "liveness_unconfirmed", "loop_stalled"]
 
 
 class Fencing:

@@ -22,6 +22,7 @@ from broker.store import Store
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
 from workers.fencing import FenceReason, Fencing
+from workers.watchdog import Watchdog
 
 log = structlog.get_logger()
 
@@ -50,13 +51,17 @@ class Worker(Service):
         self.store = Store(self.redis, self.names)
         self.leases = Leases(self.redis, self.names)
         self.liveness = Liveness(self.redis, self.names, "worker")
+        # The broker gives up on a worker that stopped answering about as soon as the
+        # fleet does (its liveness TTL), and hands what it held to the next owner.
         self.broker = Broker(
             settings.amqp_url,
             self.names,
             name="worker",
             channels=CONSUME_CHANNELS,
             prefetch=CONVERSATION_PREFETCH,
+            heartbeat=max(1, round(settings.liveness_ttl)),
         )
+        self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
         self._tasks = asyncio.TaskGroup()
         self._claiming = 0
@@ -87,6 +92,7 @@ class Worker(Service):
             background = [
                 self._tasks.create_task(self._heartbeat()),
                 self._tasks.create_task(self._passivate_idle()),
+                self._tasks.create_task(self.watchdog.pulse()),
             ]
             await first_of(self._registered, self._stop)
             if not self._stop.is_set():
@@ -119,7 +125,7 @@ class Worker(Service):
     # --- liveness -----------------------------------------------------------------------
     def alive(self) -> bool:
         """Whether this incarnation is surely still alive in the fleet's eyes."""
-        return self.fencing.alive(time.monotonic())
+        return self.fencing.alive(time.monotonic()) and not self.watchdog.stalled.is_set()
 
     async def _heartbeat(self) -> None:
         """Renew liveness every interval; fence as soon as it cannot be proven (see
@@ -127,6 +133,9 @@ class Worker(Service):
         ttl = self.settings.liveness_ttl
         interval = self.settings.heartbeat_interval
         while True:
+            if self.watchdog.stalled.is_set():
+                await self._fence("loop_stalled")
+                self.watchdog.stalled.clear()
             sent = time.monotonic()
             renewed: bool | None = None
             try:
