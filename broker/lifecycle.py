@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from broker.amqp import Broker
 from broker.dependencies import Dependency, Unreachable
+from broker.redis import require_durable
 from broker.settings import Settings
 
 
@@ -60,6 +61,7 @@ class Service:
         self.amqp_health = Dependency("RabbitMQ", settings.amqp_url, settings.dependency_timeout)
         self._main: asyncio.Task[None] | None = None
         self._forced = False  # signalled twice: the graceful stop was cut short
+        self._redis_durable = settings.redis_durable
 
     def run(self) -> None:
         """Serve until stopped, on uvloop where it is installed."""
@@ -102,9 +104,11 @@ class Service:
     async def connect(self, redis: Redis, broker: Broker) -> bool:
         """Reach Redis, then RabbitMQ, retrying with backoff; False when stopped first,
         ``Unreachable`` when one stays down for ``dependency_timeout``."""
-        return await self.redis_health.reach(
-            redis.ping, self._stop
-        ) and await self.amqp_health.reach(broker.connect, self._stop)
+        if not await self.redis_health.reach(redis.ping, self._stop):
+            return False
+        if self._redis_durable:
+            await require_durable(redis)
+        return await self.amqp_health.reach(broker.connect, self._stop)
 
     def watch(self, broker: Broker, redis_error: Exception | None = None) -> bool:
         """Count a periodic loop's round: its Redis call failed with ``redis_error`` (or

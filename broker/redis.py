@@ -7,7 +7,9 @@ from typing import TypeVar
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from broker.settings import ConfigError
 
 # Commands beyond this many at once wait for a connection rather than fail: a burst
 # of hundreds of actions must queue, not error, and Redis prefers few connections.
@@ -29,6 +31,26 @@ def connect(url: str) -> Redis:
         retry_on_error=[ConnectionError, TimeoutError],
     )
     return Redis.from_pool(pool)
+
+
+async def require_durable(redis: Redis) -> None:
+    """``ConfigError`` unless Redis writes every change to its append-only file before it
+    answers (``appendonly yes``, ``appendfsync always``): then nothing the fleet
+    acknowledged is lost when Redis is killed and restarted."""
+    try:
+        config = await redis.config_get("append*")
+    except ResponseError as exc:
+        raise ConfigError(
+            f"FLEET_REDIS_DURABLE is set but Redis's configuration cannot be read ({exc}); "
+            "check appendonly yes and appendfsync always by hand, then unset it"
+        ) from None
+    found = {text(k): text(v) for k, v in config.items() if k is not None and v is not None}
+    if (found.get("appendonly"), found.get("appendfsync")) != ("yes", "always"):
+        raise ConfigError(
+            "FLEET_REDIS_DURABLE is set but Redis runs with appendonly "
+            f"{found.get('appendonly')!r} and appendfsync {found.get('appendfsync')!r}; "
+            "start it with --appendonly yes --appendfsync always"
+        )
 
 
 def text(value: bytes | str) -> str:

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, populate_by_name=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Refuse to run unless Redis fsyncs every write (appendonly yes, appendfsync
+    # always): then nothing acknowledged is lost when Redis is killed. deploy/ sets it.
+    redis_durable: bool = False
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     namespace: str = Field("fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: SecretStr | None = None

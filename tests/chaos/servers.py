@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 class PrivateRedis:
     """A ``redis-server`` of the test's own, with an append-only file, restartable."""
 
-    def __init__(self, port: int, directory: Path) -> None:
+    def __init__(self, port: int, directory: Path, fsync: str = "everysec") -> None:
         self.port = port
         self.url = f"redis://127.0.0.1:{port}/0"
         self.command = [
             "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "yes", "--dir", str(directory),
+            "--appendonly", "yes", "--appendfsync", fsync, "--dir", str(directory),
         ]  # fmt: skip
         self.process: asyncio.subprocess.Process | None = None
 
@@ -42,8 +42,14 @@ class PrivateRedis:
             self.process.terminate()
             await self.process.wait()
 
-    async def restart(self) -> None:
-        await self.stop()
+    async def kill(self) -> None:
+        """SIGKILL: whatever was not yet on disk is lost."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def restart(self, hard: bool = False) -> None:
+        await (self.kill() if hard else self.stop())
         await self.start()
 
 
