@@ -7,15 +7,6 @@ import os
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid: int) -> int:
-    """VmRSS of ``pid``, in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for pid {pid}")
-
-
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time ``pid`` has used so far (0 once it is gone)."""
     try:

@@ -113,6 +113,14 @@ class FleetProcess:
     def running(self) -> bool:
         return self.process.returncode is None
 
+    def rss(self) -> int:
+        """Resident memory (VmRSS), in bytes."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise ValueError(f"no VmRSS for {self.name} (pid {self.pid})")
+
     async def _read(self, log: IO[bytes] | None) -> None:
         assert self.process.stdout is not None
         try:

@@ -96,3 +96,22 @@ def claim_once(name: str) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+class Flood:
+    """Answers "flood COUNT SIZE" with COUNT agent messages of SIZE characters each,
+    logged a hundred at a time: a big log, fast."""
+
+    async def on_event(self, event: Event, context: AgentContext) -> None:
+        content = event.data.get("content", "") if event.source == "user" else ""
+        if not content.startswith("flood "):
+            return
+        action_id = event.data["action_id"]
+        _, count, size = content.split()
+        body = "x" * int(size)
+        for first in range(0, int(count), 100):
+            batch = [
+                NewEvent("agent", "message", {"content": body, "in_reply_to": action_id})
+                for _ in range(first, min(first + 100, int(count)))
+            ]
+            await context.emit(*batch, once=f"flood:{action_id}:{first}")

@@ -24,7 +24,7 @@ from typing import cast
 
 import aiohttp
 
-from bench import polling, procstat, rabbit
+from bench import polling, rabbit
 from bench.ceilings import Ceilings
 from bench.clients import Session, bounded, close_all, connect_all, create
 from bench.context import Context
@@ -90,7 +90,7 @@ async def measure(ctx: Context) -> Scale:
             worker, worker_id = await fleet.worker(FLEET_REDIS_URL=f"redis://127.0.0.1:{port}/0")
             claimed, consuming = await _claimed(ctx, fleet, worker, worker_id, n)
             await asyncio.sleep(2.0)  # let the last claims' garbage go before measuring
-            rss = procstat.rss_bytes(worker.pid)
+            rss = worker.rss()
             proxy.reset()
             await asyncio.sleep(plan.heartbeat_window)
             commands = dict(proxy.commands)
@@ -144,7 +144,7 @@ async def _base_rss(fleet: LocalFleet) -> int:
     """RSS of a worker that owns nothing, after it settled for a second."""
     process, _ = await fleet.worker()
     await asyncio.sleep(1.0)
-    rss = procstat.rss_bytes(process.pid)
+    rss = process.rss()
     process.signal(signal.SIGTERM)
     await process.wait(15.0)
     return rss
