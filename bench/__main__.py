@@ -21,13 +21,13 @@ from bench.context import FLEET_SETTINGS, Context
 from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
-from bench.scenarios import failover, latency, scale, start_rate, throughput
+from bench.scenarios import durable, failover, latency, scale, start_rate, throughput
 from bench.watch import ServiceWatch
 from broker.settings import Settings
 from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("latency", "throughput", "start", "failover", "scale")
+SCENARIOS = ("latency", "throughput", "start", "durable", "failover", "scale")
 PURGE_TRIES = 3
 
 
@@ -117,6 +117,10 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
             results += await main_fleet(ctx, wanted)
         if "failover" in wanted:
             results += await phase("failover", 2 * plan.scenario_timeout, lambda: failover.run(ctx))
+        if "durable" in wanted:
+            measured = list(results)
+            timeout = 2 * plan.scenario_timeout
+            results += await phase("durable", timeout, lambda: durable.run(ctx, measured))
         if "scale" in wanted:
             results += await phase("scale", plan.scenario_timeout, lambda: scale.run(ctx))
         described["interruptions"] = await watch.stop()

@@ -45,13 +45,17 @@ class Context:
     service_pids: dict[str, int] = field(default_factory=dict)
 
     @asynccontextmanager
-    async def fleet(self, name: str, **env: str) -> AsyncIterator[LocalFleet]:
+    async def fleet(
+        self, name: str, redis_url: str | None = None, **env: str
+    ) -> AsyncIterator[LocalFleet]:
         """A fleet in its own namespace ``<base>-<name>`` (scenarios never see each
-        other), logging to the run's directory; killed (no drain: its namespace is
-        deleted next) and purged on exit."""
+        other), on the run's Redis unless ``redis_url`` names another, logging to the
+        run's directory; killed (no drain: its namespace is deleted next) and purged
+        on exit."""
+        redis_url = redis_url or self.redis_url
         settings = Settings(
             namespace=f"{self.base}-{name}",
-            redis_url=self.redis_url,
+            redis_url=redis_url,
             amqp_url=self.amqp_url,
             jwt_secret=self.jwt_secret,
             log_level="INFO",
@@ -63,7 +67,7 @@ class Context:
             yield fleet
         finally:
             await fleet.close(graceful=False)
-            await purge(settings.namespace, self.redis_url, self.amqp_url)
+            await purge(settings.namespace, redis_url, self.amqp_url)
 
     def cpu_meter(self, fleet: LocalFleet) -> CpuMeter:
         """CPU time of the fleet's running processes, the bench clients, Redis and RabbitMQ."""

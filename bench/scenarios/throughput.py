@@ -11,6 +11,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
+
 from bench.accounting import Tally, tally
 from bench.ceilings import Ceilings, two_round_trips
 from bench.clients import Session, close_all, connect_all, create_all, settle
@@ -54,8 +56,9 @@ async def run(ctx: Context, fleet: LocalFleet, url: str) -> Result:
     return report(await measure(ctx, fleet, url), ctx.plan, ctx.ceilings)
 
 
-async def measure(ctx: Context, fleet: LocalFleet, url: str) -> Load:
-    """A warm-up action per client, the closed loop, then the lost/duplicated tally."""
+async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None = None) -> Load:
+    """A warm-up action per client, the closed loop, then the lost/duplicated tally
+    (from the logs in ``redis``, the run's by default)."""
     plan = ctx.plan
     sessions = await create_all(url, ctx.users(plan.users), plan.throughput_conversations)
     await connect_all(url, sessions)
@@ -65,7 +68,7 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str) -> Load:
         await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
         window, cpu = await _closed_loop(sessions, plan, meter)
         await settle(sessions, timeout=30)
-        counted = await tally(sessions, ctx.redis, fleet.names, prefix="tp-")
+        counted = await tally(sessions, redis or ctx.redis, fleet.names, prefix="tp-")
     finally:
         await close_all(sessions)
     load = Load(
