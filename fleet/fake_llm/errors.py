@@ -37,7 +37,7 @@ class InvalidRequest(Exception):
         """The most specific of pydantic's errors, its location spelled as OpenAI does
         (``messages[0].content``); ``fields`` are the models' field names, which tell
         them apart from the names pydantic gives to the members of a union."""
-        errors = [(_param(error["loc"], fields), error) for error in exc.errors()]
+        errors = [(_param(error, fields), error) for error in exc.errors()]
         # A union reports one error per member; the member that got furthest names the spot.
         param, first = max(errors, key=lambda pair: pair[0].count(".") + pair[0].count("["))
         if first["type"] == "json_invalid":
@@ -48,6 +48,8 @@ class InvalidRequest(Exception):
             return cls(
                 f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
             )
+        if first["type"] == "extra_forbidden":
+            return cls(f"Unrecognized parameter: '{param}'.", param, "unknown_parameter")
         said = dict.fromkeys(_message(error) for where, error in errors if where == param)
         kind = "invalid_type" if first["type"].endswith("_type") else "invalid_value"
         return cls(f"Invalid value for '{param}': {'; or '.join(said)}.", param, kind)
@@ -58,7 +60,10 @@ def field_names(*models: type[BaseModel]) -> frozenset[str]:
     return frozenset(name for model in models for name in model.model_fields)
 
 
-def _param(loc: tuple[int | str, ...], fields: frozenset[str]) -> str:
+def _param(error: ErrorDetails, fields: frozenset[str]) -> str:
+    loc = error["loc"]
+    if error["type"] == "extra_forbidden":
+        fields = fields | {str(loc[-1])}  # the unknown name is the point
     param = ""
     for part in loc:
         if isinstance(part, int):
