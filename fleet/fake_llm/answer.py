@@ -82,13 +82,13 @@ class Channel:
         self.exchange.completed = last
 
 
-def json_headers(body: bytes) -> Headers:
+def _json_headers(body: bytes) -> Headers:
     return [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
 
 
 async def send_json(channel: Channel, status: int, content: object, headers: Headers) -> None:
     body = orjson.dumps(content)
-    await channel.start(status, [*json_headers(body), *headers])
+    await channel.start(status, [*_json_headers(body), *headers])
     await channel.send(body, last=True)
 
 
@@ -138,7 +138,7 @@ async def _complete(channel: Channel, request: ChatRequest, reply: Reply) -> Non
     if not await channel.pause(reply.first_delay):
         return
     body = orjson.dumps(Completion.of(request, reply).to_object())
-    await channel.start(200, json_headers(body))
+    await channel.start(200, _json_headers(body))
     if reply.fail_after is not None:
         raise DropConnection("fail_after: dropped after the headers")
     await channel.send(body, last=True)

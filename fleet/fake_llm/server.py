@@ -41,11 +41,13 @@ class _Uvicorn(uvicorn.Server):
 
 
 class _DeliberateDrops(logging.Filter):
-    """Hides uvicorn's "Exception in ASGI application" for a ``DropConnection``: that
-    connection was cut on purpose."""
+    """Hides uvicorn's "Exception in ASGI application" for answers cut on purpose: by
+    ``fail_after`` (``DropConnection``), or on SIGTERM once the grace is over (the
+    ``chat_completion`` line says what became of them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], DropConnection))
+        cut = (DropConnection, asyncio.CancelledError)
+        return not (record.exc_info and isinstance(record.exc_info[1], cut))
 
 
 _DELIBERATE_DROPS = _DeliberateDrops()

@@ -173,12 +173,25 @@ async def test_tool_calls_stream_and_the_sdk_assembles_them(
     assert paris.function.name == "get_weather" and paris.id.startswith("call_")
     assert json.loads(paris.function.arguments) == {"city": "Paris", "unit": "celsius"}
     assert (oslo.id, oslo.function.arguments) == ("call_oslo", '{"city": "Oslo", "unit": "K"}')
-    assert len(argument_pieces) > 2  # the arguments came in pieces
+    assert (
+        argument_pieces
+        == [  # in 5-character pieces
+            arguments[start : start + 5]
+            for arguments in (paris.function.arguments, oslo.function.arguments)
+            for start in range(0, len(arguments), 5)
+        ]
+    )
 
     # The tool results go back in the same conversation: the marker is in its history.
     answered: list[Any] = [
         *messages,
-        choice.message.model_dump(exclude_none=True),
+        {
+            "role": "assistant",
+            "content": choice.message.content,
+            "tool_calls": [
+                call.model_dump(include={"id", "type", "function"}) for call in (paris, oslo)
+            ],
+        },
         {"role": "tool", "tool_call_id": paris.id, "content": "sunny"},
         {"role": "tool", "tool_call_id": "call_oslo", "content": "rain"},
     ]
@@ -249,12 +262,13 @@ async def test_each_error_status_surfaces_as_the_sdks_exception(
 async def test_the_sdk_waits_retry_after_then_gets_the_next_reply(
     fake: FakeLLM, http: httpx.AsyncClient
 ) -> None:
-    await script(http, None, {"status": 429, "retry_after": 0.5}, {"content": "made it"})
+    # Three times the SDK's own first backoff (at most 0.5 s): only the header explains it.
+    await script(http, None, {"status": 429, "retry_after": 1.5}, {"content": "made it"})
     async with AsyncOpenAI(base_url=f"{fake.url}/v1", api_key="any", max_retries=1) as retrying:
         completion = await retrying.chat.completions.create(model="gpt-test", messages=said("a"))
     assert completion.choices[0].message.content == "made it"
     limited, answered = await recorded(http)
-    assert answered["received_at"] - limited["received_at"] >= 0.5
+    assert answered["received_at"] - limited["received_at"] >= 1.5
 
 
 async def test_hang_makes_the_sdk_time_out_and_the_fake_sees_it_leave(
@@ -295,11 +309,8 @@ async def test_fail_after_drops_the_connection_mid_stream(
         await llm.chat.completions.create(model="gpt-test", messages=said("b"))
 
     streamed, whole = await recorded(http)
-    assert (streamed["chunks_sent"], streamed["completed"], streamed["disconnected"]) == (
-        2,
-        False,
-        False,
-    )
+    assert streamed["chunks_sent"] == 2
+    assert not streamed["completed"] and not streamed["disconnected"]  # the fake cut it
     assert whole["status"] == 200 and not whole["completed"]
 
 
@@ -350,7 +361,7 @@ async def test_parallel_conversations_get_their_own_replies(
 ) -> None:
     marks = [marker() for _ in range(8)]
     for mark in marks:
-        await script(http, mark, {"content": f"reply for {mark}", "delay": 0.01})
+        await script(http, mark, {"content": f"reply for {mark}", "delay": 0.05})
     await script(http, None, {"content": "from the fallback"})
 
     async def ask(text: str) -> str:
@@ -358,6 +369,8 @@ async def test_parallel_conversations_get_their_own_replies(
 
     answers = await asyncio.gather(*(ask(f"{mark}: hello") for mark in reversed(marks)))
     assert answers == [f"reply for {mark}" for mark in reversed(marks)]
+    together = await recorded(http)
+    assert max(r["received_at"] for r in together) < min(r["finished_at"] for r in together)
     assert await ask("no marker here") == "from the fallback"
     assert (await ask("nothing scripted left")).startswith('You said: "nothing scripted left"')
     assert (await http.get("/fake/script")).json() == {"scripts": []}
@@ -376,10 +389,8 @@ async def test_a_script_follows_its_conversation_through_later_turns(
         {"role": "user", "content": "and then?"},  # no marker: it is in the history
     ]
     second = await llm.chat.completions.create(model="gpt-test", messages=turn2)
-    assert (first.choices[0].message.content, second.choices[0].message.content) == (
-        "first",
-        "second",
-    )
+    assert first.choices[0].message.content == "first"
+    assert second.choices[0].message.content == "second"
     [left] = (await http.get("/fake/script")).json()["scripts"]
     assert (left["match"], left["used"], left["replies"]) == (mark, 2, [{"content": "third"}])
 
