@@ -39,21 +39,24 @@ class ChatCompletions:
         exchange = self.journal.open(raw)
         try:
             async with Channel(receive, send, exchange) as channel:
-                try:
-                    request = parse_request(raw)
-                except InvalidRequest as exc:
-                    exchange.error = exc.message
-                    await send_json(channel, 400, exc.body(), [])
-                    return
-                pick = self.scripts.pick(request, self.pace)
-                exchange.answered_by(pick)
-                await answer(channel, request, pick.reply)
+                await self._answer(channel, raw)
         finally:
             exchange.finished_at = time.time()
-            _log(exchange)
+            _log(exchange, exchange.finished_at - exchange.received_at)
+
+    async def _answer(self, channel: Channel, raw: bytes) -> None:
+        try:
+            request = parse_request(raw)
+        except InvalidRequest as exc:
+            channel.exchange.error = exc.message
+            await send_json(channel, 400, exc.body(), [])
+            return
+        pick = self.scripts.pick(request, self.pace)
+        channel.exchange.answered_by(pick)
+        await answer(channel, request, pick.reply)
 
 
-def _log(exchange: Exchange) -> None:
+def _log(exchange: Exchange, seconds: float) -> None:
     body = exchange.body if isinstance(exchange.body, dict) else {}
     log.info(
         "chat_completion",
@@ -65,7 +68,7 @@ def _log(exchange: Exchange) -> None:
         chunks=exchange.chunks_sent,
         completed=exchange.completed,
         disconnected=exchange.disconnected,
-        seconds=round((exchange.finished_at or exchange.received_at) - exchange.received_at, 3),
+        seconds=round(seconds, 3),
         error=exchange.error,
     )
 
