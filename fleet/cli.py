@@ -58,7 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     fake.add_argument("--host", help="FLEET_HOST (default 127.0.0.1)")
     fake.add_argument(
-        "--port", type=int, dest="fake_llm_port", help="FLEET_FAKE_LLM_PORT (default 8100)"
+        "--port",
+        type=int,
+        dest="fake_llm_port",
+        metavar="PORT",
+        help="FLEET_FAKE_LLM_PORT (default 8100)",
     )
     fake.add_argument(
         "--pace",
