@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     # gateways serve /metrics on their own port.
     metrics_port: int = Field(0, ge=0, le=65535)
 
+    # ``fleet fake-llm``, the local stand-in for an OpenAI-compatible model: its port, and
+    # the words per second of its unscripted replies.
+    fake_llm_port: int = Field(8100, ge=0, le=65535)
+    fake_llm_pace: float = Field(20.0, gt=0)
+
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -150,13 +155,16 @@ def variables() -> dict[str, str]:
     return found
 
 
-def load_settings(environ: Mapping[str, str], **overrides: Any) -> Settings:
-    """Settings from the environment (``overrides``: command-line flags); a bad value
-    is a ``ConfigError`` that names its variable, never pydantic's field name."""
+def load_settings(
+    environ: Mapping[str, str], flags: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from the environment (``overrides``: command-line flags, spelled as in
+    ``flags`` where the flag is not ``--<field-name>``); a bad value is a ``ConfigError``
+    that names its variable or flag, never pydantic's field name."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, environ, overrides)) from None
+        raise ConfigError(_describe(exc, environ, overrides, flags or {})) from None
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
@@ -172,7 +180,10 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 
 
 def _describe(
-    exc: ValidationError, environ: Mapping[str, str], overrides: Mapping[str, Any]
+    exc: ValidationError,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    flags: Mapping[str, str],
 ) -> str:
     by_variable = variables()
     lines = []
@@ -180,7 +191,7 @@ def _describe(
         where = str(error["loc"][0]) if error["loc"] else ""
         field = by_variable.get(where, where)
         if field in overrides:
-            source = f"--{field.replace('_', '-')}"
+            source = flags.get(field, f"--{field.replace('_', '-')}")
         else:
             names = [v for v, f in by_variable.items() if f == field]
             source = next((v for v in names if v in environ), names[0] if names else where)

@@ -16,6 +16,16 @@ from broker.settings import ConfigError, Settings, load_settings, unknown_variab
 # Exit codes: 1 a dependency stayed unreachable, 2 bad configuration or usage.
 UNREACHABLE = 1
 BAD_CONFIG = 2
+# Settings that flags override -> the flag, as errors should name it.
+SETTINGS_FLAGS = {
+    "namespace": "--namespace",
+    "host": "--host",
+    "port": "--port",
+    "worker_capacity": "--capacity",
+    "agent": "--agent",
+    "fake_llm_port": "--port",
+    "fake_llm_pace": "--pace",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +53,25 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("status", help="show live workers and the dispatch backlog")
 
+    fake = commands.add_parser(
+        "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
+    )
+    fake.add_argument("--host", help="FLEET_HOST (default 127.0.0.1)")
+    fake.add_argument(
+        "--port",
+        type=int,
+        dest="fake_llm_port",
+        metavar="PORT",
+        help="FLEET_FAKE_LLM_PORT (default 8100)",
+    )
+    fake.add_argument(
+        "--pace",
+        type=float,
+        dest="fake_llm_pace",
+        metavar="WORDS_PER_S",
+        help="FLEET_FAKE_LLM_PACE: how fast unscripted replies stream (default 20)",
+    )
+
     token = commands.add_parser("token", help="print a token for USER")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
@@ -51,11 +80,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> Settings:
     """Environment first, flags override."""
-    keys = ("namespace", "host", "port", "worker_capacity", "agent")
     overrides: dict[str, Any] = {
-        k: getattr(args, k) for k in keys if getattr(args, k, None) is not None
+        k: getattr(args, k) for k in SETTINGS_FLAGS if getattr(args, k, None) is not None
     }
-    return load_settings(os.environ, **overrides)
+    return load_settings(os.environ, SETTINGS_FLAGS, **overrides)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +117,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return asyncio.run(show_status(settings))
     configure(settings.log_level, command, settings.log_format)
-    if command == "gateway":
+    if command == "fake-llm":
+        from fleet.fake_llm.server import FakeLLM
+
+        FakeLLM(settings.host, settings.fake_llm_port, settings.fake_llm_pace).run()
+    elif command == "gateway":
         from gateway.app import Gateway
 
         Gateway(settings).run()

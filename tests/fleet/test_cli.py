@@ -47,6 +47,13 @@ def test_a_bad_flag_is_reported_as_the_flag() -> None:
     result = fleet("gateway", "--port", "70000")
     assert result.returncode == 2
     assert "--port=70000" in one_line(result)
+    capacity = fleet("worker", "--capacity", "0")
+    assert "--capacity=0: Input should be greater than or equal to 1" in one_line(capacity)
+    fake = fleet("fake-llm", "--port", "70000", "--pace", "0")
+    assert fake.returncode == 2
+    assert "--port=70000" in one_line(fake) and "--pace=0.0" in one_line(fake)
+    paced = fleet("fake-llm", FLEET_FAKE_LLM_PACE="-1")
+    assert "FLEET_FAKE_LLM_PACE='-1': Input should be greater than 0" in one_line(paced)
 
 
 def test_a_misspelled_variable_is_warned_about() -> None:
