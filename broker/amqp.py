@@ -40,8 +40,10 @@ from broker.errors import ConversationClosed, Unavailable
 from broker.events import (
     CloseMarker,
     QueueItem,
+    StreamFrame,
     encode_batch,
     encode_claim_request,
+    encode_frame,
     encode_input,
     input_id,
 )
@@ -296,6 +298,12 @@ class Broker:
         per batch."""
         message = aio_pika.Message(encode_batch(entries), delivery_mode=TRANSIENT)
         await self._exchange().publish(message, routing_key=cid, mandatory=False)
+
+    async def publish_frame(self, frame: StreamFrame) -> None:
+        """Send a stream frame to the gateways that have clients of its conversation,
+        in order with its events (same exchange, channel and routing key)."""
+        message = aio_pika.Message(encode_frame(frame), delivery_mode=TRANSIENT)
+        await self._exchange().publish(message, routing_key=frame.conversation_id, mandatory=False)
 
     async def listen_events(self, on_batch: Callable[[bytes], None]) -> None:
         """Receive live-event batches of the conversations bound with ``bind_events``,

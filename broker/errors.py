@@ -46,6 +46,13 @@ class ConversationClosed(FleetError):
     status = 409
 
 
+class Busy(FleetError):
+    """A message sent while the agent runs a turn, to a conversation that rejects those."""
+
+    code = "busy"
+    status = 409
+
+
 class Conflict(FleetError):
     """An action id reused for another content."""
 

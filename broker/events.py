@@ -51,6 +51,10 @@ class NewEvent:
     data: Mapping[str, Any]
     ts: float = field(default_factory=time.time)
 
+    def logged(self, event_id: int, conversation_id: str) -> Event:
+        """This event as logged with ``event_id``."""
+        return Event(event_id, conversation_id, self.source, self.kind, self.data, self.ts)
+
     def body(self, conversation_id: str) -> bytes:
         """The event's JSON without its opening brace and id (see ``with_id``)."""
         encoded = orjson.dumps(
@@ -70,19 +74,24 @@ def with_id(event_id: int, body: bytes) -> bytes:
     return b'{"id":%d,%s' % (event_id, body)
 
 
-def state(value: str) -> NewEvent:
-    """An agent ``state`` event."""
-    return NewEvent("agent", "state", {"state": value})
+def state(value: str, **data: Any) -> NewEvent:
+    """An agent ``state`` event (``running`` also names its ``turn_id``)."""
+    return NewEvent("agent", "state", {"state": value, **data})
 
 
 # --- what travels through a conversation's queue ------------------------------------
+ActionKind = Literal["message", "stop"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("message", "stop")
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A client's ``user_action``."""
+    """A client's ``user_action``: a ``message`` (its ``content``), or a ``stop`` of the
+    running turn."""
 
     action_id: str
-    kind: str
-    content: str
+    kind: ActionKind
+    content: str = ""
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -90,27 +99,34 @@ class Action:
         if not isinstance(payload, dict):
             raise BadRequest("user_action must be an object")
         kind = payload.get("kind")
-        if kind != "message":
-            raise BadRequest("user_action.kind must be 'message'")
-        data = payload.get("data")
-        if not isinstance(data, dict) or not isinstance(data.get("content"), str):
-            raise BadRequest("user_action.data.content must be a string")
-        if not _is_utf8(data["content"]):
-            raise BadRequest("user_action.data.content must be valid Unicode text")
+        if kind not in ACTION_KINDS:
+            raise BadRequest("user_action.kind must be one of 'message', 'stop'")
+        content = ""
+        if kind == "message":
+            data = payload.get("data")
+            if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+                raise BadRequest("user_action.data.content must be a string")
+            if not _is_utf8(data["content"]):
+                raise BadRequest("user_action.data.content must be valid Unicode text")
+            content = data["content"]
         action_id = payload.get("action_id")
         if action_id is None:
             action_id = uuid.uuid4().hex
         elif not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
-        return cls(action_id=action_id, kind=kind, content=data["content"])
+        return cls(action_id=action_id, kind=kind, content=content)
 
     def digest(self) -> str:
         """What the action says (not its id): an id is admitted with one content only."""
         return hashlib.blake2b(orjson.dumps([self.kind, self.content]), digest_size=16).hexdigest()
 
-    def event(self) -> NewEvent:
-        """The user ``message`` event this action logs."""
-        return NewEvent("user", "message", {"content": self.content, "action_id": self.action_id})
+    def event(self, **extra: Any) -> NewEvent:
+        """The user event this action logs: a ``message`` (``extra`` adds to its data, as
+        ``steered_into``), or a ``stop``."""
+        if self.kind == "stop":
+            return NewEvent("user", "stop", {"action_id": self.action_id})
+        data = {"content": self.content, "action_id": self.action_id, **extra}
+        return NewEvent("user", "message", data)
 
 
 def _is_utf8(text: str) -> bool:
@@ -149,9 +165,12 @@ def decode_input(body: bytes) -> QueueItem:
     """What ``encode_input`` wrote (trusted shape: the gateway validated it)."""
     try:
         obj = orjson.loads(body)
-        if obj["kind"] == "close":
+        kind = obj["kind"]
+        if kind == "close":
             return CloseMarker(str(obj["reason"]))
-        return Action(str(obj["action_id"]), str(obj["kind"]), str(obj["data"]["content"]))
+        if kind not in ACTION_KINDS:
+            raise ValueError(f"unknown kind {kind!r}")
+        return Action(str(obj["action_id"]), kind, str(obj["data"]["content"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
@@ -177,17 +196,50 @@ def decode_claim_request(body: bytes) -> str:
     return str(cid)
 
 
-# --- live-event batches (the outbound exchange) -------------------------------------
+# --- live messages (the outbound exchange): batches of logged events, stream frames --
+@dataclass(frozen=True, slots=True)
+class StreamFrame:
+    """Live text of a turn's step being made: not logged; the client protocol's
+    ``stream`` frame. ``seq`` counts from 0 per (turn, epoch, step)."""
+
+    conversation_id: str
+    turn_id: str
+    epoch: int
+    step: int
+    seq: int
+    delta: str
+
+    def to_client(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "turn_id": self.turn_id,
+            "epoch": self.epoch,
+            "step": self.step,
+            "seq": self.seq,
+            "delta": self.delta,
+        }
+
+
+Batch = tuple[str, list[dict[str, Any]]]  # a conversation id and its logged events
+
+
 def encode_batch(entries: Sequence[bytes]) -> bytes:
     """Logged events (their JSON as logged) as one JSON array: the broker's cost is per
     message, so one message carries every event a step logged."""
     return b"[" + b",".join(entries) + b"]"
 
 
-def decode_batch(body: bytes) -> tuple[str, list[dict[str, Any]]]:
-    """The conversation id of a batch and its events."""
+def encode_frame(frame: StreamFrame) -> bytes:
+    """A stream frame as one JSON object (a batch is an array)."""
+    return orjson.dumps(frame.to_client())
+
+
+def decode_live(body: bytes) -> Batch | StreamFrame:
+    """What ``encode_batch`` or ``encode_frame`` wrote."""
     try:
-        events = orjson.loads(body)
-        return str(events[0]["conversation_id"]), events
+        obj = orjson.loads(body)
+        if isinstance(obj, list):
+            return str(obj[0]["conversation_id"]), obj
+        return StreamFrame(**obj)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
-        raise Malformed(f"live-event batch of {len(body)} bytes: {exc!r}") from None
+        raise Malformed(f"live message of {len(body)} bytes: {exc!r}") from None

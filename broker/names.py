@@ -74,6 +74,10 @@ class Names:
         """Hash of dedupe keys (action ids) to the first event id they logged."""
         return f"{self.conv(cid)}:once"
 
+    def stream(self, cid: str) -> str:
+        """Hash: the step being streamed (turn_id, epoch, step, seq) and its text so far."""
+        return f"{self.conv(cid)}:stream"
+
     def actions(self, cid: str) -> str:
         """Hash of admitted action ids -> a digest of their content (one content per id)."""
         return f"{self.conv(cid)}:actions"

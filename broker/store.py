@@ -10,16 +10,16 @@ from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.errors import LeaseLost
-from broker.events import Action
+from broker.events import Action, StreamFrame
 from broker.names import Names
 from broker.ratelimit import Rate
 from broker.redis import one_of, text
-from broker.settings import OverLimitPolicy
+from broker.settings import BusyPolicy, OverLimitPolicy
 
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
 AdmissionOutcome = Literal[
-    "ok", "rate_limited", "conflict", "log_full", "over_limit", "closed", "unknown"
+    "ok", "rate_limited", "conflict", "busy", "log_full", "over_limit", "closed", "unknown"
 ]
 
 
@@ -72,6 +72,14 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnState:
+    """What a new owner needs to resume a conversation's turns."""
+
+    on_busy: BusyPolicy
+    since: list[bytes]  # the log from the oldest unfinished turn's first event
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     """What a fenced append logged (or had logged before, when ``duplicate``)."""
 
@@ -89,11 +97,14 @@ class Store:
         self._append = scripts.load(redis, names, "append")
         self._admit = scripts.load(redis, names, "admit")
         self._close = scripts.load(redis, names, "close")
+        self._stream = scripts.load(redis, names, "stream")
 
-    async def create(self, cid: str, user: str, limits: Limits, size: int = 0) -> Admission:
+    async def create(
+        self, cid: str, user: str, limits: Limits, on_busy: BusyPolicy, size: int = 0
+    ) -> Admission:
         """Record a new conversation of ``user``'s (its first input ``size`` bytes),
         admitted under the limits; when it is not admitted, nothing is left of it."""
-        return await self._admission(cid, "create", user, limits, size=size)
+        return await self._admission(cid, "create", user, limits, size=size, on_busy=on_busy)
 
     async def admit(
         self, cid: str, user: str, limits: Limits, action: Action, size: int
@@ -110,6 +121,7 @@ class Store:
         limits: Limits,
         action: Action | None = None,
         size: int = 0,
+        on_busy: BusyPolicy = "enqueue",
     ) -> Admission:
         n = self.names
         keys = [
@@ -134,6 +146,8 @@ class Store:
             action.digest() if action else "",
             limits.log_events,
             limits.log_bytes,
+            action.kind if action else "",
+            on_busy,
         ]
         outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
         return Admission(
@@ -190,13 +204,19 @@ class Store:
         return cast(list[bytes], entries)
 
     async def append(
-        self, cid: str, lease: str, bodies: Sequence[bytes], once: str = ""
+        self,
+        cid: str,
+        lease: str,
+        bodies: Sequence[bytes],
+        once: str = "",
+        turn_from: str = "",
+        logged_step: str = "",
     ) -> Appended:
-        """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on."""
+        """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on.
+        ``turn_from`` and ``logged_step``: see ``lua/append.lua``."""
         n = self.names
-        reply = await self._append(
-            keys=[n.lease(cid), n.log(cid), n.once(cid), n.meta(cid)], args=[lease, once, *bodies]
-        )
+        keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid)]
+        reply = await self._append(keys=keys, args=[lease, once, turn_from, logged_step, *bodies])
         code = reply[0]
         if code == -1:
             metrics.FENCED_WRITES.inc()
@@ -204,3 +224,39 @@ class Store:
         if code == -2:
             return Appended(first_id=reply[1], entries=reply[2:], duplicate=True)
         return Appended(first_id=code, entries=[], duplicate=False)
+
+    async def turns(self, cid: str) -> TurnState:
+        """Where the oldest unfinished turn starts, what the conversation does with
+        input while busy, and every event since that turn (empty when none is)."""
+        turn_from, on_busy = await self.redis.hmget(self.names.meta(cid), "turn_from", "on_busy")
+        policy: BusyPolicy = one_of(on_busy, get_args(BusyPolicy)) if on_busy else "enqueue"
+        if turn_from is None:
+            return TurnState(policy, [])
+        return TurnState(policy, await self.read(cid, int(turn_from) - 1))
+
+    async def stream(self, cid: str, lease: str, frame: StreamFrame) -> bool:
+        """Keep the snapshot of a streaming step (fenced); False when the lease moved on."""
+        args: list[str | int] = [
+            lease,
+            frame.turn_id,
+            frame.epoch,
+            frame.step,
+            frame.seq,
+            frame.delta,
+        ]
+        keys = [self.names.lease(cid), self.names.stream(cid)]
+        return bool(await self._stream(keys=keys, args=args))
+
+    async def streaming(self, cid: str) -> StreamFrame | None:
+        """The step being streamed, as one frame holding its whole text so far."""
+        snapshot = await self.redis.hgetall(self.names.stream(cid))
+        if not snapshot:
+            return None
+        return StreamFrame(
+            conversation_id=cid,
+            turn_id=text(snapshot[b"turn_id"]),
+            epoch=int(snapshot[b"epoch"]),
+            step=int(snapshot[b"step"]),
+            seq=int(snapshot[b"seq"]),
+            delta=text(snapshot.get(b"text", b"")),
+        )

@@ -174,7 +174,7 @@ class Gateway(Service):
             if not self.watch(self.broker, failure):
                 return
 
-    async def _emit(self, sid: str, event: dict[str, Any]) -> None:
+    async def _emit(self, sid: str, name: str, payload: dict[str, Any]) -> None:
         try:
             await self.outbox.room(sid)
         except TooSlow as exc:
@@ -183,7 +183,7 @@ class Gateway(Service):
             await self.sio.emit("error", {"code": "too_slow", "message": message}, to=sid)
             await self.sio.disconnect(sid)
             raise ClientGone(str(exc)) from None
-        await self.sio.emit("event", event, to=sid)
+        await self.sio.emit(name, payload, to=sid)
         metrics.EVENTS_DELIVERED.inc()
 
     async def is_ready(self) -> bool:

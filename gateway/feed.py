@@ -20,12 +20,15 @@ import structlog
 
 from broker.amqp import Broker
 from broker.backoff import Backoff
-from broker.events import Malformed, decode_batch
+from broker.events import Malformed, StreamFrame, decode_live
 from broker.store import Store
+from gateway.streams import StreamCursor
 
 log = structlog.get_logger()
 
-Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
+# (sid, Socket.IO event name, payload)
+Emit = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+Live = dict[str, Any] | StreamFrame  # a logged event, or a frame of streamed text
 
 # Live events held for one client beyond this are dropped for a catch-up from the log:
 # a slow client costs the gateway a bounded amount of memory.
@@ -42,14 +45,13 @@ class ClientGone(Exception):
 class _Client:
     sid: str
     cursor: int
-    # Live events; None asks for a catch-up from the log (after a broker reconnect, or
-    # when the client fell too far behind).
-    inbox: asyncio.Queue[dict[str, Any] | None] = field(
-        default_factory=lambda: asyncio.Queue(LIVE_BACKLOG)
-    )
+    # Live events and frames; None asks for a catch-up from the log (after a broker
+    # reconnect, or when the client fell too far behind).
+    inbox: asyncio.Queue[Live | None] = field(default_factory=lambda: asyncio.Queue(LIVE_BACKLOG))
+    stream: StreamCursor = field(default_factory=StreamCursor)
     task: asyncio.Task[None] | None = None
 
-    def hand(self, event: dict[str, Any] | None) -> None:
+    def hand(self, event: Live | None) -> None:
         """Queue a live event (None: a catch-up); past the backlog, catch up instead."""
         try:
             self.inbox.put_nowait(event)
@@ -134,16 +136,22 @@ class Feed:
 
     def _on_batch(self, body: bytes) -> None:
         try:
-            cid, events = decode_batch(body)
+            live = decode_live(body)
         except Malformed as exc:
             log.warning("live_event_malformed", error=str(exc))
             return
+        items: list[Live]
+        if isinstance(live, StreamFrame):
+            cid, items = live.conversation_id, [live]
+        else:
+            cid, events = live
+            items = list(events)
+            self.received += len(events)
         topic = self._topics.get(cid)
-        self.received += len(events)
         if topic is not None:
             for client in topic.clients.values():
-                for event in events:
-                    client.hand(event)
+                for item in items:
+                    client.hand(item)
 
     async def _deliver(self, cid: str, client: _Client) -> None:
         """Replay from the log, then live events in id order: no gap, no duplicate.
@@ -152,17 +160,20 @@ class Feed:
         a capped backoff, delivery resumes with a catch-up from the client's cursor.
         """
         backoff = Backoff()
-        event: dict[str, Any] | None = None  # None: catch up from the log
+        item: Live | None = None  # None: catch up from the log, then the streamed text
         while True:
             try:
-                if event is None:
+                if item is None:
                     await self._catch_up(cid, client, upto=None)
-                elif event["id"] > client.cursor:
-                    if event["id"] > client.cursor + 1:
-                        await self._catch_up(cid, client, upto=event["id"] - 1)
-                    await self._send(client, event)
+                    await self._resync(cid, client)
+                elif isinstance(item, StreamFrame):
+                    await self._frame(cid, client, item)
+                elif item["id"] > client.cursor:
+                    if item["id"] > client.cursor + 1:
+                        await self._catch_up(cid, client, upto=item["id"] - 1)
+                    await self._send(client, item)
                 backoff.reset()
-                event = await client.inbox.get()
+                item = await client.inbox.get()
             except asyncio.CancelledError:
                 raise
             except ClientGone:
@@ -170,7 +181,7 @@ class Feed:
             except Exception as exc:
                 log.warning("delivery_retry", conversation_id=cid, sid=client.sid, error=repr(exc))
                 await backoff.sleep()
-                event = None
+                item = None
 
     async def _catch_up(self, cid: str, client: _Client, upto: int | None) -> None:
         """Send the log after the client's cursor (up to ``upto``), a page at a time."""
@@ -183,5 +194,23 @@ class Feed:
                 return
 
     async def _send(self, client: _Client, event: dict[str, Any]) -> None:
-        await self._emit(client.sid, event)
+        await self._emit(client.sid, "event", event)
         client.cursor = event["id"]
+        client.stream.saw_event(event)
+
+    async def _frame(self, cid: str, client: _Client, frame: StreamFrame) -> None:
+        verdict = client.stream.verdict(frame)
+        if verdict == "send":
+            await self._send_frame(client, frame)
+        elif verdict == "resync":
+            await self._resync(cid, client)
+
+    async def _resync(self, cid: str, client: _Client) -> None:
+        """What the client misses of the step being streamed, from its snapshot."""
+        frame = client.stream.catch_up(await self._store.streaming(cid))
+        if frame is not None:
+            await self._send_frame(client, frame)
+
+    async def _send_frame(self, client: _Client, frame: StreamFrame) -> None:
+        await self._emit(client.sid, "stream", frame.to_client())
+        client.stream.sent(frame)

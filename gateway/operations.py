@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import get_args
 
 import structlog
 
 from broker import metrics
 from broker.amqp import Broker
 from broker.errors import (
+    BadRequest,
+    Busy,
     Conflict,
     ConversationClosed,
     LogFull,
@@ -20,13 +23,21 @@ from broker.errors import (
 from broker.events import Action, encode_input
 from broker.names import new_conversation_id, valid_conversation_id
 from broker.ratelimit import Rate, refuse
-from broker.settings import Settings
+from broker.settings import BusyPolicy, Settings
 from broker.store import Admission, ConversationRecord, Limits, Store
 
 MAX_PAGE = 1000
 CLOSED_BY_USER = "closed by user"
 
 log = structlog.get_logger()
+
+
+def busy_policy(value: object) -> BusyPolicy:
+    """A client's ``on_busy`` choice, checked."""
+    for policy in get_args(BusyPolicy):
+        if value == policy:
+            return policy  # type: ignore[no-any-return]
+    raise BadRequest("on_busy must be one of " + ", ".join(get_args(BusyPolicy)))
 
 
 class Operations:
@@ -46,17 +57,21 @@ class Operations:
         )
         # A slot frees when a conversation is closed or passivates: say when, at most.
         self.slot_retry = settings.passivate_after
+        self.on_busy: BusyPolicy = settings.on_busy
 
-    async def create(self, user: str, initial_message: str | None = None) -> str:
+    async def create(
+        self, user: str, initial_message: str | None = None, on_busy: object = None
+    ) -> str:
         """A new conversation, its queue declared before its record exists: a gateway
         that dies half way leaves at most an unused queue, never a record without one
         (the pending index brings it an owner, which passivates it when idle)."""
         initial, size = None, 0
         if initial_message is not None:
             initial, size = self._action({"kind": "message", "data": {"content": initial_message}})
+        policy = self.on_busy if on_busy is None else busy_policy(on_busy)
         cid = new_conversation_id()
         await self.broker.declare_conversation(cid)
-        admission = await self.store.create(cid, user, self.limits, size)
+        admission = await self.store.create(cid, user, self.limits, policy, size)
         if admission.outcome != "ok":
             await self.broker.delete_if_empty(cid)
         self._check(admission)
@@ -109,6 +124,8 @@ class Operations:
     def _check(self, admission: Admission) -> None:
         if admission.outcome == "rate_limited":
             raise refuse(admission.retry_after_ms)
+        if admission.outcome == "busy":
+            raise Busy("the agent is busy with a turn; retry when it is done, or stop it")
         if admission.outcome == "conflict":
             raise Conflict("this action_id was already used for another action")
         if admission.outcome == "log_full":

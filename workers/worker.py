@@ -259,7 +259,7 @@ class Worker(Service):
             cid,
             self.worker_id,
             epoch,
-            self.agent_factory(),
+            self.agent_factory(self.settings),
             self.store,
             self.leases,
             self.broker,

@@ -8,12 +8,14 @@
 --       pending (conversations owed an owner: the reaper asks again for stale ones)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
---       max_log_events, max_log_bytes
+--       max_log_events, max_log_bytes, kind ('message' | 'stop' | ''),
+--       on_busy (kept in the record at 'create')
 -- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it
 --   rate_limited the user sends too fast: retry after retry_after_ms
 --   conflict     this action id was admitted before with another content
 --   log_full     the conversation's log reached its cap
+--   busy         a message while a turn runs, and the conversation rejects those
 --   over_limit   the user runs `limit` conversations already (policy 'reject')
 --   closed       closing or closed: it takes no more input
 --   unknown      no such conversation
@@ -22,7 +24,8 @@ if wait > 0 then return {'rate_limited', 0, '', wait} end
 local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
-  redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000)
+  redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000,
+             'on_busy', ARGV[14])
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -35,6 +38,10 @@ if action_id ~= '' then
     if seen ~= ARGV[10] then return {'conflict', 0, '', 0} end
     action_id = ''  -- sent again: admitted again, logged and answered once (dedupe)
   end
+end
+if ARGV[13] == 'message' and redis.call('HGET', KEYS[1], 'on_busy') == 'reject'
+   and redis.call('HEXISTS', KEYS[1], 'turn_from') == 1 then
+  return {'busy', 0, '', 0}
 end
 if redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
    or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12]) then

@@ -1,14 +1,18 @@
 -- Fenced append: log events only while the caller's lease value (worker:epoch) is
 -- current, so a stale owner can never write. Ids are consecutive from 0.
 -- With a dedupe key ("once"), a batch is logged at most once per conversation.
--- The log's size in bytes is kept in the record (meta.log_bytes) for its cap.
--- KEYS: lease, log, once, meta
--- ARGV: lease_value, once_key ('' for none), body1, body2, ...
---   each body is an event's JSON without its opening brace and id.
+-- Kept in step with the log, in the same call: the log's size in bytes (meta.log_bytes,
+-- for its cap), where its oldest unfinished turn starts (meta.turn_from, for the next
+-- owner to resume from), and the stream snapshot of a step now logged (deleted).
+-- KEYS: lease, log, once, meta, stream
+-- ARGV: lease_value, once_key ('' for none),
+--       turn_from ('' unchanged, '-' none, '=' this batch's first id, or an id),
+--       logged_step ('' or turn_id .. ' ' .. step: that step's snapshot goes),
+--       body1, body2, ...  (each an event's JSON without its opening brace and id)
 -- Returns {first_id} when appended, {-1} when fenced, or
 --   {-2, first_id, entry...} when once_key was logged before (the entries it logged).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-local n = #ARGV - 2
+local n = #ARGV - 4
 if ARGV[2] ~= '' then
   local prev = redis.call('HGET', KEYS[3], ARGV[2])
   if prev then
@@ -21,10 +25,22 @@ end
 local first = redis.call('LLEN', KEYS[2])
 local entries, size = {}, 0
 for i = 1, n do
-  entries[i] = '{"id":' .. (first + i - 1) .. ',' .. ARGV[i + 2]
+  entries[i] = '{"id":' .. (first + i - 1) .. ',' .. ARGV[i + 4]
   size = size + #entries[i]
 end
-redis.call('RPUSH', KEYS[2], unpack(entries))
+if n > 0 then redis.call('RPUSH', KEYS[2], unpack(entries)) end
 redis.call('HINCRBY', KEYS[4], 'log_bytes', size)
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], first .. ':' .. n) end
+if ARGV[3] == '-' then
+  redis.call('HDEL', KEYS[4], 'turn_from')
+elseif ARGV[3] == '=' then
+  redis.call('HSET', KEYS[4], 'turn_from', first)
+elseif ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[4], 'turn_from', ARGV[3])
+end
+if ARGV[4] ~= '' then
+  local turn, step = string.match(ARGV[4], '^(.*) (%d+)$')
+  local current = redis.call('HMGET', KEYS[5], 'turn_id', 'step')
+  if current[1] == turn and current[2] == step then redis.call('DEL', KEYS[5]) end
+end
 return {first}

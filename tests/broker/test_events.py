@@ -10,11 +10,13 @@ from broker.events import (
     CloseMarker,
     Malformed,
     NewEvent,
-    decode_batch,
+    StreamFrame,
     decode_claim_request,
     decode_input,
+    decode_live,
     encode_batch,
     encode_claim_request,
+    encode_frame,
     encode_input,
     input_id,
     with_id,
@@ -29,13 +31,26 @@ def test_queue_items_round_trip() -> None:
     assert (input_id("c", action), input_id("c", close)) == ("a-1", "close:c")
 
 
+def test_stream_frames_round_trip() -> None:
+    frame = StreamFrame("c", "t-1", 7, 2, 3, "hello ")
+    assert decode_live(encode_frame(frame)) == frame
+
+
+def test_stop_actions_round_trip() -> None:
+    stop = Action("s-1", "stop")
+    assert decode_input(encode_input(stop)) == stop
+    assert stop.event().kind == "stop"
+
+
 def test_claim_requests_round_trip() -> None:
     assert decode_claim_request(encode_claim_request("conv-1")) == "conv-1"
 
 
 def test_batches_round_trip_as_logged_json() -> None:
     entries = [with_id(i, NewEvent("agent", "message", {"n": i}).body("c")) for i in range(3)]
-    cid, events = decode_batch(encode_batch(entries))
+    decoded = decode_live(encode_batch(entries))
+    assert not isinstance(decoded, StreamFrame)
+    cid, events = decoded
     assert cid == "c"
     assert [e["id"] for e in events] == [0, 1, 2]
     assert events == [orjson.loads(e) for e in entries]
@@ -48,8 +63,8 @@ def test_batches_round_trip_as_logged_json() -> None:
         (decode_input, b'{"kind": "message"}'),
         (decode_claim_request, b"{}"),
         (decode_claim_request, b'{"conversation_id": "../etc"}'),
-        (decode_batch, b"[]"),
-        (decode_batch, b'{"id": 1}'),
+        (decode_live, b"[]"),
+        (decode_live, b'{"id": 1}'),
     ],
 )
 def test_what_no_encoder_wrote_is_malformed(decode: object, body: bytes) -> None:

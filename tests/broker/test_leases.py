@@ -32,7 +32,7 @@ def store(redis: Redis, names: Names) -> Store:
 
 async def created(store: Store, user: str = "alice") -> str:
     cid = new_conversation_id()
-    admission = await store.create(cid, user, LIMITS)
+    admission = await store.create(cid, user, LIMITS, "enqueue")
     assert admission.outcome == "ok"
     return cid
 

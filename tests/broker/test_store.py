@@ -18,7 +18,7 @@ LIMITS = Limits(100, "reject", Rate(1000.0, 1000))
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
     cid = new_conversation_id()
-    await store.create(cid, "alice", LIMITS)
+    await store.create(cid, "alice", LIMITS, "enqueue")
     await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     claim = await leases.claim(cid, "w", 100)
     return store, cid, lease_value("w", claim.epoch)

@@ -13,6 +13,11 @@ def content_view(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return [(e["id"], e["source"], e["kind"], e["data"]) for e in events]
 
 
+def reply(content: str, action_id: str) -> dict[str, object]:
+    """The echo agent's answer: its turn has one step, 0."""
+    return {"content": content, "in_reply_to": action_id, "turn_id": action_id, "step": 0}
+
+
 async def test_echo_round_trip(fleet: InProcessFleet, settings: Settings) -> None:
     await fleet.start_gateway()
     await fleet.start_worker()
@@ -21,6 +26,7 @@ async def test_echo_round_trip(fleet: InProcessFleet, settings: Settings) -> Non
     client = await Client().connect(fleet.url, bearer, cid)
 
     first = await client.act("hello", action_id="a-1")
+    await client.wait_for(lambda ev: len(ev) >= 4)
     second = await client.act("world", action_id="a-2")
     events = await client.wait_for(lambda ev: len(ev) >= 8)
 
@@ -28,12 +34,12 @@ async def test_echo_round_trip(fleet: InProcessFleet, settings: Settings) -> Non
     assert second == {"ok": True, "action_id": "a-2"}
     assert content_view(events) == [
         (0, "user", "message", {"content": "hello", "action_id": "a-1"}),
-        (1, "agent", "state", {"state": "running"}),
-        (2, "agent", "message", {"content": "hello", "in_reply_to": "a-1"}),
+        (1, "agent", "state", {"state": "running", "turn_id": "a-1"}),
+        (2, "agent", "message", reply("hello", "a-1")),
         (3, "agent", "state", {"state": "awaiting_user_input"}),
         (4, "user", "message", {"content": "world", "action_id": "a-2"}),
-        (5, "agent", "state", {"state": "running"}),
-        (6, "agent", "message", {"content": "world", "in_reply_to": "a-2"}),
+        (5, "agent", "state", {"state": "running", "turn_id": "a-2"}),
+        (6, "agent", "message", reply("world", "a-2")),
         (7, "agent", "state", {"state": "awaiting_user_input"}),
     ]
     assert all(e["conversation_id"] == cid and isinstance(e["ts"], float) for e in events)
@@ -71,5 +77,5 @@ async def test_an_action_sent_before_any_worker_runs_is_answered_once_one_starts
     await fleet.start_worker()
     events = await client.wait_for(lambda ev: len(ev) >= 4)
 
-    assert events[2]["data"] == {"content": "waiting", "in_reply_to": "early"}
+    assert events[2]["data"] == reply("waiting", "early")
     await client.close()

@@ -57,7 +57,12 @@ async def test_action_over_http_is_answered(fleet: InProcessFleet, settings: Set
     assert response.status_code == 200
     assert response.json() == {"ok": True, "action_id": "h-1"}
     events = await client.wait_for(lambda ev: len(ev) >= 4)
-    assert events[2]["data"] == {"content": "via http", "in_reply_to": "h-1"}
+    assert events[2]["data"] == {
+        "content": "via http",
+        "in_reply_to": "h-1",
+        "turn_id": "h-1",
+        "step": 0,
+    }
     await client.close()
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from broker.settings import Settings
 from tests.conftest import InProcessFleet
+from tests.gateway.test_echo_round_trip import reply
 from tests.support import create_conversation, token
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
@@ -86,8 +87,8 @@ def answer(first_id: int, content: str, action_id: str) -> list[tuple[Any, ...]]
     """The four events the echo agent logs for one user message."""
     return [
         (first_id, "user", "message", {"content": content, "action_id": action_id}),
-        (first_id + 1, "agent", "state", {"state": "running"}),
-        (first_id + 2, "agent", "message", {"content": content, "in_reply_to": action_id}),
+        (first_id + 1, "agent", "state", {"state": "running", "turn_id": action_id}),
+        (first_id + 2, "agent", "message", reply(content, action_id)),
         (first_id + 3, "agent", "state", {"state": "awaiting_user_input"}),
     ]
 

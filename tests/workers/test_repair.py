@@ -31,7 +31,7 @@ async def half_made(settings: Settings, redis: Redis, user: str) -> str:
         cid = new_conversation_id()
         await broker.declare_conversation(cid)
         limits = Limits(settings.max_conversations_per_user, "reject", Rate(100.0, 100))
-        assert (await Store(redis, names).create(cid, user, limits)).outcome == "ok"
+        assert (await Store(redis, names).create(cid, user, limits, "enqueue")).outcome == "ok"
     finally:
         await broker.close()
     return cid

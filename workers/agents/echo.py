@@ -1,23 +1,31 @@
-"""The echo agent: answers each user message with its own content."""
+"""The echo agent: answers each user message with its own content.
+
+With ``FLEET_ECHO_DELAY`` > 0 it streams its reply a word per frame, that many
+seconds apart, before logging it; messages steered into the turn are echoed too, each
+on a line of its own.
+"""
 
 from __future__ import annotations
 
-from broker.events import Event, NewEvent, state
-from workers.agents import AgentContext
+import asyncio
+
+from broker.settings import Settings
+from workers.agents import Turn
 
 
 class EchoAgent:
-    """For message X with action id A: state running, message X in reply to A, state awaiting."""
+    """For message X with action id A: state running, message X in reply to A, state
+    awaiting_user_input (the runner logs the states)."""
 
-    async def on_event(self, event: Event, context: AgentContext) -> None:
-        if event.source != "user" or event.kind != "message":
-            return
-        action_id = event.data["action_id"]
-        await context.emit(
-            state("running"),
-            NewEvent(
-                "agent", "message", {"content": event.data["content"], "in_reply_to": action_id}
-            ),
-            state("awaiting_user_input"),
-            once=f"reply:{action_id}",
-        )
+    def __init__(self, settings: Settings) -> None:
+        self.delay = settings.echo_delay
+
+    async def run_turn(self, turn: Turn) -> None:
+        content: str = turn.message.data["content"]
+        if self.delay:
+            words = content.split(" ")
+            for i, word in enumerate(words):
+                turn.stream(word if i == len(words) - 1 else word + " ")
+                await asyncio.sleep(self.delay)
+        steered = [message.data["content"] for message in turn.steered()]
+        await turn.finish("\n".join([content, *steered]))

@@ -1,0 +1,78 @@
+"""One conversation's writer, under one lease: the fenced log, and what goes out live."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.amqp import Broker
+from broker.errors import LeaseLost
+from broker.events import Event, NewEvent, StreamFrame, with_id
+from broker.store import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """Events as the log holds them; ``fresh`` when this call logged them (not a
+    duplicate of an earlier call with the same ``once``)."""
+
+    events: list[Event]
+    fresh: bool
+
+    @property
+    def first_id(self) -> int:
+        return self.events[0].id if self.events else -1
+
+
+class Scribe:
+    """Logs events under one lease and publishes them; refuses once liveness is in doubt."""
+
+    def __init__(
+        self,
+        cid: str,
+        lease: str,
+        store: Store,
+        broker: Broker,
+        alive: Callable[[], bool],
+    ) -> None:
+        self.conversation_id = cid
+        self.lease = lease
+        self._store = store
+        self._broker = broker
+        self._alive = alive
+
+    def _check(self) -> None:
+        if not self._alive():
+            raise LeaseLost(f"liveness of {self.lease} lapsed")
+
+    async def log(
+        self, *events: NewEvent, once: str = "", turn_from: str = "", logged_step: str = ""
+    ) -> Logged:
+        """Log ``events`` together (fenced; with ``once`` at most once ever), then
+        publish them. ``turn_from`` and ``logged_step``: see ``lua/append.lua``."""
+        self._check()
+        cid = self.conversation_id
+        bodies = [event.body(cid) for event in events]
+        appended = await self._store.append(cid, self.lease, bodies, once, turn_from, logged_step)
+        if appended.duplicate:
+            # Logged by an earlier delivery that may have died before publishing:
+            # publish again; gateways drop ids they already delivered.
+            entries = appended.entries
+            logged = [Event.from_json(entry) for entry in entries]
+        else:
+            first = appended.first_id
+            entries = [with_id(first + i, body) for i, body in enumerate(bodies)]
+            logged = [event.logged(first + i, cid) for i, event in enumerate(events)]
+        if entries:
+            await self._broker.publish_events(cid, entries)
+        return Logged(logged, not appended.duplicate)
+
+    async def stream(self, frame: StreamFrame) -> None:
+        """Publish a stream frame, and keep the step's snapshot for late joiners."""
+        self._check()
+        if not await self._store.stream(self.conversation_id, self.lease, frame):
+            raise LeaseLost(f"lease {self.lease} is no longer current")
+        await self._broker.publish_frame(frame)
+
+    async def history(self) -> list[Event]:
+        return [Event.from_json(raw) for raw in await self._store.read(self.conversation_id)]

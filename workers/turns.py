@@ -1,0 +1,295 @@
+"""One conversation's turns: which runs, which wait, and what input does while one runs.
+
+Input is logged as it arrives (and then acknowledged), so nothing waits in the queue
+behind a running turn: a stop reaches the turn at once, and the log alone says which
+turns are unfinished. The record's ``turn_from`` (kept by the append script) marks
+the oldest unfinished turn, so a new owner reads only the log from there to resume:
+the running turn with its logged steps, then the waiting ones in order.
+
+Every change of state (a message admitted, a turn started, finished, stopped) happens
+under one lock, so a message is never steered into a turn that is already ending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from broker.errors import LeaseLost
+from broker.events import Action, Event, NewEvent, state
+from broker.settings import BusyPolicy
+from workers.agents import Agent, TurnFailed
+from workers.scribe import Scribe
+from workers.stream import Streamer
+from workers.turn import LiveTurn
+
+AbortReason = str  # "stopped" | "interrupted" | "closed"
+IDLE = state("awaiting_user_input")
+
+
+@dataclass(slots=True)
+class Running:
+    turn: LiveTurn
+    task: asyncio.Task[None]
+
+
+class TurnRunner:
+    """Runs a conversation's turns one at a time, under the conversation's busy policy."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        scribe: Scribe,
+        streamer: Streamer,
+        epoch: int,
+        on_failure: Callable[[BaseException], None],
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> None:
+        self.agent = agent
+        self.scribe = scribe
+        self.streamer = streamer
+        self.epoch = epoch
+        self.policy: BusyPolicy = "enqueue"
+        self._on_failure = on_failure  # a turn found the lease lost: the loop must stop
+        self._log = log
+        self._lock = asyncio.Lock()
+        self._running: Running | None = None
+        self._pending: deque[Event] = deque()  # user messages waiting for their turn
+        self.last_end = time.monotonic()
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None or bool(self._pending)
+
+    # --- input, in queue order ------------------------------------------------------
+    async def message(self, action: Action) -> None:
+        """Log a user message and give it a turn, now or later, or steer it in."""
+        async with self._lock:
+            once = f"action:{action.action_id}"
+            running = self._running
+            if running is not None and self.policy == "steer":
+                logged = await self.scribe.log(
+                    action.event(steered_into=running.turn.turn_id), once=once
+                )
+                if logged.fresh:
+                    running.turn.steer_in(logged.events[0])
+                return
+            if running is None and not self._pending:
+                logged = await self.scribe.log(
+                    action.event(),
+                    state("running", turn_id=action.action_id),
+                    once=once,
+                    turn_from="=",
+                )
+                if logged.fresh:
+                    self._start(logged.events[0], [], [])
+                return
+            logged = await self.scribe.log(action.event(), once=once)
+            if not logged.fresh:
+                return
+            self._pending.append(logged.events[0])
+            if running is not None and self.policy == "interrupt":
+                await self._abort(running, "interrupted")
+
+    async def stop(self, action: Action) -> None:
+        """Log a stop; it ends the running turn, if any (and changes nothing else)."""
+        async with self._lock:
+            logged = await self.scribe.log(action.event(), once=f"stop:{action.action_id}")
+            if logged.fresh and self._running is not None:
+                await self._abort(self._running, "stopped")
+
+    async def close(self) -> None:
+        """Closing for good: the running turn ends, waiting messages get an error."""
+        async with self._lock:
+            if self._running is not None:
+                await self._end(self._running, "closed")
+            while self._pending:
+                message = self._pending.popleft()
+                action_id = message.data["action_id"]
+                error = {
+                    "code": "conversation_closed",
+                    "message": "the conversation was closed",
+                    "action_id": action_id,
+                }
+                last = not self._pending
+                await self.scribe.log(
+                    NewEvent("system", "error", error),
+                    once=f"late:{action_id}",
+                    turn_from="-" if last else str(self._pending[0].id),
+                )
+
+    # --- a new owner picks up where the last one left -----------------------------------
+    async def resume(self, since: list[Event]) -> None:
+        """Rebuild the turns from the log since the oldest unfinished one, and run on."""
+        order, messages, steps, steered = _unfinished(since)
+        async with self._lock:
+            if not order:
+                if since:
+                    await self.scribe.log(turn_from="-")  # nothing left to resume
+                return
+            first, *rest = order
+            self._pending.extend(messages[t] for t in rest)
+            if _stopped_after(since, messages[first]):
+                turn = LiveTurn(self, messages[first], steps[first], steered[first])
+                await self._end_logged(turn, "stopped")
+                await self._start_next()
+                return
+            self._log.info("turn_resumed", turn_id=first, steps=len(steps[first]))
+            self._start(messages[first], steps[first], steered[first])
+
+    async def halt(self) -> None:
+        """Stop the running turn without a word (drain, fencing): the next owner resumes it."""
+        running, self._running = self._running, None
+        if running is not None:
+            running.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await running.task
+        await self.streamer.close()
+
+    # --- a turn's life ------------------------------------------------------------------
+    def _start(self, message: Event, steps: list[Event], steered: list[Event]) -> None:
+        turn = LiveTurn(self, message, steps, steered)
+        self._running = Running(turn, asyncio.create_task(self._run(turn)))
+
+    async def _start_next(self) -> None:
+        """Lock held: the next waiting message gets its turn."""
+        if not self._pending:
+            return
+        message = self._pending.popleft()
+        action_id = message.data["action_id"]
+        await self.scribe.log(state("running", turn_id=action_id), once=f"running:{action_id}")
+        self._start(message, [], [])
+
+    async def _run(self, turn: LiveTurn) -> None:
+        try:
+            await self.agent.run_turn(turn)
+            if not turn.finished:
+                raise TurnFailed("agent_silent", "the agent ended its turn without an answer")
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost as exc:
+            self._on_failure(exc)
+        except Exception as exc:
+            if not isinstance(exc, TurnFailed):
+                self._log.exception("agent_failed", turn_id=turn.turn_id)
+                exc = TurnFailed("agent_failed", f"agent failed: {exc!r}")
+            try:
+                await self._fail(turn, exc)
+            except Exception as failure:  # the turn is unfinished in the log: it resumes
+                self._on_failure(failure)
+
+    async def finish(self, turn: LiveTurn, content: str, data: Mapping[str, Any]) -> None:
+        """The turn's last message, in reply to its user message; then the next turn."""
+        await self.streamer.end_step()
+        async with self._lock:
+            if self._running is None or self._running.turn is not turn:
+                return  # ended meanwhile (its task is being cancelled)
+            step, tid = turn.step, turn.turn_id
+            reply = {**data, "content": content, "in_reply_to": tid, "turn_id": tid, "step": step}
+            if turn.steered_ids:
+                reply["steered"] = list(turn.steered_ids)
+            await self.scribe.log(
+                NewEvent("agent", "message", reply),
+                IDLE,
+                once=f"reply:{tid}",
+                turn_from=self._next_from(),
+                logged_step=f"{tid} {step}",
+            )
+            turn.finished = True
+            self._ended()
+            await self._start_next()
+
+    async def _fail(self, turn: LiveTurn, failure: TurnFailed) -> None:
+        async with self._lock:
+            if self._running is None or self._running.turn is not turn:
+                return
+            error = {"turn_id": turn.turn_id, "code": failure.code, "message": failure.message}
+            await self.scribe.log(
+                NewEvent("agent", "error", error),
+                IDLE,
+                once=f"end:{turn.turn_id}",
+                turn_from=self._next_from(),
+            )
+            turn.finished = True
+            self._ended()
+            await self._start_next()
+
+    async def _abort(self, running: Running, reason: AbortReason) -> None:
+        """Lock held: cancel the running turn, log why, start the next one."""
+        await self._end(running, reason)
+        await self._start_next()
+
+    async def _end(self, running: Running, reason: AbortReason) -> None:
+        running.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running.task
+        await self.streamer.close()
+        await self._end_logged(running.turn, reason)
+
+    async def _end_logged(self, turn: LiveTurn, reason: AbortReason) -> None:
+        aborted = NewEvent("agent", "turn_aborted", {"turn_id": turn.turn_id, "reason": reason})
+        events = (aborted,) if reason == "closed" else (aborted, IDLE)
+        await self.scribe.log(*events, once=f"end:{turn.turn_id}", turn_from=self._next_from())
+        self._log.info("turn_aborted", turn_id=turn.turn_id, reason=reason)
+        self._ended()
+
+    def _ended(self) -> None:
+        self._running = None
+        self.last_end = time.monotonic()
+
+    def _next_from(self) -> str:
+        """``turn_from`` once the running turn ends: the next waiting one's, or none."""
+        return str(self._pending[0].id) if self._pending else "-"
+
+
+def _unfinished(
+    since: list[Event],
+) -> tuple[list[str], dict[str, Event], dict[str, list[Event]], dict[str, list[Event]]]:
+    """The log since the oldest unfinished turn, sorted out: the unfinished turns' ids
+    in order, with their user messages, logged steps and steered messages."""
+    order: list[str] = []
+    messages: dict[str, Event] = {}
+    steps: dict[str, list[Event]] = {}
+    steered: dict[str, list[Event]] = {}
+    done: set[str] = set()
+    for event in since:
+        data = event.data
+        if event.source == "user" and event.kind == "message":
+            into = data.get("steered_into")
+            if into:
+                steered.setdefault(into, []).append(event)
+            else:
+                order.append(data["action_id"])
+                messages[data["action_id"]] = event
+        elif event.source == "agent" and "turn_id" in data:
+            if "in_reply_to" in data or event.kind in ("turn_aborted", "error"):
+                done.add(data["turn_id"])
+            else:
+                steps.setdefault(data["turn_id"], []).append(event)
+        elif event.source == "system" and event.kind == "error" and "action_id" in data:
+            done.add(data["action_id"])  # answered when its conversation closed
+    remaining = [t for t in order if t not in done]
+    return (
+        remaining,
+        messages,
+        {t: steps.get(t, []) for t in remaining},
+        {t: steered.get(t, []) for t in remaining},
+    )
+
+
+def _stopped_after(since: list[Event], message: Event) -> bool:
+    """A stop was logged while the turn ran (its owner died before ending it)."""
+    turn_id = message.data["action_id"]
+    began = next(
+        (e.id for e in since if e.kind == "state" and e.data.get("turn_id") == turn_id), None
+    )
+    return began is not None and any(
+        e.id > began and e.source == "user" and e.kind == "stop" for e in since
+    )
