@@ -37,20 +37,37 @@ async def create_conversation(base_url: str, bearer: str, initial: str | None = 
 
 
 class Client:
-    """A python-socketio client in one conversation, recording every event it receives."""
+    """A python-socketio client in one conversation, recording every event and stream
+    frame it receives."""
 
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: EventList = []
         self.arrivals: list[float] = []  # monotonic arrival time of each event
+        self.frames: EventList = []
+        self.text = StreamedText()
         self._changed = asyncio.Condition()
         self.sio.on("event", self._on_event)
+        self.sio.on("stream", self._on_frame)
 
     async def _on_event(self, event: dict[str, Any]) -> None:
         async with self._changed:
             self.events.append(event)
             self.arrivals.append(time.monotonic())
             self._changed.notify_all()
+
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        async with self._changed:
+            self.frames.append(frame)
+            self.text.add(frame)
+            self._changed.notify_all()
+
+    async def stop(self, action_id: str | None = None) -> dict[str, Any]:
+        payload: dict[str, Any] = {"kind": "stop"}
+        if action_id is not None:
+            payload["action_id"] = action_id
+        ack: dict[str, Any] = await self.sio.call("user_action", payload, timeout=15)
+        return ack
 
     async def connect(
         self,
@@ -84,6 +101,34 @@ class Client:
 
     async def close(self) -> None:
         await self.sio.disconnect()
+
+
+class StreamedText:
+    """What a client shows of streamed text, by the protocol's rules: per (turn, step),
+    the deltas of one epoch appended in seq order with no gap; a higher epoch of a turn
+    replaces it; anything else is a protocol violation, recorded in ``faults``."""
+
+    def __init__(self) -> None:
+        self.shown: dict[tuple[str, int], str] = {}  # (turn, step) -> text
+        self._at: dict[tuple[str, int], tuple[int, int]] = {}  # -> (epoch, last seq)
+        self.epochs: dict[str, int] = {}
+        self.faults: list[str] = []
+
+    def add(self, frame: dict[str, Any]) -> None:
+        turn, step, epoch, seq = frame["turn_id"], frame["step"], frame["epoch"], frame["seq"]
+        if epoch < self.epochs.get(turn, -1):
+            self.faults.append(f"stale epoch {epoch} for {turn}")
+            return
+        if epoch > self.epochs.get(turn, -1):  # a new owner: what came before is replaced
+            self.shown = {k: v for k, v in self.shown.items() if k[0] != turn}
+            self._at = {k: v for k, v in self._at.items() if k[0] != turn}
+            self.epochs[turn] = epoch
+        key = (turn, step)
+        last = self._at.get(key, (epoch, -1))[1]
+        if key in self._at and seq != last + 1:
+            self.faults.append(f"{turn} step {step}: seq {seq} after {last}")
+        self.shown[key] = self.shown.get(key, "") + frame["delta"]
+        self._at[key] = (epoch, seq)
 
 
 def replied_to(action_id: str) -> Callable[[EventList], bool]:
