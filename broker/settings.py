@@ -13,6 +13,7 @@ MIN_SECRET_BYTES = 32
 ENV_PREFIX = "FLEET_"
 
 OverLimitPolicy = Literal["reject", "evict_oldest"]
+BusyPolicy = Literal["enqueue", "reject", "interrupt", "steer"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -33,6 +34,19 @@ class Settings(BaseSettings):
     namespace: str = Field("fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: SecretStr | None = None
     agent: str = "workers.agents.echo:EchoAgent"
+    # What a conversation does with a message sent while its agent is busy, unless it
+    # chose at creation: enqueue, reject, interrupt or steer.
+    on_busy: BusyPolicy = "enqueue"
+    # The echo agent streams its reply a word per frame, this many seconds apart (0: at once).
+    echo_delay: float = Field(0.0, ge=0)
+    # The LLM agent (workers.agents.llm:LLMAgent): any OpenAI-compatible endpoint.
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_model: str = "gpt-4o-mini"
+    llm_api_key: SecretStr | None = None
+    llm_timeout: float = Field(60.0, gt=0)  # seconds per LLM request
+    llm_retries: int = Field(2, ge=0)  # on 429, 5xx and timeouts, with the SDK's backoff
+    # module:registry of the tools the LLM agent may call (none by default).
+    tools: str | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -1,49 +1,87 @@
-"""The agent interface: what a worker runs for each conversation.
+"""The agent interface: what a worker runs for each turn of a conversation.
 
-An agent sees every logged event of its conversation, in order, and answers by
-emitting events. Delivery is at least once: after a crash the new owner hands the
-agent the event again, so an agent passes ``once`` (e.g. the action id) to make
-its answer land in the log exactly once.
+A turn is the agent's work on one user message (its ``turn_id`` is that message's
+``action_id``). It runs as a cancellable task: a stop, an interruption, a close or a
+change of owner cancels it at its next ``await``. An agent logs each step it
+completes (an LLM answer, a tool result) with ``log_step``, streams the text of the
+step it is making with ``stream``, and ends the turn with ``finish``. If its owner
+dies or drains mid-turn, the next owner runs the turn again with ``turn.steps``
+holding what was logged: an agent resumes from the last logged step, never from
+scratch, and nothing it logged is logged twice.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from broker.events import Event, NewEvent
-from broker.settings import ConfigError
+from broker.events import Event
+from broker.settings import ConfigError, Settings
 
 
-class AgentContext(Protocol):
-    """What an agent may do with the conversation it runs in."""
+class TurnFailed(Exception):
+    """Raised by an agent whose turn cannot go on (an LLM error, say): the turn ends
+    with an ``error`` event carrying ``code`` and ``message``, and the conversation
+    stays usable."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Turn(Protocol):
+    """One turn of one conversation, as its agent sees it."""
 
     conversation_id: str
-    # The fencing token of this run: pass it to external systems the agent writes
-    # to, so they too can refuse a stale owner.
+    turn_id: str  # the action_id of the user message that started the turn
+    # The fencing token of this run: pass it to external systems the agent writes to,
+    # so they too can refuse a stale owner.
     epoch: int
+    message: Event  # the user message that started the turn
+    steps: Sequence[Event]  # the steps logged so far: not empty when the turn resumes
 
-    async def emit(self, *events: NewEvent, once: str = "") -> int:
-        """Log ``events`` together (fenced), with ``once`` at most once ever; the first id."""
+    def stream(self, delta: str) -> None:
+        """Show more text of the step being made, live: not logged, coalesced."""
+        ...
+
+    async def log_step(self, kind: str, data: Mapping[str, Any]) -> Event:
+        """Log a completed step (kind ``message`` for an LLM answer, ``tool_result``
+        for a tool's); its data gains ``turn_id`` and ``step``. What is streamed next
+        belongs to the next step."""
+        ...
+
+    def steered(self) -> list[Event]:
+        """User messages steered into this turn since the last call: take them at a
+        step boundary (the ``steer`` busy policy)."""
+        ...
+
+    async def finish(self, content: str, **data: Any) -> None:
+        """Log the turn's last message, in reply to its user message (listing the
+        messages steered into it), and end the turn."""
         ...
 
     async def history(self) -> list[Event]:
-        """Every event logged so far, oldest first."""
+        """Every event of the conversation logged so far, oldest first."""
         ...
 
 
 class Agent(Protocol):
-    """One conversation's agent."""
+    """A conversation's agent: one instance per conversation and owner."""
 
-    async def on_event(self, event: Event, context: AgentContext) -> None: ...
+    async def run_turn(self, turn: Turn) -> None:
+        """Do the turn's work; call ``turn.finish`` to answer."""
+        ...
 
 
-AgentFactory = Callable[[], Agent]
+# Called once per conversation (and owner) with the worker's settings.
+AgentFactory = Callable[[Settings], Agent]
 
 
 def load_factory(spec: str) -> AgentFactory:
-    """Resolve ``module:factory`` (``FLEET_AGENT``) to a callable returning an ``Agent``."""
+    """Resolve ``module:factory`` (``FLEET_AGENT``) to a callable taking the worker's
+    ``Settings`` and returning an ``Agent`` (a class whose ``__init__`` takes them)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ConfigError(f"FLEET_AGENT must look like 'module:factory', got {spec!r}")
