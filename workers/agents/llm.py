@@ -21,6 +21,7 @@ from broker.events import Event
 from broker.settings import Settings
 from workers.agents import Turn, TurnFailed
 from workers.agents.chat import Answer, ToolCall, complete
+from workers.agents.clients import shared_client
 from workers.agents.tools import Registry, load_registry
 from workers.agents.transcript import SYSTEM_PROMPT, Transcript
 
@@ -28,8 +29,6 @@ log = structlog.get_logger()
 
 # LLM calls per turn: a model that keeps calling tools must not run up costs forever.
 MAX_LLM_CALLS = 8
-# Local servers (Ollama, vLLM, llama.cpp) need no key, but the SDK insists on one.
-NO_KEY = "fleet-no-key"
 
 
 class LLMAgent:
@@ -47,21 +46,14 @@ class LLMAgent:
         if registry is None:
             registry = load_registry(settings.tools) if settings.tools else Registry()
         self.registry = registry
-        self.model = settings.llm_model
+        self.settings = settings
         self.system_prompt = system_prompt
         self.max_llm_calls = max_llm_calls
-        key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
-        # No I/O here: the client connects on its first request.
-        self.client = AsyncOpenAI(
-            base_url=settings.llm_base_url,
-            api_key=key or NO_KEY,
-            timeout=settings.llm_timeout,
-            max_retries=settings.llm_retries,
-        )
 
-    async def aclose(self) -> None:
-        """Close the HTTP connections to the LLM server."""
-        await self.client.close()
+    @property
+    def client(self) -> AsyncOpenAI:
+        """The process's client for these settings (see ``clients``)."""
+        return shared_client(self.settings)
 
     async def run_turn(self, turn: Turn) -> None:
         """Ask, run tools, ask again, ... then ``finish`` with the answer that calls no
@@ -102,7 +94,7 @@ class LLMAgent:
         try:
             answer = await complete(
                 self.client,
-                self.model,
+                self.settings.llm_model,
                 transcript.messages(),
                 self.registry.schemas(),
                 turn.stream,

@@ -21,7 +21,8 @@ from fleet.fake_llm.server import FakeLLM
 from fleet.harness import free_port
 from tests.conftest import wait_for_event
 from workers.agents import Turn, TurnFailed
-from workers.agents.llm import NO_KEY, LLMAgent
+from workers.agents.clients import NO_KEY, close_clients
+from workers.agents.llm import LLMAgent
 from workers.agents.tools import Registry, Tool
 from workers.agents.transcript import SYSTEM_PROMPT
 
@@ -162,16 +163,11 @@ def settings_for(fake: FakeLLM) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def agents() -> AsyncIterator[Callable[..., LLMAgent]]:
-    made: list[LLMAgent] = []
-
     def make(settings: Settings, **options: Any) -> LLMAgent:
-        agent = LLMAgent(settings, **options)
-        made.append(agent)
-        return agent
+        return LLMAgent(settings, **options)
 
     yield make
-    for agent in made:
-        await agent.aclose()
+    await close_clients()
 
 
 @pytest.fixture
@@ -625,13 +621,26 @@ async def test_cancelling_a_turn_closes_its_request(
 
 
 # --- configuration -------------------------------------------------------------------
-def test_the_api_key_or_a_placeholder_goes_to_the_sdk(
+async def test_the_api_key_or_a_placeholder_goes_to_the_sdk(
     settings_for: Callable[..., Settings], agents: Callable[..., LLMAgent]
 ) -> None:
     assert agents(settings_for()).client.api_key == NO_KEY
     keyed = agents(settings_for(llm_api_key=SECRET, llm_timeout=3.5, llm_retries=4))
     assert keyed.client.api_key == SECRET
     assert (keyed.client.timeout, keyed.client.max_retries) == (3.5, 4)
+
+
+async def test_conversations_share_the_client_of_their_settings(
+    settings_for: Callable[..., Settings], agents: Callable[..., LLMAgent]
+) -> None:
+    # Building a client costs an SSL context: not one per conversation.
+    one, two = agents(settings_for()), agents(settings_for())
+    assert one.client is two.client
+    assert agents(settings_for(llm_model="other")).client is one.client
+    assert agents(settings_for(llm_api_key=SECRET)).client is not one.client
+    closing = one.client
+    await close_clients()
+    assert closing.is_closed() and one.client is not closing
 
 
 def test_fleet_tools_names_the_registry(
