@@ -57,7 +57,6 @@ class FakeTurn:
         self.answer: Event | None = None
         self.taken: list[str] = []  # action ids of the steered messages handed over
         self._steered: list[Event] = []
-        self.after_step: Callable[[Event], None] = lambda step: None
 
     def append(self, source: Source, kind: str, data: Mapping[str, Any]) -> Event:
         event = Event(len(self.log), self.conversation_id, source, kind, dict(data), time.time())
@@ -90,9 +89,7 @@ class FakeTurn:
         self.first_delta.set()
 
     async def log_step(self, kind: str, data: Mapping[str, Any]) -> Event:
-        step = self.logged(kind, data)
-        self.after_step(step)
-        return step
+        return self.logged(kind, data)
 
     def steered(self) -> list[Event]:
         taken, self._steered = self._steered, []
@@ -126,7 +123,8 @@ def _conforms(turn: FakeTurn) -> Turn:
 
 
 class Spy:
-    """Test tools that record their calls: ``lookup`` (a key's value) and ``fail``."""
+    """A test tool that records its calls: ``lookup`` (a key's value), with an optional
+    hook run during the call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -298,6 +296,30 @@ async def test_a_tool_round_logs_the_call_and_its_result_then_answers(
     for record in (first, second):
         names = [t["function"]["name"] for t in record["body"]["tools"]]
         assert names == ["current_time", "calculate"]
+
+
+async def test_calls_streamed_a_character_at_a_time_are_assembled_and_run_in_order(
+    settings_for: Callable[..., Settings], agents: Callable[..., LLMAgent], http: httpx.AsyncClient
+) -> None:
+    spy = Spy()
+    agent = agents(settings_for(), registry=spy.registry())
+    mark = marker()
+    calls = [
+        {"name": "lookup", "arguments": {"key": "first"}, "id": "call_1"},
+        {"name": "lookup", "arguments": {"key": "second"}, "id": "call_2"},
+    ]
+    await script(http, mark, {"tool_calls": calls, "chunk": "char"}, {"content": "Both."})
+    turn = FakeTurn(f"{mark} two lookups")
+
+    await agent.run_turn(turn)
+
+    assert spy.calls == [("lookup", {"key": "first"}), ("lookup", {"key": "second"})]
+    [answer, first, second] = turn.step_data()
+    assert answer == answer_step(
+        "", ("call_1", "lookup", '{"key": "first"}'), ("call_2", "lookup", '{"key": "second"}')
+    )
+    assert [first["tool_call_id"], second["tool_call_id"]] == ["call_1", "call_2"]
+    assert turn.answer is not None and turn.answer.data["content"] == "Both."
 
 
 async def test_a_call_to_an_unknown_tool_is_answered_with_an_error_the_model_reads(
