@@ -23,7 +23,7 @@ from workers.agents import Turn, TurnFailed
 from workers.agents.chat import Answer, ToolCall, complete
 from workers.agents.clients import shared_client
 from workers.agents.tools import Registry, load_registry
-from workers.agents.transcript import SYSTEM_PROMPT, Transcript
+from workers.agents.transcript import SYSTEM_PROMPT, Transcript, is_user_message
 
 log = structlog.get_logger()
 
@@ -135,10 +135,21 @@ def unanswered(steps: Sequence[Event]) -> list[ToolCall]:
 
 
 def _logged(history: Sequence[Event], turn: Turn) -> list[Event]:
-    """The conversation so far, oldest first: the log, with the turn's message and
-    steps in case the log was read before they were all in it."""
+    """The conversation up to this turn, oldest first: the log, with the turn's message
+    and steps in case the log was read before they were all in it; without the user
+    messages logged since that wait for turns of their own (busy policy enqueue)."""
     by_id = {event.id: event for event in (*history, turn.message, *turn.steps)}
-    return [by_id[event_id] for event_id in sorted(by_id)]
+    return [
+        by_id[event_id] for event_id in sorted(by_id) if not _queued_after(by_id[event_id], turn)
+    ]
+
+
+def _queued_after(event: Event, turn: Turn) -> bool:
+    return (
+        event.id > turn.message.id
+        and is_user_message(event)
+        and event.data.get("steered_into") != turn.turn_id
+    )
 
 
 def _too_many(calls: int) -> TurnFailed:

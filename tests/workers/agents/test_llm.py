@@ -15,7 +15,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from broker.events import Event, Source
+from broker.events import Event, NewEvent, Source
 from broker.settings import Settings
 from fleet.fake_llm.server import FakeLLM
 from fleet.harness import free_port
@@ -43,10 +43,10 @@ class FakeTurn:
     def __init__(
         self, content: str, earlier: Sequence[tuple[Source, str, Mapping[str, Any]]] = ()
     ) -> None:
-        self.log: list[Event] = []
+        self.events: list[Event] = []
         for source, kind, data in earlier:
             self.append(source, kind, data)
-        self.turn_id = f"action-{len(self.log)}"
+        self.turn_id = f"action-{len(self.events)}"
         self.message = self.append(
             "user", "message", {"content": content, "action_id": self.turn_id}
         )
@@ -59,8 +59,8 @@ class FakeTurn:
         self._steered: list[Event] = []
 
     def append(self, source: Source, kind: str, data: Mapping[str, Any]) -> Event:
-        event = Event(len(self.log), self.conversation_id, source, kind, dict(data), time.time())
-        self.log.append(event)
+        event = Event(len(self.events), self.conversation_id, source, kind, dict(data), time.time())
+        self.events.append(event)
         return event
 
     def logged(self, kind: str, data: Mapping[str, Any]) -> Event:
@@ -76,7 +76,7 @@ class FakeTurn:
         """A user message steered into this turn: logged, and handed over by ``steered``."""
         data = {
             "content": content,
-            "action_id": f"steer-{len(self.log)}",
+            "action_id": f"steer-{len(self.events)}",
             "steered_into": self.turn_id,
         }
         event = self.append("user", "message", data)
@@ -103,8 +103,11 @@ class FakeTurn:
             "agent", "message", {**reply, "step": len(self._steps), "steered": self.taken, **data}
         )
 
+    async def log(self, *events: NewEvent, once: str) -> list[Event]:
+        return [self.append(e.source, e.kind, e.data) for e in events]
+
     async def history(self) -> list[Event]:
-        return list(self.log)
+        return list(self.events)
 
     # --- what tests read ---
     def streamed(self, step: int) -> str:
@@ -253,6 +256,22 @@ async def test_streamed_deltas_reach_the_turn_and_make_the_answer(
     assert body["stream"] is True and body["model"] == "gpt-test"
     assert "tools" not in body  # no FLEET_TOOLS: none offered
     assert record["completed"] and not record["disconnected"]
+
+
+async def test_messages_queued_for_later_turns_are_not_sent_yet(
+    agent: LLMAgent, http: httpx.AsyncClient
+) -> None:
+    """With the enqueue policy, a message sent while this turn runs is in the log
+    already, waiting for a turn of its own: this turn's request must not see it."""
+    mark = marker()
+    await script(http, mark, {"content": "First things first."})
+    turn = FakeTurn(f"{mark} first")
+    turn.append("user", "message", {"content": "second, later", "action_id": "later"})
+
+    await agent.run_turn(turn)
+
+    [record] = await recorded(http)
+    assert record["body"]["messages"] == [system(), user(f"{mark} first")]
 
 
 # --- tools ---------------------------------------------------------------------------
