@@ -17,7 +17,7 @@ services:
 	@deploy/local-services.sh
 
 run: install services
-	$(BIN)/fleet dev
+	$(BIN)/fleet dev --llm fake
 
 lint: install
 	$(BIN)/ruff check .

@@ -50,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--workers", type=int, default=2)
     dev.add_argument("--reapers", type=int, default=1)
     dev.add_argument("--port", type=int, help="first gateway port (default FLEET_PORT, 8000)")
+    dev.add_argument(
+        "--llm",
+        choices=["fake"],
+        help="also run the fake LLM, with the LLM agent talking to it (no API key needed)",
+    )
 
     commands.add_parser("status", help="show live workers and the dispatch backlog")
 
@@ -109,9 +114,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl))
         return 0
     if command == "dev":
-        from fleet.dev import run_dev
+        from fleet.dev import Plan, run_dev
 
-        return run_dev(settings, args.gateways, args.workers, args.reapers, args.port)
+        plan = Plan(args.gateways, args.workers, args.reapers, args.port, args.llm)
+        return run_dev(settings, plan)
     if command == "status":
         from fleet.status import show_status
 

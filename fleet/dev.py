@@ -116,29 +116,47 @@ def say(message: str) -> None:
     print(f"fleet dev: {message}", flush=True)
 
 
-def run_dev(settings: Settings, gateways: int, workers: int, reapers: int, port: int | None) -> int:
-    return asyncio.run(_dev(settings, gateways, workers, reapers, port or settings.port))
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How many of each process, the first gateway's port, and which LLM (if any)."""
+
+    gateways: int = 1
+    workers: int = 2
+    reapers: int = 1
+    port: int | None = None
+    llm: str | None = None  # "fake": the fake LLM, and the LLM agent talking to it
 
 
-async def _dev(settings: Settings, gateways: int, workers: int, reapers: int, port: int) -> int:
+def run_dev(settings: Settings, plan: Plan) -> int:
+    return asyncio.run(_dev(settings, plan, plan.port or settings.port))
+
+
+async def _dev(settings: Settings, plan: Plan, port: int) -> int:
     secret = (
         settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(32)
     )
     env = {**os.environ, **settings.to_env(), "FLEET_JWT_SECRET": secret}
     if settings.log_format == "auto" and sys.stdout.isatty():
         env["FLEET_LOG_FORMAT"] = "console"  # the children write to our pipe, not a terminal
-    plan = (
-        [Child(f"gateway-{i}", ["gateway", "--port", str(port + i)]) for i in range(gateways)]
-        + [Child(f"worker-{i}", ["worker"]) for i in range(workers)]
-        + [Child(f"reaper-{i}", ["reaper"]) for i in range(reapers)]
+    children = (
+        [Child(f"gateway-{i}", ["gateway", "--port", str(port + i)]) for i in range(plan.gateways)]
+        + [Child(f"worker-{i}", ["worker"]) for i in range(plan.workers)]
+        + [Child(f"reaper-{i}", ["reaper"]) for i in range(plan.reapers)]
     )
-    fleet = DevFleet(settings, plan, env)
+    if plan.llm == "fake":
+        children.append(Child("fake-llm", ["fake-llm"]))
+        env |= {
+            "FLEET_AGENT": "workers.agents.llm:LLMAgent",
+            "FLEET_LLM_BASE_URL": f"http://{settings.host}:{settings.fake_llm_port}/v1",
+            "FLEET_LLM_MODEL": "fleet-fake",
+        }
+    fleet = DevFleet(settings, children, env)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, fleet.stop.set)
     running = asyncio.create_task(fleet.run())
-    if await _wait_ready(settings.host, port, gateways, fleet.stop):
-        _banner(settings, secret, port, gateways)
+    if await _wait_ready(settings.host, port, plan.gateways, fleet.stop):
+        _banner(settings, secret, port, plan.gateways)
     await running
     if fleet.failed:
         print(f"fleet dev: {fleet.failed}", file=sys.stderr)

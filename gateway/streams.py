@@ -33,7 +33,8 @@ class StreamCursor:
         """A logged event was sent: a logged step's (or an ended turn's) text is done."""
         data = event.get("data") or {}
         turn_id = data.get("turn_id")
-        if event.get("source") != "agent" or not isinstance(turn_id, str):
+        ends = "step" in data or event.get("kind") in ("turn_aborted", "error")
+        if event.get("source") != "agent" or not isinstance(turn_id, str) or not ends:
             return
         step = data.get("step")
         if isinstance(step, int):

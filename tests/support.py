@@ -137,11 +137,13 @@ def replied_to(action_id: str) -> Callable[[EventList], bool]:
 
 
 def replies(events: EventList) -> dict[str, list[str]]:
-    """Agent message contents per action id they reply to."""
+    """Agent message contents per action id they reply to (a turn's last message; the
+    steps before it reply to nothing)."""
     out: dict[str, list[str]] = {}
     for event in events:
-        if event["source"] == "agent" and event["kind"] == "message":
-            out.setdefault(event["data"]["in_reply_to"], []).append(event["data"]["content"])
+        in_reply_to = event["data"].get("in_reply_to")
+        if event["source"] == "agent" and event["kind"] == "message" and in_reply_to:
+            out.setdefault(in_reply_to, []).append(event["data"]["content"])
     return out
 
 

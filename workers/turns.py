@@ -271,7 +271,7 @@ def _unfinished(
         elif event.source == "agent" and "turn_id" in data:
             if "in_reply_to" in data or event.kind in ("turn_aborted", "error"):
                 done.add(data["turn_id"])
-            else:
+            elif "step" in data:
                 steps.setdefault(data["turn_id"], []).append(event)
         elif event.source == "system" and event.kind == "error" and "action_id" in data:
             done.add(data["action_id"])  # answered when its conversation closed

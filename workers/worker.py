@@ -46,6 +46,7 @@ class Worker(Service):
         self.settings = settings
         self.names = Names(settings.namespace)
         self.agent_factory = agent_factory or load_factory(settings.agent)
+        self.agent_factory(settings)  # a misconfigured agent fails now, not at its first turn
         self.fencing = Fencing(process_id(), settings.liveness_ttl)
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)

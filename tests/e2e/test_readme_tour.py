@@ -52,8 +52,15 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
         for key, value in os.environ.items()
         if not key.startswith("FLEET_")  # a fresh shell: fleet dev makes up its secret
     }
-    env |= {"FLEET_NAMESPACE": settings.namespace, "PYTHONUNBUFFERED": "1"}
-    dev = await FleetProcess("fleet-dev", ["dev", "--port", str(port)], env).start()
+    env |= {
+        "FLEET_NAMESPACE": settings.namespace,
+        "FLEET_FAKE_LLM_PORT": str(free_port()),
+        "FLEET_FAKE_LLM_PACE": "200",  # the tour's answers, without the human pace
+        "PYTHONUNBUFFERED": "1",
+    }
+    # make run: fleet dev --llm fake
+    dev = FleetProcess("fleet-dev", ["dev", "--port", str(port), "--llm", "fake"], env)
+    await dev.start()
     try:
         await until(lambda: any(BANNER_SECRET.search(line) for line in dev.raw), timeout=60)
         text = "\n".join(dev.raw)
@@ -75,13 +82,15 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
             ("agent", "message"),
             ("agent", "state"),
         ]
-        assert events[2]["data"]["content"] == "hello"
+        assert events[2]["data"]["content"].startswith('You said: "hello".')
 
-        # talk.py: replay, then an action, then the echo agent's answer live
+        # talk.py: replay, then an action, then the agent's answer, streamed then logged
         client = await Client().connect(url, bearer, cid)
         ack = await client.act("hi")
         assert ack["ok"], ack
-        await client.wait_for(replied_to(ack["action_id"]))
+        events = await client.wait_for(replied_to(ack["action_id"]))
+        answer = next(e for e in events if e["data"].get("in_reply_to") == ack["action_id"])
+        assert client.text.shown == {(ack["action_id"], 0): answer["data"]["content"]}
 
         # kill -9 the worker that claimed it (its pid is in its worker_id)
         [(owner_name, claim)] = logged(dev, "lease_claimed")
