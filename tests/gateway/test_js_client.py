@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 
 from broker.settings import Settings
+from fleet.harness import free_port
 from tests.conftest import InProcessFleet
 from tests.gateway.test_echo_round_trip import reply
 from tests.support import create_conversation, token
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 CLIENT = JS_DIR / "client.mjs"
+STREAM = JS_DIR / "stream.mjs"
 NODE_TIMEOUT = 90.0  # the script bounds every step (15 s) and itself (60 s)
 NPM_TIMEOUT = 300.0
 
@@ -56,9 +58,13 @@ def node() -> str:
 
 
 async def run_js_client(node: str, *args: str) -> dict[str, Any]:
+    """Run ``client.mjs`` (or ``stream.mjs`` when the first argument is --stream=URL)."""
+    script = CLIENT
+    if args and args[0].startswith("--stream="):
+        script, args = STREAM, (args[0].removeprefix("--stream="), *args[1:])
     process = await asyncio.create_subprocess_exec(
         node,
-        str(CLIENT),
+        str(script),
         *args,
         cwd=JS_DIR,
         stdout=asyncio.subprocess.PIPE,
@@ -125,3 +131,45 @@ async def test_the_javascript_client_connects_acts_replays_and_is_refused(
         "message": "invalid token",
         "data": {"code": "unauthorized", "message": "invalid token"},
     }
+
+
+async def test_the_javascript_client_streams_reconnects_mid_turn_and_stops(
+    fleet: InProcessFleet, settings: Settings, node: str
+) -> None:
+    fleet.settings = settings.model_copy(update={"echo_delay": 0.04})
+    other = free_port()
+    await fleet.start_gateway()
+    await fleet.start_gateway(other)
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+
+    observed = await run_js_client(
+        node, f"--stream={fleet.url}", f"http://127.0.0.1:{other}", bearer, cid
+    )
+
+    assert observed["acks"] == {
+        "st-1": {"ok": True, "action_id": "st-1"},
+        "st-2": {"ok": True, "action_id": "st-2"},
+        "stop": {"ok": True, "action_id": "st-stop"},
+    }
+    answer_text = " ".join(f"a{i}" for i in range(40))
+    first, second = observed["first"], observed["second"]
+    before = "".join(f["delta"] for f in first["frames"])
+    assert answer_text.startswith(before) and len(first["frames"]) >= 4
+    # The other gateway: the events after the last one seen, then one frame with the
+    # whole text so far, then the following deltas, then the logged answer.
+    assert second["events"][0]["id"] == second["latest_event_id"] + 1
+    st1 = [f for f in second["frames"] if f["turn_id"] == "st-1"]
+    joined = st1[0]
+    assert joined["seq"] >= len(first["frames"]) - 1
+    assert [f["seq"] for f in st1] == list(range(joined["seq"], joined["seq"] + len(st1)))
+    assert "".join(f["delta"] for f in st1) == answer_text
+    stop_events = observed["stop"]["events"]
+    assert [(e["source"], e["kind"]) for e in stop_events[-3:]] == [
+        ("user", "stop"),
+        ("agent", "turn_aborted"),
+        ("agent", "state"),
+    ]
+    assert stop_events[-2]["data"] == {"turn_id": "st-2", "reason": "stopped"}
+    assert not any(e["data"].get("in_reply_to") == "st-2" for e in stop_events)
