@@ -21,13 +21,21 @@ from bench.context import FLEET_SETTINGS, Context
 from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
-from bench.scenarios import durable, failover, latency, scale, start_rate, throughput
+from bench.scenarios import (
+    durable,
+    failover,
+    latency,
+    scale,
+    start_rate,
+    streaming,
+    throughput,
+)
 from bench.watch import ServiceWatch
 from broker.settings import Settings
 from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("latency", "throughput", "start", "durable", "failover", "scale")
+SCENARIOS = ("latency", "throughput", "start", "streaming", "durable", "failover", "scale")
 PURGE_TRIES = 3
 
 
@@ -115,6 +123,9 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         results.append(ctx.ceilings.result())
         if wanted & {"latency", "throughput", "start"}:
             results += await main_fleet(ctx, wanted)
+        if "streaming" in wanted:
+            timeout = plan.scenario_timeout
+            results += await phase("streaming", timeout, lambda: streaming.run(ctx))
         if "failover" in wanted:
             results += await phase("failover", 2 * plan.scenario_timeout, lambda: failover.run(ctx))
         if "durable" in wanted:

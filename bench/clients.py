@@ -61,7 +61,12 @@ class Session:
         self.token = token
         self.sio = socketio.AsyncClient(reconnection=False)
         self.sio.on("event", self._on_event)
+        self.sio.on("stream", self._on_frame)
         self.ids: list[int] = []  # event ids in arrival order
+        # (wall-clock arrival, frame) of each stream frame; and turn id -> frames seen
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+        self.streamed: dict[str, int] = {}
+        self.aborted: dict[str, float] = {}  # turn id -> arrival of its turn_aborted
         self.replies: dict[str, list[float]] = {}  # action id -> arrival of each reply
         self.sent: dict[str, float] = {}  # action id -> when it was sent
         self.acked: dict[str, float] = {}  # action id -> when the ack said ok
@@ -76,9 +81,15 @@ class Session:
     async def close(self) -> None:
         await self.sio.disconnect()
 
+    async def _on_frame(self, frame: dict[str, Any]) -> None:
+        self.frames.append((time.time(), frame))
+        self.streamed[frame["turn_id"]] = self.streamed.get(frame["turn_id"], 0) + 1
+
     async def _on_event(self, event: dict[str, Any]) -> None:
         now = time.perf_counter()
         self.ids.append(event["id"])
+        if event["kind"] == "turn_aborted":
+            self.aborted[event["data"]["turn_id"]] = now
         if event["source"] == "agent" and event["kind"] == "message":
             action_id = event["data"].get("in_reply_to")
             self.replies.setdefault(action_id, []).append(now)
@@ -95,9 +106,11 @@ class Session:
             self._waiting[action_id] = waiter
         return waiter
 
-    async def send(self, action_id: str, content: str = "ping") -> bool:
+    async def send(self, action_id: str, content: str = "ping", kind: str = "message") -> bool:
         """Send one action; True once the gateway acknowledged it (broker confirmed)."""
-        payload = {"kind": "message", "data": {"content": content}, "action_id": action_id}
+        payload: dict[str, Any] = {"kind": kind, "action_id": action_id}
+        if kind == "message":
+            payload["data"] = {"content": content}
         self.sent[action_id] = time.perf_counter()
         try:
             ack = await self.sio.call("user_action", payload, timeout=ACK_TIMEOUT)

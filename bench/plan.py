@@ -26,6 +26,9 @@ class Plan:
     start_concurrency: int = 32
     failover_conversations: int = 1000
     failover_rate: float = 150.0  # background actions/s over all conversations
+    stream_conversations: int = 100
+    stream_words: int = 150  # at 50 a second: 3 s of streaming per conversation
+    stops: int = 100
     scale_conversations: int = 10_000
     heartbeat_window: float = 10.0
     scenario_timeout: float = 300.0
@@ -47,6 +50,9 @@ class Plan:
             start_conversations=150,
             failover_conversations=200,
             scale_conversations=2000,
+            stream_conversations=30,
+            stream_words=100,
+            stops=30,
             heartbeat_window=4.0,
             scenario_timeout=120.0,
         )

@@ -208,6 +208,7 @@ class StreamFrame:
     step: int
     seq: int
     delta: str
+    ts: float = 0.0  # when its owner sent it (epoch seconds)
 
     def to_client(self) -> dict[str, Any]:
         return {
@@ -217,6 +218,7 @@ class StreamFrame:
             "step": self.step,
             "seq": self.seq,
             "delta": self.delta,
+            "ts": self.ts,
         }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
@@ -259,4 +260,5 @@ class Store:
             step=int(snapshot[b"step"]),
             seq=int(snapshot[b"seq"]),
             delta=text(snapshot.get(b"text", b"")),
+            ts=time.time(),
         )

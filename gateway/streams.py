@@ -67,6 +67,7 @@ class StreamCursor:
             snapshot.step,
             snapshot.seq,
             snapshot.delta[self.length :],
+            snapshot.ts,
         )
 
     def sent(self, frame: StreamFrame) -> None:

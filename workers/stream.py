@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 
@@ -60,7 +61,7 @@ class Streamer:
         self._seq += 1
         turn_id, step = self._key
         frame = StreamFrame(
-            self._scribe.conversation_id, turn_id, self._epoch, step, self._seq, delta
+            self._scribe.conversation_id, turn_id, self._epoch, step, self._seq, delta, time.time()
         )
         await self._scribe.stream(frame)
 

@@ -32,7 +32,7 @@ def test_queue_items_round_trip() -> None:
 
 
 def test_stream_frames_round_trip() -> None:
-    frame = StreamFrame("c", "t-1", 7, 2, 3, "hello ")
+    frame = StreamFrame("c", "t-1", 7, 2, 3, "hello ", 1_800_000_000.5)
     assert decode_live(encode_frame(frame)) == frame
 
 
