@@ -60,10 +60,11 @@ class Link:
         ``socketio.exceptions.ConnectionError`` when it could not be reached."""
         try:
             await self.sio.connect(self.url, auth=auth, transports=transports, wait_timeout=timeout)
-        except socketio.exceptions.ConnectionError:
-            await self.close()  # the HTTP session of a failed attempt too
-            if self._refusal is not None:
-                raise ConnectionRefused(self._refusal.code, self._refusal.message) from None
+        except BaseException as exc:
+            await self.close()  # the HTTP session of a failed (or cancelled) attempt too
+            refused = isinstance(exc, socketio.exceptions.ConnectionError) and self._refusal
+            if refused:
+                raise ConnectionRefused(refused.code, refused.message) from None
             raise
         self.ready = True
 
