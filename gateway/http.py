@@ -17,6 +17,7 @@ from starlette.routing import Route
 from broker import tokens
 from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
 from broker.ratelimit import RateLimiter
+from gateway import pages
 from gateway.operations import MAX_PAGE, Operations
 
 log = structlog.get_logger()
@@ -89,6 +90,9 @@ class HttpApi:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
+            Route("/", pages.home),
+            Route("/docs", pages.docs),
+            Route("/openapi.json", pages.openapi),
             Route("/api/conversations", api(self.create, admits=True), methods=["POST"]),
             Route("/api/conversations", api(self.list), methods=["GET"]),
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),

@@ -1,0 +1,335 @@
+"""The HTTP API as an OpenAPI 3.1 document, served at ``/openapi.json``.
+
+Every route, body, answer and error code, exactly: ``tests/gateway/test_openapi.py``
+fuzzes a live gateway from it, validating each answer, and fails on a route of the
+app that the document lacks. A new route is an entry of ``PATHS`` (its ``refusals``
+name the ``FleetError`` classes it may answer with); a new field of an answer goes
+into its schema below.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from broker.errors import (
+    BadRequest,
+    Busy,
+    Conflict,
+    ConversationClosed,
+    FleetError,
+    LogFull,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyConversations,
+    Unauthorized,
+    Unavailable,
+)
+from broker.events import ACTION_ID, ACTION_KINDS
+from broker.names import CONVERSATION_ID
+from broker.settings import BusyPolicy
+from broker.store import Status
+from gateway.operations import MAX_PAGE
+
+Schema = dict[str, Any]
+
+# --- schemas --------------------------------------------------------------------------
+
+
+def enum_of(literal: Any) -> list[str]:
+    return list(literal.__args__)
+
+
+EVENT: Schema = {
+    "type": "object",
+    "description": "A logged event; ids are consecutive from 0 per conversation.",
+    "required": ["id", "conversation_id", "source", "kind", "data", "ts"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "integer", "minimum": 0},
+        "conversation_id": {"type": "string"},
+        "source": {"enum": ["user", "agent", "system"]},
+        "kind": {"type": "string", "description": "message, state, error, closed, ..."},
+        "data": {"type": "object"},
+        "ts": {"type": "number", "description": "when it was logged (epoch seconds)"},
+    },
+}
+CONVERSATION: Schema = {
+    "type": "object",
+    "required": ["conversation_id", "status", "owner", "created_at", "last_event_id"],
+    "additionalProperties": False,
+    "properties": {
+        "conversation_id": {"type": "string"},
+        "status": {"enum": enum_of(Status)},
+        "owner": {"type": ["string", "null"], "description": "the worker running it"},
+        "created_at": {"type": "number", "description": "epoch seconds"},
+        "last_event_id": {"type": "integer", "minimum": -1, "description": "-1: none yet"},
+    },
+}
+ACTION: Schema = {
+    "type": "object",
+    "description": "What `user_action` takes: a message, or a stop of the running turn.",
+    "required": ["kind"],
+    "properties": {
+        "kind": {"enum": list(ACTION_KINDS)},
+        "data": {
+            "type": "object",
+            "required": ["content"],
+            "properties": {"content": {"type": "string"}},
+            "description": "required for a message",
+        },
+        "action_id": {
+            "type": "string",
+            "pattern": ACTION_ID.pattern,
+            "description": "chosen by the client to send it again safely; generated if absent",
+        },
+    },
+}
+NEW_CONVERSATION: Schema = {
+    "type": "object",
+    "properties": {
+        "initial_message": {"type": "string", "description": "its first user message"},
+        "on_busy": {"enum": enum_of(BusyPolicy), "description": "default FLEET_ON_BUSY"},
+    },
+}
+ACK: Schema = {
+    "type": "object",
+    "required": ["ok", "action_id"],
+    "additionalProperties": False,
+    "properties": {"ok": {"const": True}, "action_id": {"type": "string"}},
+}
+OK: Schema = {
+    "type": "object",
+    "required": ["ok"],
+    "additionalProperties": False,
+    "properties": {"ok": {"type": "boolean"}},
+}
+
+
+def error_schema(codes: list[str]) -> Schema:
+    return {
+        "type": "object",
+        "required": ["ok", "error"],
+        "additionalProperties": False,
+        "properties": {
+            "ok": {"const": False},
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {"code": {"enum": codes}, "message": {"type": "string"}},
+            },
+        },
+    }
+
+
+# --- operations -----------------------------------------------------------------------
+
+
+def json_answer(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def answers(
+    status: int, description: str, schema: Schema, *refusals: type[FleetError]
+) -> dict[str, Schema]:
+    """The success answer, then one answer per status the ``refusals`` are sent with:
+    the JSON error, its codes, and ``Retry-After`` where they carry one."""
+    out = {str(status): json_answer(description, schema)}
+    by_status: dict[int, list[type[FleetError]]] = {}
+    for refusal in refusals:
+        by_status.setdefault(refusal.status, []).append(refusal)
+    for code, classes in sorted(by_status.items()):
+        answer = json_answer(
+            "; ".join(f"`{c.code}`: {(c.__doc__ or c.code).strip()}" for c in classes),
+            error_schema([c.code for c in classes]),
+        )
+        if code in (429, 503):
+            answer["headers"] = {
+                "Retry-After": {
+                    "description": "seconds after which a retry may succeed",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                }
+            }
+        out[str(code)] = answer
+    return out
+
+
+# Every /api request: its token, the user's rate, and Redis or RabbitMQ being reachable.
+API = (Unauthorized, RateLimited, Unavailable)
+BODY = (BadRequest, PayloadTooLarge)
+
+
+def query(name: str, schema: Schema, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+CID = {
+    "name": "cid",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": f"a conversation id ({CONVERSATION_ID.pattern}); another user's is not found",
+}
+LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size")
+
+
+def api(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
+    """An operation that needs a bearer token."""
+    return {"summary": summary, "security": [{"bearer": []}], "responses": responses, **extra}
+
+
+def body(schema: Schema) -> Schema:
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
+
+
+def page(summary: str, media_type: str) -> Schema:
+    return {
+        "summary": summary,
+        "responses": {
+            "200": {"description": summary, "content": {media_type: {"schema": {"type": "string"}}}}
+        },
+    }
+
+
+PATHS: dict[str, dict[str, Schema]] = {
+    "/api/conversations": {
+        "post": api(
+            "Create a conversation and start it",
+            answers(
+                201,
+                "created",
+                {
+                    "type": "object",
+                    "required": ["conversation_id"],
+                    "additionalProperties": False,
+                    "properties": {"conversation_id": {"type": "string"}},
+                },
+                *API,
+                *BODY,
+                TooManyConversations,
+            ),
+            requestBody=body(NEW_CONVERSATION),
+        ),
+        "get": api(
+            "Your conversations, oldest first",
+            answers(
+                200,
+                "a page of them",
+                {
+                    "type": "object",
+                    "required": ["conversations"],
+                    "additionalProperties": False,
+                    "properties": {"conversations": {"type": "array", "items": CONVERSATION}},
+                },
+                *API,
+                BadRequest,
+            ),
+            parameters=[
+                query("after", {"type": "string"}, "the last conversation id of the previous page"),
+                LIMIT,
+            ],
+        ),
+    },
+    "/api/conversations/{cid}": {
+        "get": api(
+            "One of your conversations",
+            answers(200, "it", CONVERSATION, *API, NotFound),
+            parameters=[CID],
+        ),
+        "delete": api(
+            "Close a conversation for good (its queued input is answered first)",
+            answers(202, "closing", OK, *API, NotFound),
+            parameters=[CID],
+        ),
+    },
+    "/api/conversations/{cid}/events": {
+        "get": api(
+            "The conversation's log after an event id",
+            answers(
+                200,
+                "events with id > after, oldest first",
+                {
+                    "type": "object",
+                    "required": ["events"],
+                    "additionalProperties": False,
+                    "properties": {"events": {"type": "array", "items": EVENT}},
+                },
+                *API,
+                BadRequest,
+                NotFound,
+            ),
+            parameters=[
+                CID,
+                query("after", {"type": "integer", "minimum": -1}, "default -1: from the start"),
+                LIMIT,
+            ],
+        ),
+    },
+    "/api/conversations/{cid}/actions": {
+        "post": api(
+            "Send an action, as `user_action` does",
+            answers(
+                200,
+                "queued (acknowledged by the broker)",
+                ACK,
+                *API,
+                *BODY,
+                NotFound,
+                Busy,
+                Conflict,
+                ConversationClosed,
+                LogFull,
+                TooManyConversations,
+            ),
+            parameters=[CID],
+            requestBody={"required": True, "content": {"application/json": {"schema": ACTION}}},
+        ),
+    },
+    "/healthz": {"get": {"summary": "Liveness", "responses": {"200": json_answer("alive", OK)}}},
+    "/readyz": {
+        "get": {
+            "summary": "Readiness: Redis and RabbitMQ reachable",
+            "responses": {"200": json_answer("ready", OK), "503": json_answer("not ready", OK)},
+        }
+    },
+    "/metrics": {"get": page("Prometheus metrics", "text/plain")},
+    "/openapi.json": {
+        "get": {
+            "summary": "This document",
+            "responses": {"200": json_answer("the OpenAPI document", {"type": "object"})},
+        }
+    },
+    "/docs": {"get": page("This document, for people", "text/html")},
+    "/": {"get": page("Links to the docs and the dashboard", "text/html")},
+}
+
+
+@cache
+def document() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "agent-fleet gateway",
+            "version": "1",
+            "description": (
+                "The HTTP side of the client protocol; the live side is Socket.IO at "
+                "`/socket.io` (see the README). Errors are "
+                '`{"ok": false, "error": {"code", "message"}}`.'
+            ),
+        },
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+        },
+    }
