@@ -53,7 +53,8 @@ async def test_every_route_of_the_app_is_in_the_document(settings: Settings) -> 
         }
     finally:
         await gateway.redis.aclose()
-    documented = {(path, method) for path, methods in document()["paths"].items() for method in methods}
+    paths = document()["paths"]
+    documented = {(path, method) for path, methods in paths.items() for method in methods}
     assert served == documented
 
 
