@@ -42,6 +42,13 @@ class Unauthorized(FleetError):
     status = 401
 
 
+class Forbidden(FleetError):
+    """The token is valid but lacks the right (an admin route without ``admin: true``)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(FleetError):
     """No such conversation, or another user's."""
 

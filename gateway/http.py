@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker import tokens
-from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
+from broker.errors import BadRequest, FleetError, Forbidden, PayloadTooLarge, Unavailable
 from broker.ratelimit import RateLimiter
+from broker.tokens import Verifier
 from gateway import pages
 from gateway.operations import MAX_PAGE, Operations
 
@@ -73,13 +73,13 @@ class HttpApi:
     def __init__(
         self,
         operations: Operations,
-        jwt_secret: str,
+        verifier: Verifier,
         max_payload: int,
         is_ready: Callable[[], Awaitable[bool]],
         rates: RateLimiter,
     ) -> None:
         self._operations = operations
-        self._secret = jwt_secret
+        self._verifier = verifier
         self._max_payload = max_payload
         self._is_ready = is_ready
         self._rates = rates
@@ -102,16 +102,25 @@ class HttpApi:
         ]
 
     def _api(
-        self, handler: Callable[[Request, str], Awaitable[Response]], admits: bool = False
+        self,
+        handler: Callable[[Request, str], Awaitable[Response]],
+        admits: bool = False,
+        admin: bool = False,
     ) -> Handler:
-        """Authenticate, count against the user's rate (``admits``: the admission does),
-        run, and turn domain errors into JSON errors (logged once)."""
+        """Authenticate (``admin``: an admin token only), count against the user's rate
+        (``admits``: the admission does), run, and turn domain errors into JSON errors
+        (logged once)."""
 
         async def endpoint(request: Request) -> Response:
             try:
                 header = request.headers.get("authorization", "")
                 scheme, _, token = header.partition(" ")
-                user = tokens.verify(self._secret, token if scheme.lower() == "bearer" else None)
+                identity = await self._verifier.verify(
+                    token if scheme.lower() == "bearer" else None
+                )
+                if admin and not identity.admin:
+                    raise Forbidden("this needs an admin token")
+                user = identity.user
                 if not admits:
                     await self._rates.take(user)
                 return await handler(request, user)

@@ -26,7 +26,7 @@ from broker.errors import (
     Unauthorized,
     Unavailable,
 )
-from broker.events import ACTION_ID, ACTION_KINDS
+from broker.events import ACTION_ID
 from broker.names import CONVERSATION_ID
 from broker.settings import BusyPolicy
 from broker.store import Status
@@ -67,30 +67,43 @@ CONVERSATION: Schema = {
         "last_event_id": {"type": "integer", "minimum": -1, "description": "-1: none yet"},
     },
 }
+ACTION_ID_SCHEMA: Schema = {
+    "type": ["string", "null"],
+    "pattern": ACTION_ID.pattern,
+    "description": "chosen by the client to send it again safely; generated if absent or null",
+}
 ACTION: Schema = {
-    "type": "object",
     "description": "What `user_action` takes: a message, or a stop of the running turn.",
-    "required": ["kind"],
-    "properties": {
-        "kind": {"enum": list(ACTION_KINDS)},
-        "data": {
+    "oneOf": [
+        {
             "type": "object",
-            "required": ["content"],
-            "properties": {"content": {"type": "string"}},
-            "description": "required for a message",
+            "required": ["kind", "data"],
+            "properties": {
+                "kind": {"const": "message"},
+                "data": {
+                    "type": "object",
+                    "required": ["content"],
+                    "properties": {"content": {"type": "string"}},
+                },
+                "action_id": ACTION_ID_SCHEMA,
+            },
         },
-        "action_id": {
-            "type": "string",
-            "pattern": ACTION_ID.pattern,
-            "description": "chosen by the client to send it again safely; generated if absent",
+        {
+            "type": "object",
+            "required": ["kind"],
+            "properties": {"kind": {"const": "stop"}, "action_id": ACTION_ID_SCHEMA},
+            "description": "any `data` is ignored",
         },
-    },
+    ],
 }
 NEW_CONVERSATION: Schema = {
     "type": "object",
     "properties": {
-        "initial_message": {"type": "string", "description": "its first user message"},
-        "on_busy": {"enum": enum_of(BusyPolicy), "description": "default FLEET_ON_BUSY"},
+        "initial_message": {"type": ["string", "null"], "description": "its first message"},
+        "on_busy": {
+            "enum": [*enum_of(BusyPolicy), None],
+            "description": "input while a turn runs; null or absent: FLEET_ON_BUSY",
+        },
     },
 }
 ACK: Schema = {

@@ -248,9 +248,11 @@ class Conversation:
 
     async def _open_any(self, start: int, rounds: int | None = None) -> Link:
         """A connection to the first gateway that takes it, from ``urls[start]`` on,
-        round after round (with a growing pause) until ``rounds`` are done."""
+        round after round (with a growing pause) until ``rounds`` are done; then the
+        last refusal if any gateway answered (``unavailable``, say), else ``Unreachable``."""
         backoff = Backoff(first=0.1, cap=self._max_backoff)
         failures: list[str] = []
+        refused: ConnectionRefused | None = None
         round_ = 0
         while rounds is None or round_ < rounds:
             for i in range(len(self.urls)):
@@ -260,12 +262,14 @@ class Conversation:
                 except ConnectionRefused as exc:
                     if exc.code not in TRANSIENT:
                         raise
-                    failures.append(f"{url}: {exc}")
+                    refused = exc
                 except (socketio.exceptions.ConnectionError, OSError, TimeoutError) as exc:
                     failures.append(f"{url}: {exc or type(exc).__name__}")
             round_ += 1
             if rounds is None or round_ < rounds:
                 await backoff.sleep()
+        if refused is not None:
+            raise refused
         raise Unreachable("no gateway answered: " + "; ".join(failures[-len(self.urls) :]))
 
     async def _open(self, url: str) -> Link:
