@@ -14,7 +14,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.errors import BadRequest, FleetError, Forbidden, PayloadTooLarge, Unavailable
+from broker.errors import (
+    BadRequest,
+    FleetError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from broker.names import valid_conversation_id
+from broker.overview import read_overview
 from broker.ratelimit import RateLimiter
 from broker.tokens import Verifier
 from gateway import pages
@@ -93,12 +102,24 @@ class HttpApi:
             Route("/", pages.home),
             Route("/docs", pages.docs),
             Route("/openapi.json", pages.openapi),
+            Route("/dashboard", pages.dashboard),
             Route("/api/conversations", api(self.create, admits=True), methods=["POST"]),
             Route("/api/conversations", api(self.list), methods=["GET"]),
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
             Route("/api/conversations/{cid}/events", api(self.events), methods=["GET"]),
             Route("/api/conversations/{cid}/actions", api(self.act, admits=True), methods=["POST"]),
             Route("/api/conversations/{cid}", api(self.close), methods=["DELETE"]),
+            Route("/api/admin/fleet", api(self.fleet, admin=True), methods=["GET"]),
+            Route(
+                "/api/admin/conversations/{cid}/events",
+                api(self.any_events, admin=True),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/admin/conversations/{cid}/stream",
+                api(self.any_stream, admin=True),
+                methods=["GET"],
+            ),
         ]
 
     def _api(
@@ -198,3 +219,25 @@ class HttpApi:
     async def close(self, request: Request, user: str) -> Response:
         await self._operations.close(user, request.path_params["cid"])
         return ORJSONResponse({"ok": True}, status_code=202)
+
+    # --- the dashboard's reads (admin tokens only): any user's conversations ----------
+    async def fleet(self, request: Request, user: str) -> Response:
+        store = self._operations.store
+        return ORJSONResponse((await read_overview(store.redis, store.names)).to_dict())
+
+    async def any_events(self, request: Request, user: str) -> Response:
+        cid = await self._any_conversation(request)
+        after = int_param(request, "after", -1, -1, 2**62)
+        limit = int_param(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+        return raw_events(await self._operations.store.read(cid, after, limit))
+
+    async def any_stream(self, request: Request, user: str) -> Response:
+        """The step being streamed now, as one frame holding its text so far (or null)."""
+        frame = await self._operations.store.streaming(await self._any_conversation(request))
+        return ORJSONResponse({"stream": frame.to_client() if frame is not None else None})
+
+    async def _any_conversation(self, request: Request) -> str:
+        cid = request.path_params["cid"]
+        if not valid_conversation_id(cid) or await self._operations.store.owner_of(cid) is None:
+            raise NotFound("no such conversation")
+        return str(cid)

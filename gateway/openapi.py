@@ -18,6 +18,7 @@ from broker.errors import (
     Conflict,
     ConversationClosed,
     FleetError,
+    Forbidden,
     LogFull,
     NotFound,
     PayloadTooLarge,
@@ -120,6 +121,95 @@ OK: Schema = {
 }
 
 
+PROCESS: Schema = {
+    "type": "object",
+    "required": ["id", "alive", "ttl_ms", "conversations", "shown", "connections"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "alive": {"type": "boolean", "description": "its liveness key exists"},
+        "ttl_ms": {"type": ["integer", "null"], "description": "what is left of it"},
+        "conversations": {"type": "integer", "description": "owned, or with clients here"},
+        "shown": {"type": "array", "items": {"type": "string"}, "description": "some of them"},
+        "connections": {"type": "integer", "description": "clients connected (gateways)"},
+    },
+}
+OVERVIEW: Schema = {
+    "type": "object",
+    "required": ["now", "workers", "gateways", "conversations", "pending"],
+    "additionalProperties": False,
+    "properties": {
+        "now": {"type": "number", "description": "the Redis clock, epoch seconds"},
+        "workers": {"type": "array", "items": PROCESS},
+        "gateways": {"type": "array", "items": PROCESS},
+        "conversations": {
+            "type": "array",
+            "description": "owned, owed an owner, or with clients (200 at most)",
+            "items": {
+                "type": "object",
+                "required": [
+                    "conversation_id",
+                    "user",
+                    "status",
+                    "owner",
+                    "epoch",
+                    "clients",
+                    "last_event_id",
+                    "pending_since",
+                ],
+                "additionalProperties": False,
+                "properties": {
+                    "conversation_id": {"type": "string"},
+                    "user": {"type": ["string", "null"]},
+                    "status": {"enum": [*enum_of(Status), None]},
+                    "owner": {"type": ["string", "null"], "description": "its lease's worker"},
+                    "epoch": {"type": ["integer", "null"], "description": "its lease's epoch"},
+                    "clients": {"type": "integer"},
+                    "last_event_id": {"type": "integer", "minimum": -1},
+                    "pending_since": {"type": ["number", "null"]},
+                },
+            },
+        },
+        "pending": {"type": "integer", "description": "conversations owed an owner"},
+    },
+}
+STREAMING: Schema = {
+    "type": "object",
+    "required": ["stream"],
+    "additionalProperties": False,
+    "properties": {
+        "stream": {
+            "description": "the step being streamed, its whole text so far in `delta`",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": [
+                        "conversation_id",
+                        "turn_id",
+                        "epoch",
+                        "step",
+                        "seq",
+                        "delta",
+                        "ts",
+                    ],
+                    "additionalProperties": False,
+                    "properties": {
+                        "conversation_id": {"type": "string"},
+                        "turn_id": {"type": "string"},
+                        "epoch": {"type": "integer"},
+                        "step": {"type": "integer"},
+                        "seq": {"type": "integer"},
+                        "delta": {"type": "string"},
+                        "ts": {"type": "number"},
+                    },
+                },
+            ],
+        }
+    },
+}
+
+
 def error_schema(codes: list[str]) -> Schema:
     return {
         "type": "object",
@@ -170,8 +260,10 @@ def answers(
     return out
 
 
-# Every /api request: its token, the user's rate, and Redis or RabbitMQ being reachable.
+# Every /api request: its token, the user's rate, and Redis or RabbitMQ being reachable
+# (or the identity provider, for its tokens); /api/admin also needs an admin token.
 API = (Unauthorized, RateLimited, Unavailable)
+ADMIN = (*API, Forbidden)
 BODY = (BadRequest, PayloadTooLarge)
 
 
@@ -193,6 +285,15 @@ CID = {
     "description": f"a conversation id ({CONVERSATION_ID.pattern}); another user's is not found",
 }
 LIMIT = query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size")
+
+
+EVENTS: Schema = {
+    "type": "object",
+    "required": ["events"],
+    "additionalProperties": False,
+    "properties": {"events": {"type": "array", "items": EVENT}},
+}
+AFTER = query("after", {"type": "integer", "minimum": -1}, "default -1: from the start")
 
 
 def api(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
@@ -270,21 +371,12 @@ PATHS: dict[str, dict[str, Schema]] = {
             answers(
                 200,
                 "events with id > after, oldest first",
-                {
-                    "type": "object",
-                    "required": ["events"],
-                    "additionalProperties": False,
-                    "properties": {"events": {"type": "array", "items": EVENT}},
-                },
+                EVENTS,
                 *API,
                 BadRequest,
                 NotFound,
             ),
-            parameters=[
-                CID,
-                query("after", {"type": "integer", "minimum": -1}, "default -1: from the start"),
-                LIMIT,
-            ],
+            parameters=[CID, AFTER, LIMIT],
         ),
     },
     "/api/conversations/{cid}/actions": {
@@ -306,6 +398,29 @@ PATHS: dict[str, dict[str, Schema]] = {
             parameters=[CID],
             requestBody={"required": True, "content": {"application/json": {"schema": ACTION}}},
         ),
+    },
+    "/api/admin/fleet": {
+        "get": api(
+            "The fleet now: workers, gateways, conversations (admin tokens only)",
+            answers(200, "the overview", OVERVIEW, *ADMIN),
+        )
+    },
+    "/api/admin/conversations/{cid}/events": {
+        "get": api(
+            "Any user's conversation's log after an event id (admin tokens only)",
+            answers(200, "events with id > after", EVENTS, *ADMIN, BadRequest, NotFound),
+            parameters=[CID, AFTER, LIMIT],
+        )
+    },
+    "/api/admin/conversations/{cid}/stream": {
+        "get": api(
+            "The step being streamed now in any user's conversation (admin tokens only)",
+            answers(200, "the step, or null", STREAMING, *ADMIN, NotFound),
+            parameters=[CID],
+        )
+    },
+    "/dashboard": {
+        "get": page("The fleet, live, for admins (the page asks for a token)", "text/html")
     },
     "/healthz": {"get": {"summary": "Liveness", "responses": {"200": json_answer("alive", OK)}}},
     "/readyz": {

@@ -1,5 +1,6 @@
 """The pages a gateway serves to people: ``/`` (links), ``/docs`` (the OpenAPI
-document, rendered in the browser from ``/openapi.json``).
+document, rendered in the browser from ``/openapi.json``), ``/dashboard`` (the fleet,
+live, from the admin API: it holds no secret, the admin pastes a token).
 
 Each page is one self-contained HTML file in ``static/`` (no CDN, no other request
 than to this gateway). Its one inline script and style are allowed by their hashes in
@@ -76,6 +77,10 @@ async def home(request: Request) -> Response:
 
 async def docs(request: Request) -> Response:
     return html("docs.html")
+
+
+async def dashboard(request: Request) -> Response:
+    return html("dashboard.html")
 
 
 async def openapi(request: Request) -> Response:
