@@ -80,18 +80,21 @@ def state(value: str, **data: Any) -> NewEvent:
 
 
 # --- what travels through a conversation's queue ------------------------------------
-ActionKind = Literal["message", "stop"]
-ACTION_KINDS: tuple[ActionKind, ...] = ("message", "stop")
+ActionKind = Literal["message", "stop", "approval"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("message", "stop", "approval")
+MAX_ID_FIELD = 256  # characters of a request id or a choice
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A client's ``user_action``: a ``message`` (its ``content``), or a ``stop`` of the
-    running turn."""
+    """A client's ``user_action``: a ``message`` (its ``content``), a ``stop`` of the
+    running turn, or an ``approval`` (the ``choice`` answering ``request_id``)."""
 
     action_id: str
     kind: ActionKind
     content: str = ""
+    request_id: str = ""
+    choice: str = ""
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -100,33 +103,50 @@ class Action:
             raise BadRequest("user_action must be an object")
         kind = payload.get("kind")
         if kind not in ACTION_KINDS:
-            raise BadRequest("user_action.kind must be one of 'message', 'stop'")
-        content = ""
+            raise BadRequest("user_action.kind must be one of 'message', 'stop', 'approval'")
+        data = payload.get("data")
+        fields = {}
         if kind == "message":
-            data = payload.get("data")
-            if not isinstance(data, dict) or not isinstance(data.get("content"), str):
-                raise BadRequest("user_action.data.content must be a string")
-            if not _is_utf8(data["content"]):
-                raise BadRequest("user_action.data.content must be valid Unicode text")
-            content = data["content"]
+            fields["content"] = _text_field(data, "content")
+        elif kind == "approval":
+            fields["request_id"] = _text_field(data, "request_id", MAX_ID_FIELD)
+            fields["choice"] = _text_field(data, "choice", MAX_ID_FIELD)
         action_id = payload.get("action_id")
         if action_id is None:
             action_id = uuid.uuid4().hex
         elif not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
-        return cls(action_id=action_id, kind=kind, content=content)
+        return cls(action_id=action_id, kind=kind, **fields)
 
     def digest(self) -> str:
         """What the action says (not its id): an id is admitted with one content only."""
-        return hashlib.blake2b(orjson.dumps([self.kind, self.content]), digest_size=16).hexdigest()
+        said = [self.kind, self.content]
+        if self.kind == "approval":
+            said = [self.kind, self.request_id, self.choice]
+        return hashlib.blake2b(orjson.dumps(said), digest_size=16).hexdigest()
 
     def event(self, **extra: Any) -> NewEvent:
         """The user event this action logs: a ``message`` (``extra`` adds to its data, as
-        ``steered_into``), or a ``stop``."""
+        ``steered_into``), a ``stop`` or an ``approval``."""
         if self.kind == "stop":
             return NewEvent("user", "stop", {"action_id": self.action_id})
+        if self.kind == "approval":
+            data = {"request_id": self.request_id, "choice": self.choice}
+            return NewEvent("user", "approval", {**data, "action_id": self.action_id})
         data = {"content": self.content, "action_id": self.action_id, **extra}
         return NewEvent("user", "message", data)
+
+
+def _text_field(data: object, name: str, max_chars: int | None = None) -> str:
+    """``data[name]``, a string of valid text (and at most ``max_chars``, non-empty)."""
+    value = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise BadRequest(f"user_action.data.{name} must be a string")
+    if not _is_utf8(value):
+        raise BadRequest(f"user_action.data.{name} must be valid Unicode text")
+    if max_chars is not None and not 0 < len(value) <= max_chars:
+        raise BadRequest(f"user_action.data.{name} must have 1 to {max_chars} characters")
+    return value
 
 
 def _is_utf8(text: str) -> bool:
@@ -145,7 +165,21 @@ class CloseMarker:
     reason: str
 
 
-QueueItem = Action | CloseMarker
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer of the conversation's agent, due: its owner logs it once, as a ``timer``
+    event that starts a turn of its own."""
+
+    timer_id: str
+    payload: Any
+    at: float  # when it was due (epoch seconds)
+
+    def event(self) -> NewEvent:
+        data = {"timer_id": self.timer_id, "payload": self.payload, "at": self.at}
+        return NewEvent("system", "timer", data)
+
+
+QueueItem = Action | CloseMarker | TimerFired
 
 
 class Malformed(ValueError):
@@ -156,9 +190,16 @@ def encode_input(item: QueueItem) -> bytes:
     """The body of a conversation-queue message."""
     if isinstance(item, CloseMarker):
         return orjson.dumps({"kind": "close", "reason": item.reason})
-    return orjson.dumps(
-        {"action_id": item.action_id, "kind": item.kind, "data": {"content": item.content}}
+    if isinstance(item, TimerFired):
+        return orjson.dumps(
+            {"kind": "timer", "timer_id": item.timer_id, "payload": item.payload, "at": item.at}
+        )
+    data = (
+        {"request_id": item.request_id, "choice": item.choice}
+        if item.kind == "approval"
+        else {"content": item.content}
     )
+    return orjson.dumps({"action_id": item.action_id, "kind": item.kind, "data": data})
 
 
 def decode_input(body: bytes) -> QueueItem:
@@ -168,16 +209,33 @@ def decode_input(body: bytes) -> QueueItem:
         kind = obj["kind"]
         if kind == "close":
             return CloseMarker(str(obj["reason"]))
+        if kind == "timer":
+            return TimerFired(str(obj["timer_id"]), obj["payload"], float(obj["at"]))
         if kind not in ACTION_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        return Action(str(obj["action_id"]), kind, str(obj["data"]["content"]))
+        data = obj["data"]
+        if kind == "approval":
+            return Action(
+                str(obj["action_id"]),
+                kind,
+                request_id=str(data["request_id"]),
+                choice=str(data["choice"]),
+            )
+        return Action(str(obj["action_id"]), kind, str(data["content"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
 
 def input_id(cid: str, item: QueueItem) -> str:
     """The broker message id of a queued item."""
-    return f"close:{cid}" if isinstance(item, CloseMarker) else item.action_id
+    if isinstance(item, CloseMarker):
+        return f"close:{cid}"
+    return item.timer_id if isinstance(item, TimerFired) else item.action_id
+
+
+def turn_id_of(message: Event) -> str:
+    """The id of the turn an event starts: a user message's action id, a timer's id."""
+    return str(message.data["timer_id" if message.kind == "timer" else "action_id"])
 
 
 # --- claim requests (the dispatch queue) -------------------------------------------

@@ -82,6 +82,15 @@ class Names:
         """Hash of admitted action ids -> a digest of their content (one content per id)."""
         return f"{self.conv(cid)}:actions"
 
+    def approvals(self, cid: str) -> str:
+        """Hash: open approval request id -> its options (JSON); answered ones are gone."""
+        return f"{self.conv(cid)}:approvals"
+
+    def timers(self, cid: str) -> str:
+        """Hash: the agent's scheduled timer id -> ``{"at", "payload"}`` (JSON), until it
+        is logged as fired or cancelled."""
+        return f"{self.conv(cid)}:timers"
+
     def clients(self, cid: str) -> str:
         """Hash of gateway id -> connected clients of the conversation."""
         return f"{self.conv(cid)}:clients"
@@ -131,6 +140,11 @@ class Names:
         return f"{self.namespace}:pending"
 
     @property
+    def due(self) -> str:
+        """Sorted set: ``<cid> <timer_id>`` -> when it is due (ms); the reaper fires them."""
+        return f"{self.namespace}:timers"
+
+    @property
     def reaper_leader(self) -> str:
         return f"{self.namespace}:reaper:leader"
 
@@ -166,6 +180,8 @@ class Names:
     def _lua_helpers(self) -> dict[str, str]:
         builders: dict[str, Callable[..., str]] = {
             "meta": self.meta,
+            "lease": self.lease,
+            "timers": self.timers,
             "clients": self.clients,
             "connections": self.connections,
             "running": self.running,

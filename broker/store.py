@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
+import orjson
 from redis.asyncio import Redis
 
 from broker import metrics, scripts
@@ -20,7 +21,16 @@ from broker.settings import BusyPolicy, OverLimitPolicy
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
 AdmissionOutcome = Literal[
-    "ok", "rate_limited", "conflict", "busy", "log_full", "over_limit", "closed", "unknown"
+    "ok",
+    "rate_limited",
+    "conflict",
+    "busy",
+    "log_full",
+    "no_request",
+    "bad_choice",
+    "over_limit",
+    "closed",
+    "unknown",
 ]
 
 
@@ -81,6 +91,22 @@ class TurnState:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestChange:
+    """An approval request an append opens (answerable from then on, with one of its
+    ``options``) or closes (its turn ended unanswered)."""
+
+    open: str = ""
+    options: Sequence[str] = ()
+    close: str = ""
+
+    def args(self) -> list[str]:
+        return [self.open, orjson.dumps(list(self.options)).decode(), self.close]
+
+
+NO_REQUEST_CHANGE = RequestChange()
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     """What a fenced append logged (or had logged before, when ``duplicate``)."""
 
@@ -134,6 +160,7 @@ class Store:
             n.log(cid),
             n.actions(cid),
             n.pending,
+            n.approvals(cid),
         ]
         args = [
             cid,
@@ -149,6 +176,8 @@ class Store:
             limits.log_bytes,
             action.kind if action else "",
             on_busy,
+            action.request_id if action else "",
+            action.choice if action else "",
         ]
         outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
         return Admission(
@@ -212,12 +241,14 @@ class Store:
         once: str = "",
         turn_from: str = "",
         logged_step: str = "",
+        requests: RequestChange = NO_REQUEST_CHANGE,
     ) -> Appended:
         """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on.
-        ``turn_from`` and ``logged_step``: see ``lua/append.lua``."""
+        ``turn_from``, ``logged_step`` and ``requests``: see ``lua/append.lua``."""
         n = self.names
-        keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid)]
-        reply = await self._append(keys=keys, args=[lease, once, turn_from, logged_step, *bodies])
+        keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid), n.approvals(cid)]
+        args: list[str | bytes] = [lease, once, turn_from, logged_step, *requests.args(), *bodies]
+        reply = await self._append(keys=keys, args=args)
         code = reply[0]
         if code == -1:
             metrics.FENCED_WRITES.inc()

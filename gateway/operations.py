@@ -134,6 +134,10 @@ class Operations:
                 f"the conversation reached its limit of {limits.log_events} events or "
                 f"{limits.log_bytes} bytes; start a new one"
             )
+        if admission.outcome == "no_request":
+            raise BadRequest("no open approval request has this request_id (unknown, or answered)")
+        if admission.outcome == "bad_choice":
+            raise BadRequest("user_action.data.choice must be one of the request's options")
         if admission.outcome == "over_limit":
             raise TooManyConversations(
                 f"you already run {self.limits.conversations} conversations; "

@@ -12,11 +12,21 @@ import structlog
 from broker.amqp import INTERRUPTED, Broker
 from broker.backoff import Backoff
 from broker.errors import LeaseLost
-from broker.events import Action, CloseMarker, Event, Malformed, NewEvent, decode_input
+from broker.events import (
+    Action,
+    CloseMarker,
+    Event,
+    Malformed,
+    NewEvent,
+    QueueItem,
+    TimerFired,
+    decode_input,
+)
 from broker.inbox import Delivery, Inbox
 from broker.leases import Leases
 from broker.names import lease_value
 from broker.store import Store
+from broker.timers import Timers
 from workers.agents import Agent
 from workers.scribe import Scribe
 from workers.stream import Streamer
@@ -35,6 +45,7 @@ class ConversationLoop:
         epoch: int,
         agent: Agent,
         store: Store,
+        timers: Timers,
         leases: Leases,
         broker: Broker,
         alive: Callable[[], bool],
@@ -45,10 +56,11 @@ class ConversationLoop:
         self.epoch = epoch
         self.lease = lease_value(worker_id, epoch)
         self._store = store
+        self._timers = timers
         self._leases = leases
         self._broker = broker
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
-        self.scribe = Scribe(cid, self.lease, store, broker, alive)
+        self.scribe = Scribe(cid, self.lease, store, timers, broker, alive)
         self.turns = TurnRunner(
             agent, self.scribe, Streamer(self.scribe, epoch), epoch, self._fail, self.log
         )
@@ -157,17 +169,22 @@ class ConversationLoop:
         else:
             self._retry.reset()
 
-    async def _handle(self, item: Action | CloseMarker) -> None:
+    async def _handle(self, item: QueueItem) -> None:
         if isinstance(item, CloseMarker):
             await self.turns.close()
             await self.scribe.log(
                 NewEvent("system", "closed", {"reason": item.reason}), once="closed"
             )
             self._closing = True
+        elif isinstance(item, TimerFired):
+            if not self._closing:  # else it is cleared with the conversation
+                await self.turns.timer(item)
         elif self._closing:
             await self._late(item)
         elif item.kind == "stop":
             await self.turns.stop(item)
+        elif item.kind == "approval":
+            await self.turns.approve(item)
         else:
             await self.turns.message(item)
 
@@ -187,5 +204,6 @@ class ConversationLoop:
             return False
         if not await self._leases.finish(self.conversation_id, self.worker_id, self.epoch):
             raise LeaseLost(f"lease {self.lease} moved on before closing")
+        await self._timers.clear(self.conversation_id)
         self.log.info("conversation_closed")
         return True

@@ -19,6 +19,7 @@ from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
+from broker.timers import Timers
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
 from workers.fencing import FenceReason, Fencing
@@ -50,6 +51,7 @@ class Worker(Service):
         self.fencing = Fencing(process_id(), settings.liveness_ttl)
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)
+        self.timers = Timers(self.redis, self.names)
         self.leases = Leases(self.redis, self.names)
         self.liveness = Liveness(self.redis, self.names, "worker")
         # The broker gives up on a worker that stopped answering about as soon as the
@@ -262,6 +264,7 @@ class Worker(Service):
             epoch,
             self.agent_factory(self.settings),
             self.store,
+            self.timers,
             self.leases,
             self.broker,
             self.alive,

@@ -1,8 +1,9 @@
 """The agent interface: what a worker runs for each turn of a conversation.
 
 A turn is the agent's work on one user message (its ``turn_id`` is that message's
-``action_id``). It runs as a cancellable task: a stop, an interruption, a close or a
-change of owner cancels it at its next ``await``. An agent logs each step it
+``action_id``), or on one of its timers that fired (``turn_id`` is the timer's id).
+It runs as a cancellable task: a stop, an interruption, a close or a change of owner
+cancels it at its next ``await``. An agent logs each step it
 completes (an LLM answer, a tool result) with ``log_step``, streams the text of the
 step it is making with ``stream``, and ends the turn with ``finish``. If its owner
 dies or drains mid-turn, the next owner runs the turn again with ``turn.steps``
@@ -50,7 +51,7 @@ class Turn(Protocol):
 
     @property
     def message(self) -> Event:
-        """The user message that started the turn."""
+        """What started the turn: a user ``message``, or a ``timer`` that fired."""
         ...
 
     @property
@@ -66,6 +67,29 @@ class Turn(Protocol):
         """Log a completed step (kind ``message`` for an LLM answer, ``tool_result``
         for a tool's); its data gains ``turn_id`` and ``step``. What is streamed next
         belongs to the next step."""
+        ...
+
+    async def ask_approval(
+        self, prompt: str, options: Sequence[str] = ("yes", "no"), key: str | None = None
+    ) -> str:
+        """Ask the user, and wait for the option they choose: logs an
+        ``approval_request`` (a step of the turn) and state ``awaiting_approval``. The
+        wait survives a crash, a drain and passivation: a resumed turn that asks again
+        (with the same ``key``, or as the same ask in order) gets the same request, or
+        its answer if it came. ``key`` names the ask within the turn (default: its
+        number in order)."""
+        ...
+
+    async def schedule(self, at: float, payload: Any, key: str | None = None) -> str:
+        """Schedule a wake-up at ``at`` (epoch seconds); its id. When due it is logged
+        once as a ``system`` ``timer`` event (``timer_id``, ``payload``, ``at``) that
+        starts a turn of its own (``turn.message``), even if the fleet was down then.
+        Scheduling again with the same ``key`` (default: its number in the turn) moves
+        it, so a resumed turn schedules nothing twice."""
+        ...
+
+    async def cancel_timer(self, timer_id: str) -> bool:
+        """Cancel a timer not fired yet; False if there was none to cancel."""
         ...
 
     def steered(self) -> list[Event]:

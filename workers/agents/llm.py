@@ -5,7 +5,9 @@ again, until an answer calls no tool: that one is the turn's reply.
 Every completed step is logged (an answer that calls tools, each tool's result), so a
 turn cut short by a crash or a drain resumes on its next owner from ``turn.steps``:
 the calls whose results are missing are run, then the model is asked for the next
-step. Nothing logged is asked for or run again.
+step. Nothing logged is asked for or run again. A tool marked ``needs_approval`` runs
+only once the user answers ``yes`` to an approval request; the wait survives crashes
+and passivation like any step.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ log = structlog.get_logger()
 
 # LLM calls per turn: a model that keeps calling tools must not run up costs forever.
 MAX_LLM_CALLS = 8
+# What the user may answer when a tool that needs approval is called.
+APPROVAL_OPTIONS = ("yes", "no")
 
 
 class LLMAgent:
@@ -111,7 +115,16 @@ class LLMAgent:
         return answer
 
     async def _run_tool(self, turn: Turn, call: ToolCall) -> Event:
-        content = await self.registry.run(call.name, call.arguments)
+        if (
+            self.registry.needs_approval(call.name)
+            and await turn.ask_approval(
+                f"Allow {call.name}({call.arguments})?", APPROVAL_OPTIONS, key=call.id
+            )
+            != "yes"
+        ):
+            content = f"error: the user did not allow this call of {call.name}"
+        else:
+            content = await self.registry.run(call.name, call.arguments)
         return await turn.log_step(
             "tool_result", {"tool_call_id": call.id, "name": call.name, "content": content}
         )

@@ -57,6 +57,8 @@ class FakeTurn:
         self.answer: Event | None = None
         self.taken: list[str] = []  # action ids of the steered messages handed over
         self._steered: list[Event] = []
+        self.choice = "yes"  # what the user answers to every approval request
+        self.asked: list[str] = []  # the prompts of the approval requests
 
     def append(self, source: Source, kind: str, data: Mapping[str, Any]) -> Event:
         event = Event(len(self.events), self.conversation_id, source, kind, dict(data), time.time())
@@ -90,6 +92,20 @@ class FakeTurn:
 
     async def log_step(self, kind: str, data: Mapping[str, Any]) -> Event:
         return self.logged(kind, data)
+
+    async def ask_approval(
+        self, prompt: str, options: Sequence[str] = ("yes", "no"), key: str | None = None
+    ) -> str:
+        data = {"request_id": f"{self.turn_id}:{key}", "prompt": prompt, "options": list(options)}
+        self.logged("approval_request", data)
+        self.asked.append(prompt)
+        return self.choice
+
+    async def schedule(self, at: float, payload: Any, key: str | None = None) -> str:
+        raise AssertionError("the LLM agent schedules no timers")
+
+    async def cancel_timer(self, timer_id: str) -> bool:
+        raise AssertionError("the LLM agent schedules no timers")
 
     def steered(self) -> list[Event]:
         taken, self._steered = self._steered, []
