@@ -147,6 +147,11 @@ def of_kind(events: EventList, kind: str) -> EventList:
     return [event for event in events if event["kind"] == kind]
 
 
+def answers(events: EventList) -> list[str]:
+    """Every turn's answer, in log order."""
+    return [content for contents in replies(events).values() for content in contents]
+
+
 def replied_to(action_id: str) -> Callable[[EventList], bool]:
     """A ``wait_for`` condition: the agent answered ``action_id``."""
     return lambda events: action_id in replies(events)

@@ -149,7 +149,7 @@ class Spy:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.hooks: dict[str, Callable[[], None]] = {}
 
-    def registry(self) -> Registry:
+    def registry(self, needs_approval: bool = False) -> Registry:
         async def lookup(arguments: dict[str, Any]) -> str:
             self.calls.append(("lookup", arguments))
             self.hooks.get("lookup", lambda: None)()
@@ -160,7 +160,7 @@ class Spy:
             "properties": {"key": {"type": "string"}},
             "required": ["key"],
         }
-        return Registry(Tool("lookup", "A key's value.", schema, lookup))
+        return Registry(Tool("lookup", "A key's value.", schema, lookup, needs_approval))
 
 
 @pytest.fixture
@@ -331,6 +331,44 @@ async def test_a_tool_round_logs_the_call_and_its_result_then_answers(
     for record in (first, second):
         names = [t["function"]["name"] for t in record["body"]["tools"]]
         assert names == ["current_time", "calculate"]
+
+
+@pytest.mark.parametrize("choice", ["yes", "no"])
+async def test_a_tool_that_needs_approval_runs_only_once_approved(
+    settings_for: Callable[..., Settings],
+    agents: Callable[..., LLMAgent],
+    http: httpx.AsyncClient,
+    choice: str,
+) -> None:
+    spy = Spy()
+    agent = agents(settings_for(), registry=spy.registry(needs_approval=True))
+    mark = marker()
+    call = {"name": "lookup", "id": "call_1", "arguments": {"key": "door"}}
+    await script(http, mark, {"tool_calls": [call]}, {"content": "Done."})
+    turn = FakeTurn(f"{mark} open the door")
+    turn.choice = choice
+
+    await agent.run_turn(turn)
+
+    request, answer = turn.steps[1], turn.steps[2]
+    assert request.kind == "approval_request"
+    assert request.data["request_id"] == f"{turn.turn_id}:call_1"
+    assert request.data["options"] == ["yes", "no"]
+    assert turn.asked == ['Allow lookup({"key": "door"})?']
+    assert answer.kind == "tool_result" and answer.data["tool_call_id"] == "call_1"
+    if choice == "yes":
+        assert spy.calls == [("lookup", {"key": "door"})]
+        assert answer.data["content"] == "value of door"
+    else:
+        assert spy.calls == []
+        assert answer.data["content"] == "error: the user did not allow this call of lookup"
+    second = (await recorded(http))[1]
+    assert [m["role"] for m in second["body"]["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
 
 
 async def test_calls_streamed_a_character_at_a_time_are_assembled_and_run_in_order(
