@@ -87,6 +87,11 @@ class Timers:
             found.append(DueTimer(cid, fired, bool(flat[i + 2])))
         return found
 
+    async def next_due(self) -> float | None:
+        """When the earliest timer falls due (epoch seconds), if any is scheduled."""
+        earliest = await self.redis.zrange(self.names.due, 0, 0, withscores=True)
+        return float(earliest[0][1]) / 1000 if earliest else None
+
     async def fired(self, timers: list[DueTimer]) -> None:
         """These went out (or cannot go anywhere): not due any more. Each stays in its
         conversation's hash until its owner logs it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from redis.exceptions import RedisError
@@ -73,7 +74,7 @@ class Reaper(Service):
         while not self._stop.is_set():
             delay, redis_error = interval, None
             try:
-                await self.tick()
+                delay = await self.tick()
                 backoff.reset()
             except (RedisError, OSError) as exc:
                 delay, redis_error = backoff.next(), exc
@@ -87,16 +88,21 @@ class Reaper(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def tick(self) -> None:
-        """Keep (or take) the leadership; sweep when leading."""
+    async def tick(self) -> float:
+        """Keep (or take) the leadership; sweep when leading. How long to wait for the
+        next tick: the sweep interval, or less when a timer falls due sooner."""
         leading = await self.leader.hold()
         if leading != self.leading:
             log.info(
                 "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
             )
             self.leading = leading
-        if leading:
-            await self.sweep()
+        interval = self.settings.reaper_interval
+        if not leading:
+            return interval
+        await self.sweep()
+        due = await self.timers.next_due()
+        return interval if due is None else min(interval, max(0.0, due - time.time()))
 
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
@@ -131,6 +137,7 @@ class Reaper(Service):
         )
         sent = [timer for timer, outcome in zip(due, outcomes, strict=True) if outcome is None]
         await self.timers.fired(sent)
+        metrics.TIMERS_FIRED.inc(len(sent))
         if len(sent) < len(due):
             log.warning("timers_not_fired", reaper_id=self.reaper_id, timers=len(due) - len(sent))
         return len(sent)

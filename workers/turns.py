@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from broker import metrics
 from broker.errors import LeaseLost
 from broker.events import Action, Event, NewEvent, TimerFired, state, turn_id_of
 from broker.settings import BusyPolicy
@@ -92,7 +93,9 @@ class TurnRunner:
     async def timer(self, fired: TimerFired) -> None:
         """Log a timer that fired, once, and give it a turn after those waiting."""
         async with self._lock:
-            await self._take(fired.event(), fired.timer_id, f"timer:{fired.timer_id}")
+            event = fired.event()
+            if await self._take(event, fired.timer_id, f"timer:{fired.timer_id}"):
+                metrics.TIMER_LATENESS_SECONDS.observe(max(0.0, event.ts - fired.at))
         await self.scribe.timer_logged(fired.timer_id)
 
     async def _take(self, event: NewEvent, turn_id: str, once: str) -> bool:
