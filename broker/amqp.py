@@ -35,7 +35,7 @@ from aio_pika.exceptions import (
     PublishError,
 )
 
-from broker import connection
+from broker import connection, tracing
 from broker.errors import ConversationClosed, Unavailable
 from broker.events import (
     CloseMarker,
@@ -206,6 +206,7 @@ class Broker:
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=input_id(cid, item),
+            headers=tracing.inject() or None,  # the action's trace goes on in the worker
         )
         exchange = self._channel(self._confirmed).default_exchange
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -32,6 +33,10 @@ class Delivery:
     @property
     def message_id(self) -> str | None:
         return self._message.message_id
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self._message.headers
 
     def processing(self) -> AbstractAsyncContextManager[Any]:
         """Ack when the block succeeds, requeue when it raises."""

@@ -7,7 +7,7 @@ from typing import get_args
 
 import structlog
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.amqp import Broker
 from broker.errors import (
     BadRequest,
@@ -99,10 +99,16 @@ class Operations:
         """Queue a client action (``cid`` already authorised); its id once confirmed."""
         metrics.ACTIONS_RECEIVED.inc()
         action, size = self._action(payload)
-        admission = await self.store.admit(cid, user, self.limits, action, size)
-        self._check(admission)
-        with metrics.PUBLISH_CONFIRM_SECONDS.time():
-            await self.broker.publish_input(cid, action)
+        attributes = {
+            "fleet.conversation_id": cid,
+            "fleet.action_id": action.action_id,
+            "fleet.action_kind": action.kind,
+        }
+        with tracing.span("fleet.action", attributes, tracing.Kind.SERVER):
+            admission = await self.store.admit(cid, user, self.limits, action, size)
+            self._check(admission)
+            with metrics.PUBLISH_CONFIRM_SECONDS.time():
+                await self.broker.publish_input(cid, action)
         metrics.ACTIONS_ACKNOWLEDGED.inc()
         await self._after_admission(cid, admission)
         return action.action_id

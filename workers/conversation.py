@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import structlog
 
+from broker import tracing
 from broker.amqp import INTERRUPTED, Broker
 from broker.backoff import Backoff
 from broker.errors import LeaseLost
@@ -160,7 +161,13 @@ class ConversationLoop:
         # failure before that: logged here or by the next owner, once (dedupe keys).
         try:
             async with delivery.processing():
-                await self._handle(item)
+                with tracing.span(
+                    "fleet.input",
+                    {"fleet.conversation_id": self.conversation_id, "fleet.epoch": self.epoch},
+                    tracing.Kind.CONSUMER,
+                    tracing.extract(delivery.headers),
+                ):
+                    await self._handle(item)
         except LeaseLost:
             raise
         except Exception as exc:

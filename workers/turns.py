@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from broker import metrics
+from broker import metrics, tracing
 from broker.errors import LeaseLost
 from broker.events import Action, Event, NewEvent, TimerFired, state, turn_id_of
 from broker.settings import BusyPolicy
@@ -200,7 +200,11 @@ class TurnRunner:
 
     async def _run(self, turn: LiveTurn) -> None:
         try:
-            await self.agent.run_turn(turn)
+            resumed = len(turn.steps)
+            with tracing.span(
+                "fleet.turn", {"fleet.turn_id": turn.turn_id, "fleet.resumed": resumed}
+            ):
+                await self.agent.run_turn(turn)
             if not turn.finished:
                 raise TurnFailed("agent_silent", "the agent ended its turn without an answer")
         except asyncio.CancelledError:

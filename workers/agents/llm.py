@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from openai import AsyncOpenAI
 
+from broker import tracing
 from broker.events import Event
 from broker.settings import Settings
 from workers.agents import Turn, TurnFailed
@@ -96,13 +97,16 @@ class LLMAgent:
         bound = _bind(turn)
         started = time.monotonic()
         try:
-            answer = await complete(
-                self.client,
-                self.settings.llm_model,
-                transcript.messages(),
-                self.registry.schemas(),
-                turn.stream,
-            )
+            with tracing.span(
+                "llm.chat", {"gen_ai.request.model": self.settings.llm_model}, tracing.Kind.CLIENT
+            ):
+                answer = await complete(
+                    self.client,
+                    self.settings.llm_model,
+                    transcript.messages(),
+                    self.registry.schemas(),
+                    turn.stream,
+                )
         except TurnFailed as failed:
             bound.warning("llm_failed", code=failed.code, error=failed.message)
             raise
@@ -124,7 +128,8 @@ class LLMAgent:
         ):
             content = f"error: the user did not allow this call of {call.name}"
         else:
-            content = await self.registry.run(call.name, call.arguments)
+            with tracing.span("tool", {"gen_ai.tool.name": call.name}):
+                content = await self.registry.run(call.name, call.arguments)
         return await turn.log_step(
             "tool_result", {"tool_call_id": call.id, "name": call.name, "content": content}
         )
