@@ -3,16 +3,18 @@
 -- With a dedupe key ("once"), a batch is logged at most once per conversation.
 -- Kept in step with the log, in the same call: the log's size in bytes (meta.log_bytes,
 -- for its cap), where its oldest unfinished turn starts (meta.turn_from, for the next
--- owner to resume from), and the stream snapshot of a step now logged (deleted).
+-- owner to resume from), the agent's last logged state (meta.agent_state, for readers
+-- of the record), and the stream snapshot of a step now logged (deleted).
 -- KEYS: lease, log, once, meta, stream
 -- ARGV: lease_value, once_key ('' for none),
 --       turn_from ('' unchanged, '-' none, '=' this batch's first id, or an id),
 --       logged_step ('' or turn_id .. ' ' .. step: that step's snapshot goes),
+--       agent_state ('' unchanged, or the last state this batch logs),
 --       body1, body2, ...  (each an event's JSON without its opening brace and id)
 -- Returns {first_id} when appended, {-1} when fenced, or
 --   {-2, first_id, entry...} when once_key was logged before (the entries it logged).
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {-1} end
-local n = #ARGV - 4
+local n = #ARGV - 5
 if ARGV[2] ~= '' then
   local prev = redis.call('HGET', KEYS[3], ARGV[2])
   if prev then
@@ -25,7 +27,7 @@ end
 local first = redis.call('LLEN', KEYS[2])
 local entries, size = {}, 0
 for i = 1, n do
-  entries[i] = '{"id":' .. (first + i - 1) .. ',' .. ARGV[i + 4]
+  entries[i] = '{"id":' .. (first + i - 1) .. ',' .. ARGV[i + 5]
   size = size + #entries[i]
 end
 if n > 0 then redis.call('RPUSH', KEYS[2], unpack(entries)) end
@@ -38,6 +40,7 @@ elseif ARGV[3] == '=' then
 elseif ARGV[3] ~= '' then
   redis.call('HSET', KEYS[4], 'turn_from', ARGV[3])
 end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[4], 'agent_state', ARGV[5]) end
 if ARGV[4] ~= '' then
   local turn, step = string.match(ARGV[4], '^(.*) (%d+)$')
   local current = redis.call('HMGET', KEYS[5], 'turn_id', 'step')
