@@ -219,12 +219,12 @@ class Broker:
             content_type="application/json",
             message_id=input_id(cid, item),
         )
-        await self._queue_confirmed(self._channel(self._confirmed), cid, message, "action")
+        await self._queue(self._channel(self._confirmed), cid, message, "action")
 
-    async def _queue_confirmed(
+    async def _queue(
         self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, what: str
     ) -> None:
-        """Publish into the conversation's queue and wait for the broker's confirm."""
+        """Publish into the conversation's queue; return once the broker confirmed it."""
         try:
             await channel.default_exchange.publish(
                 message,
@@ -240,6 +240,9 @@ class Broker:
     # --- owner queries (request/reply) ------------------------------------------------
     async def listen_answers(self) -> None:
         """Receive the answers to this process's queries (``ask`` needs it first)."""
+        # Confirmed, so that a query whose conversation has no queue any more (closed)
+        # is returned and fails at once. The confirm costs the asker no time: the owner
+        # is at work on the query while it comes back.
         channel = await self._conn().channel(publisher_confirms=True, on_return_raises=True)
         # A robust queue: the consumer is restored on the restored channel after a
         # reconnect (answers in flight then are lost: their askers time out).
@@ -255,9 +258,9 @@ class Broker:
 
     @asynccontextmanager
     async def ask(self, cid: str, query: Query) -> AsyncIterator[asyncio.Future[bytes]]:
-        """Queue ``query`` for the conversation's owner (confirmed); yield the future of
-        its answer's body. Unanswered, the query expires from the queue after its
-        ``timeout``; leaving the block forgets it, whatever happened."""
+        """Queue ``query`` for the conversation's owner (confirmed: ``ConversationClosed``
+        when it has no queue); yield the future of its answer's body. Unanswered, the
+        query expires from the queue after its ``timeout``; leaving the block forgets it."""
         channel = self._channel(self._asking)
         correlation_id = uuid.uuid4().hex
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
@@ -271,7 +274,7 @@ class Broker:
             expiration=query.timeout,
         )
         try:
-            await self._queue_confirmed(channel, cid, message, "query")
+            await self._queue(channel, cid, message, "query")
             yield answer
         finally:
             del self._waiting[correlation_id]
