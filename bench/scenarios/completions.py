@@ -69,15 +69,13 @@ async def measure(ctx: Context) -> Pairs:
             path = f"{url}/api/conversations/{cid}/completions"
             headers = {"Authorization": f"Bearer {token}"}
 
-            async def through_fleet(question: str, retry: bool = False) -> float:
+            async def through_fleet(question: str) -> float:
                 began = perf_counter()
                 body = {"messages": [{"role": "user", "content": question}]}
                 async with http.post(path, json=body, headers=headers) as response:
+                    if response.status != 200:
+                        raise RuntimeError(f"completion: {response.status} {await response.text()}")
                     await response.read()
-                if response.status == 503 and retry:
-                    return await through_fleet(question, retry)
-                if response.status != 200:
-                    raise RuntimeError(f"completion: {response.status} {await response.text()}")
                 return perf_counter() - began
 
             async def straight(question: str) -> float:
@@ -86,9 +84,7 @@ async def measure(ctx: Context) -> Pairs:
                 return perf_counter() - began
 
             for i in range(WARMUP):
-                # Retried: the LLM SDK's first request holds the worker's event loop long
-                # enough, on a busy machine, for its watchdog to fence it once.
-                await through_fleet(f"warm-up {i}", retry=True)
+                await through_fleet(f"warm-up {i}")
                 await straight(f"warm-up {i}")
             pairs = Pairs([], [])
             for i in range(ctx.plan.completions):
