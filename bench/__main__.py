@@ -22,6 +22,7 @@ from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
 from bench.scenarios import (
+    completions,
     durable,
     failover,
     latency,
@@ -42,6 +43,7 @@ SCENARIOS = (
     "start",
     "streaming",
     "timers",
+    "completions",
     "durable",
     "failover",
     "scale",
@@ -139,6 +141,9 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         if "timers" in wanted:
             timeout = plan.scenario_timeout
             results += await phase("timers", timeout, lambda: timers.run(ctx))
+        if "completions" in wanted:
+            timeout = plan.scenario_timeout
+            results += await phase("completions", timeout, lambda: completions.run(ctx))
         if "failover" in wanted:
             results += await phase("failover", 2 * plan.scenario_timeout, lambda: failover.run(ctx))
         if "durable" in wanted:

@@ -8,6 +8,11 @@
   to the gateways that have clients of it. Not confirmed: the Redis log is the
   record, and gateways fill any gap from it.
 - ``<ns>.dispatch``: durable work queue of claim requests for workers.
+- Owner queries (a completion asked of a conversation's owner) go into the
+  conversation's queue too, so they reach exactly its current owner and a passivated
+  conversation is claimed by the usual path; they are transient and expire with their
+  asker's patience, and their answers come back by direct reply-to
+  (``amq.rabbitmq.reply-to``), straight to the asking gateway's connection.
 
 Every message body is encoded and decoded in ``broker.events``.
 """
@@ -15,7 +20,9 @@ Every message body is encoded and decoded in ``broker.events``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import aio_pika
 from aio_pika.abc import (
@@ -38,9 +45,11 @@ from aio_pika.exceptions import (
 from broker import connection, tracing
 from broker.errors import ConversationClosed, Unavailable
 from broker.events import (
+    Action,
     CloseMarker,
-    QueueItem,
+    Query,
     StreamFrame,
+    TimerFired,
     encode_batch,
     encode_claim_request,
     encode_frame,
@@ -48,7 +57,7 @@ from broker.events import (
     input_id,
 )
 from broker.inbox import Delivery, Inbox
-from broker.names import Names
+from broker.names import DIRECT_REPLY_TO, Names
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
@@ -110,6 +119,10 @@ class Broker:
         self._dispatch: AbstractQueue | None = None
         self._outbound: AbstractExchange | None = None
         self._live: AbstractQueue | None = None
+        # Owner queries go out on the channel that consumes their answers (direct
+        # reply-to requires it); each waits under its correlation id.
+        self._asking: AbstractRobustChannel | None = None
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
 
     # --- connection ---------------------------------------------------------------------
@@ -199,7 +212,7 @@ class Broker:
         Passive: declares nothing."""
         return await self._passive_depth(self.names.conversation_queue(cid))
 
-    async def publish_input(self, cid: str, item: QueueItem) -> None:
+    async def publish_input(self, cid: str, item: Action | CloseMarker | TimerFired) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
         message = aio_pika.Message(
             encode_input(item),
@@ -208,9 +221,14 @@ class Broker:
             message_id=input_id(cid, item),
             headers=tracing.inject() or None,  # the action's trace goes on in the worker
         )
-        exchange = self._channel(self._confirmed).default_exchange
+        await self._queue(self._channel(self._confirmed), cid, message, "action")
+
+    async def _queue(
+        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, what: str
+    ) -> None:
+        """Publish into the conversation's queue; return once the broker confirmed it."""
         try:
-            await exchange.publish(
+            await channel.default_exchange.publish(
                 message,
                 routing_key=self.names.conversation_queue(cid),
                 mandatory=True,
@@ -219,7 +237,61 @@ class Broker:
         except PublishError as exc:
             raise ConversationClosed(f"conversation {cid} takes no more input") from exc
         except NOT_TAKEN as exc:
-            raise Unavailable("the message broker did not confirm the action") from exc
+            raise Unavailable(f"the message broker did not confirm the {what}") from exc
+
+    # --- owner queries (request/reply) ------------------------------------------------
+    async def listen_answers(self) -> None:
+        """Receive the answers to this process's queries (``ask`` needs it first)."""
+        # Confirmed, so that a query whose conversation has no queue any more (closed)
+        # is returned and fails at once. The confirm costs the asker no time: the owner
+        # is at work on the query while it comes back.
+        channel = await self._conn().channel(publisher_confirms=True, on_return_raises=True)
+        # A robust queue: the consumer is restored on the restored channel after a
+        # reconnect (answers in flight then are lost: their askers time out).
+        replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+        await replies.consume(self._answered, no_ack=True)
+        self._asking = channel
+
+    async def _answered(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._waiting.get(message.correlation_id or "")
+        if waiting is not None and not waiting.done():
+            waiting.set_result(message.body)
+        # else its asker gave up already: nothing to do
+
+    @asynccontextmanager
+    async def ask(self, cid: str, query: Query) -> AsyncIterator[asyncio.Future[bytes]]:
+        """Queue ``query`` for the conversation's owner (confirmed: ``ConversationClosed``
+        when it has no queue); yield the future of its answer's body. Unanswered, the
+        query expires from the queue after its ``timeout``; leaving the block forgets it."""
+        channel = self._channel(self._asking)
+        correlation_id = uuid.uuid4().hex
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = answer
+        message = aio_pika.Message(
+            encode_input(query),
+            delivery_mode=TRANSIENT,  # a question nobody waits for any more is worthless
+            content_type="application/json",
+            reply_to=DIRECT_REPLY_TO,
+            correlation_id=correlation_id,
+            expiration=query.timeout,
+        )
+        try:
+            await self._queue(channel, cid, message, "query")
+            yield answer
+        finally:
+            del self._waiting[correlation_id]
+            answer.cancel()
+
+    async def answer(self, reply_to: str, correlation_id: str, body: bytes) -> None:
+        """Answer a query: straight to its asker's connection (dropped if it is gone)."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=TRANSIENT,
+            content_type="application/json",
+            correlation_id=correlation_id,
+        )
+        exchange = self._channel(self._unconfirmed).default_exchange
+        await exchange.publish(message, routing_key=reply_to, mandatory=False)
 
     async def close_conversation(self, cid: str, reason: str) -> None:
         """Queue the close marker behind the input already queued; its owner finishes it."""

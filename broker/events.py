@@ -3,8 +3,9 @@
 A logged event is stored as the JSON the client receives. The worker encodes
 everything but the id; the append script, which alone knows the next id,
 prepends ``{"id":N,`` (see ``body`` and ``with_id``). Broker messages: what goes
-into a conversation's queue (``encode_input``/``decode_input``), claim requests,
-and batches of logged events for live delivery.
+into a conversation's queue (``encode_input``/``decode_input``: actions, the close
+marker, owner queries) and the answers to queries, claim requests, and batches of
+logged events for live delivery.
 """
 
 from __future__ import annotations
@@ -179,7 +180,92 @@ class TimerFired:
         return NewEvent("system", "timer", data)
 
 
-QueueItem = Action | CloseMarker | TimerFired
+# --- owner queries: a completion asked of a conversation's owner, never logged -------
+ChatRole = Literal["system", "user", "assistant"]
+CHAT_ROLES: tuple[ChatRole, ...] = ("system", "user", "assistant")
+MAX_QUERY_MESSAGES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a completion request, as Chat Completions has it."""
+
+    role: ChatRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A completion of ``messages`` by the conversation's owner, with the conversation's
+    LLM settings: a question, not a turn (nothing is logged). Its asker waits
+    ``timeout`` seconds for the answer, on the AMQP reply-to of its message."""
+
+    messages: tuple[ChatMessage, ...]
+    timeout: float
+
+    @classmethod
+    def parse(cls, payload: object, timeout: float) -> Query:
+        """Validate a client's body; raise ``BadRequest`` naming the field at fault."""
+        if not isinstance(payload, dict):
+            raise BadRequest("body must be an object")
+        raw = payload.get("messages")
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("messages must be a non-empty list")
+        if len(raw) > MAX_QUERY_MESSAGES:
+            raise BadRequest(f"messages must hold at most {MAX_QUERY_MESSAGES} messages")
+        return cls(tuple(_chat_message(i, m) for i, m in enumerate(raw)), timeout)
+
+
+def _chat_message(index: int, raw: object) -> ChatMessage:
+    where = f"messages[{index}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be an object with role and content")
+    if extra := sorted(set(raw) - {"role", "content"}):
+        raise BadRequest(f"{where} has unknown fields: {', '.join(extra)}")
+    role = raw.get("role")
+    if role not in CHAT_ROLES:
+        raise BadRequest(f"{where}.role must be one of " + ", ".join(CHAT_ROLES))
+    content = raw.get("content")
+    if not isinstance(content, str):
+        raise BadRequest(f"{where}.content must be a string")
+    if not _is_utf8(content):
+        raise BadRequest(f"{where}.content must be valid Unicode text")
+    return ChatMessage(role, content)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """The owner's answer to a ``Query``: its ``content``, or an error ``code`` (an LLM
+    error's, ``not_supported``, ``unavailable``, ...) and ``message``."""
+
+    content: str = ""
+    code: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.code
+
+
+def encode_answer(answer: QueryAnswer) -> bytes:
+    if answer.ok:
+        return orjson.dumps({"ok": True, "content": answer.content})
+    return orjson.dumps({"ok": False, "error": {"code": answer.code, "message": answer.message}})
+
+
+def decode_answer(body: bytes) -> QueryAnswer:
+    """What ``encode_answer`` wrote."""
+    try:
+        obj = orjson.loads(body)
+        if obj["ok"] is True:
+            return QueryAnswer(content=str(obj["content"]))
+        error = obj["error"]
+        return QueryAnswer(code=str(error["code"]), message=str(error["message"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"query answer of {len(body)} bytes: {exc!r}") from None
+
+
+QueueItem = Action | CloseMarker | TimerFired | Query
 
 
 class Malformed(ValueError):
@@ -194,6 +280,9 @@ def encode_input(item: QueueItem) -> bytes:
         return orjson.dumps(
             {"kind": "timer", "timer_id": item.timer_id, "payload": item.payload, "at": item.at}
         )
+    if isinstance(item, Query):
+        messages = [{"role": m.role, "content": m.content} for m in item.messages]
+        return orjson.dumps({"kind": "query", "messages": messages, "timeout": item.timeout})
     data = (
         {"request_id": item.request_id, "choice": item.choice}
         if item.kind == "approval"
@@ -211,6 +300,9 @@ def decode_input(body: bytes) -> QueueItem:
             return CloseMarker(str(obj["reason"]))
         if kind == "timer":
             return TimerFired(str(obj["timer_id"]), obj["payload"], float(obj["at"]))
+        if kind == "query":
+            messages = tuple(ChatMessage(m["role"], str(m["content"])) for m in obj["messages"])
+            return Query(messages, float(obj["timeout"]))
         if kind not in ACTION_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         data = obj["data"]
@@ -226,8 +318,8 @@ def decode_input(body: bytes) -> QueueItem:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
 
-def input_id(cid: str, item: QueueItem) -> str:
-    """The broker message id of a queued item."""
+def input_id(cid: str, item: Action | CloseMarker | TimerFired) -> str:
+    """The broker message id of a queued item (a query goes by its correlation id)."""
     if isinstance(item, CloseMarker):
         return f"close:{cid}"
     return item.timer_id if isinstance(item, TimerFired) else item.action_id

@@ -38,6 +38,15 @@ class Delivery:
     def headers(self) -> Mapping[str, Any]:
         return self._message.headers
 
+    @property
+    def reply_to(self) -> str | None:
+        """Where a request wants its answer (an owner query's asker)."""
+        return self._message.reply_to
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._message.correlation_id
+
     def processing(self) -> AbstractAsyncContextManager[Any]:
         """Ack when the block succeeds, requeue when it raises."""
         return self._message.process(requeue=True)

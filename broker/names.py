@@ -23,6 +23,11 @@ Role = Literal["worker", "gateway"]
 # A lease is "<worker_id>:<epoch>": who may write, and under which fencing token.
 LEASE_SEPARATOR = ":"
 
+# RabbitMQ's pseudo-queue for direct reply-to: a request published with this reply-to
+# on the channel that consumes it is answered straight over the asker's connection,
+# with no queue to declare, and nothing left behind when the asker goes.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
 
 def new_conversation_id() -> str:
     return uuid.uuid4().hex

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     llm_retries: int = Field(2, ge=0)  # on 429, 5xx and timeouts, with the SDK's backoff
     # module:registry of the tools the LLM agent may call (none by default).
     tools: str | None = None
+    # Seconds a gateway waits for a conversation's owner to answer a completion (an
+    # owner query); the request expires from the queue with it, so none is answered late.
+    completion_timeout: float = Field(60.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

@@ -36,7 +36,9 @@ AdmissionOutcome = Literal[
 
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
-    """A conversation's record: whose it is, who runs it and how far its log goes."""
+    """A conversation's record: whose it is, who runs it, how far its log goes, the
+    agent's last logged state (None before its first) and how many clients are
+    connected to it across every gateway."""
 
     conversation_id: str
     user: str
@@ -44,6 +46,8 @@ class ConversationRecord:
     owner: str | None
     created_at: float
     last_event_id: int
+    agent_state: str | None = None
+    connections: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +56,8 @@ class ConversationRecord:
             "owner": self.owner,
             "created_at": self.created_at,
             "last_event_id": self.last_event_id,
+            "agent_state": self.agent_state,
+            "connections": self.connections,
         }
 
 
@@ -140,6 +146,11 @@ class Store:
         the conversation active."""
         return await self._admission(cid, "act", user, limits, action, size)
 
+    async def admit_query(self, cid: str, user: str, limits: Limits, size: int) -> Admission:
+        """Admit an owner query (``size`` bytes) as an action is admitted, but whatever
+        the log's size: a query logs nothing."""
+        return await self._admission(cid, "act", user, limits, size=size, kind="query")
+
     async def _admission(
         self,
         cid: str,
@@ -149,6 +160,7 @@ class Store:
         action: Action | None = None,
         size: int = 0,
         on_busy: BusyPolicy = "enqueue",
+        kind: str = "",
     ) -> Admission:
         n = self.names
         keys = [
@@ -174,7 +186,7 @@ class Store:
             action.digest() if action else "",
             limits.log_events,
             limits.log_bytes,
-            action.kind if action else "",
+            action.kind if action else kind,
             on_busy,
             action.request_id if action else "",
             action.choice if action else "",
@@ -197,10 +209,12 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.names.meta(cid))
             pipe.llen(self.names.log(cid))
-            meta, length = await pipe.execute()
+            pipe.hvals(self.names.clients(cid))  # per gateway; the dead ones are forgotten
+            meta, length, clients = await pipe.execute()
         if not meta:
             return None
         owner = meta.get(b"owner")
+        agent_state = meta.get(b"agent_state")
         return ConversationRecord(
             conversation_id=cid,
             user=meta[b"user"].decode(),
@@ -208,6 +222,8 @@ class Store:
             owner=owner.decode() if owner else None,
             created_at=float(meta[b"created_at"]),
             last_event_id=length - 1,
+            agent_state=agent_state.decode() if agent_state else None,
+            connections=sum(int(count) for count in clients),
         )
 
     async def owner_of(self, cid: str) -> str | None:
@@ -241,13 +257,23 @@ class Store:
         once: str = "",
         turn_from: str = "",
         logged_step: str = "",
+        agent_state: str = "",
         requests: RequestChange = NO_REQUEST_CHANGE,
     ) -> Appended:
         """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on.
-        ``turn_from``, ``logged_step`` and ``requests``: see ``lua/append.lua``."""
+        ``turn_from``, ``logged_step``, ``agent_state`` and ``requests``: see
+        ``lua/append.lua``."""
         n = self.names
         keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid), n.approvals(cid)]
-        args: list[str | bytes] = [lease, once, turn_from, logged_step, *requests.args(), *bodies]
+        args: list[str | bytes] = [
+            lease,
+            once,
+            turn_from,
+            logged_step,
+            agent_state,
+            *requests.args(),
+            *bodies,
+        ]
         reply = await self._append(keys=keys, args=args)
         code = reply[0]
         if code == -1:

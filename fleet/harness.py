@@ -262,6 +262,15 @@ class LocalFleet:
         await process.wait_for("reaper_started")
         return process
 
+    async def fake_llm(self, pace: float, port: int | None = None) -> tuple[FleetProcess, str]:
+        """``fleet fake-llm`` (unscripted replies at ``pace`` words per second) and its
+        base URL, up to ``/v1``, once it serves."""
+        port = port or free_port()
+        args = ["fake-llm", "--port", str(port), "--pace", str(pace)]
+        process = await self._spawn("fake-llm", args, {})
+        await process.wait_for("fake_llm_started")
+        return process, f"http://{self.settings.host}:{port}/v1"
+
     def warnings(self) -> Counter[str]:
         """Warnings and errors logged so far, as ``"<kind> <event> <error>"`` -> count."""
         found: Counter[str] = Counter()

@@ -131,6 +131,7 @@ class Gateway(Service):
 
     async def _serve(self) -> None:
         await self.feed.start()
+        await self.broker.listen_answers()
         ttl = self.settings.gateway_liveness_ttl
         await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
         heartbeat = asyncio.create_task(self._beat())

@@ -10,17 +10,20 @@ import structlog
 from broker import metrics, tracing
 from broker.amqp import Broker
 from broker.errors import (
+    AgentFailed,
     BadRequest,
     Busy,
     Conflict,
     ConversationClosed,
+    FleetError,
     LogFull,
     NotFound,
+    NotSupported,
     PayloadTooLarge,
     TooManyConversations,
     Unavailable,
 )
-from broker.events import Action, encode_input
+from broker.events import Action, Query, QueryAnswer, decode_answer, encode_input
 from broker.names import new_conversation_id, valid_conversation_id
 from broker.ratelimit import Rate, refuse
 from broker.settings import BusyPolicy, Settings
@@ -30,6 +33,14 @@ MAX_PAGE = 1000
 CLOSED_BY_USER = "closed by user"
 
 log = structlog.get_logger()
+
+# An owner query's failure, by the code its owner answered: the HTTP status (LLM
+# errors keep the code a failed turn logs; any other agent failure is a 502).
+QUERY_FAILURES: dict[str, tuple[int, float | None]] = {
+    "llm_rate_limited": (429, 1.0),
+    "llm_timeout": (504, None),
+    "context_too_long": (400, None),
+}
 
 
 def busy_policy(value: object) -> BusyPolicy:
@@ -58,6 +69,7 @@ class Operations:
         # A slot frees when a conversation is closed or passivates: say when, at most.
         self.slot_retry = settings.passivate_after
         self.on_busy: BusyPolicy = settings.on_busy
+        self.completion_timeout = settings.completion_timeout
 
     async def create(
         self, user: str, initial_message: str | None = None, on_busy: object = None
@@ -112,6 +124,27 @@ class Operations:
         metrics.ACTIONS_ACKNOWLEDGED.inc()
         await self._after_admission(cid, admission)
         return action.action_id
+
+    async def complete(self, user: str, cid: str, payload: object) -> str:
+        """An owner query (``cid`` already authorised): the owner's completion of the
+        payload's messages, with the conversation's LLM settings. Admitted like an
+        action (rate, status, a slot), so a passivated conversation is claimed first."""
+        query = Query.parse(payload, self.completion_timeout)
+        size = len(encode_input(query))
+        if size > self.max_payload:
+            raise PayloadTooLarge(f"messages are {size} bytes; the limit is {self.max_payload}")
+        admission = await self.store.admit_query(cid, user, self.limits, size)
+        self._check(admission)
+        async with self.broker.ask(cid, query) as reply:
+            await self._after_admission(cid, admission)
+            try:
+                async with asyncio.timeout(query.timeout):
+                    body = await reply
+            except TimeoutError:
+                raise Unavailable(
+                    f"the conversation's owner did not answer within {query.timeout:g} s"
+                ) from None
+        return answered(decode_answer(body))
 
     async def close(self, user: str, cid: str) -> None:
         """Close for good: its owner logs ``closed`` after the input already queued."""
@@ -177,3 +210,20 @@ class Operations:
 
     async def events(self, user: str, cid: str, after: int, limit: int) -> list[bytes]:
         return await self.store.read(await self.authorize(user, cid), after, min(limit, MAX_PAGE))
+
+
+def answered(answer: QueryAnswer) -> str:
+    """The content of an owner's answer, or its failure as the error the client gets."""
+    if answer.ok:
+        return answer.content
+    failure: FleetError
+    if answer.code == "not_supported":
+        failure = NotSupported(answer.message)
+    elif answer.code == "unavailable":
+        failure = Unavailable(answer.message)
+    elif answer.code == "conversation_closed":
+        failure = ConversationClosed(answer.message)
+    else:
+        status, retry_after = QUERY_FAILURES.get(answer.code, (502, None))
+        failure = AgentFailed(answer.code, answer.message, status, retry_after)
+    raise failure

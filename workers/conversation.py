@@ -1,5 +1,5 @@
 """One conversation's loop: consume its queue, log each input (fenced), acknowledge
-it, and hand it to the conversation's turns."""
+it, and hand it to the conversation's turns (or, an owner query, to its queries)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from broker.events import (
     Event,
     Malformed,
     NewEvent,
-    QueueItem,
+    Query,
     TimerFired,
     decode_input,
 )
@@ -29,6 +29,7 @@ from broker.names import lease_value
 from broker.store import Store
 from broker.timers import Timers
 from workers.agents import Agent
+from workers.queries import OwnerQueries
 from workers.scribe import Scribe
 from workers.stream import Streamer
 from workers.turns import TurnRunner
@@ -65,6 +66,7 @@ class ConversationLoop:
         self.turns = TurnRunner(
             agent, self.scribe, Streamer(self.scribe, epoch), epoch, self._fail, self.log
         )
+        self.queries = OwnerQueries(agent, broker, self.log)
         self._inbox: Inbox | None = None
         self._draining = False
         self._failure: BaseException | None = None  # a turn found the lease lost
@@ -79,10 +81,11 @@ class ConversationLoop:
 
     @property
     def idle_since(self) -> float | None:
-        """Since when nothing happened: no input in hand, no turn running or waiting."""
-        if self._handling or self.turns.busy:
+        """Since when nothing happened: no input in hand, no turn running or waiting,
+        no query being answered."""
+        if self._handling or self.turns.busy or self.queries.busy:
             return None
-        return max(self._last_input, self.turns.last_end)
+        return max(self._last_input, self.turns.last_end, self.queries.last_end)
 
     async def run(self) -> None:
         """Resume the turns, then consume until drained; raise ``LeaseLost`` when fenced.
@@ -106,8 +109,10 @@ class ConversationLoop:
                 if not self._draining and not self.finished:
                     await backoff.sleep()
         finally:
-            # A turn cut short here resumes on the next owner, from its last logged step.
+            # A turn cut short here resumes on the next owner, from its last logged step;
+            # a query cut short tells its asker to retry.
             await asyncio.shield(self.turns.halt())
+            await asyncio.shield(self.queries.close())
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
@@ -156,6 +161,9 @@ class ConversationLoop:
             self.log.warning("input_malformed", error=str(exc))
             await delivery.reject()
             return
+        if isinstance(item, Query):
+            await self._ask(item, delivery)
+            return
         # Acknowledged once logged: from then on the log is the record (a crash now
         # leaves an unfinished turn that the next owner resumes). Requeued on any
         # failure before that: logged here or by the next owner, once (dedupe keys).
@@ -176,7 +184,20 @@ class ConversationLoop:
         else:
             self._retry.reset()
 
-    async def _handle(self, item: QueueItem) -> None:
+    async def _ask(self, query: Query, delivery: Delivery) -> None:
+        """An owner query: acknowledged at once (answered at most once, see
+        ``workers.queries``), then answered beside the turns, not behind them."""
+        try:
+            await delivery.ack()
+        except Exception as exc:  # the channel died: the broker gave it back already
+            self.log.warning("query_ack_failed", error=repr(exc))
+            return
+        if self._closing:
+            await self.queries.refuse(delivery.reply_to, delivery.correlation_id)
+        else:
+            self.queries.start(query, delivery.reply_to, delivery.correlation_id)
+
+    async def _handle(self, item: Action | CloseMarker | TimerFired) -> None:
         if isinstance(item, CloseMarker):
             await self.turns.close()
             await self.scribe.log(

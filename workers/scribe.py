@@ -64,7 +64,7 @@ class Scribe:
         cid = self.conversation_id
         bodies = [event.body(cid) for event in events]
         appended = await self._store.append(
-            cid, self.lease, bodies, once, turn_from, logged_step, requests
+            cid, self.lease, bodies, once, turn_from, logged_step, last_state(events), requests
         )
         if appended.duplicate:
             # Logged by an earlier delivery that may have died before publishing:
@@ -99,3 +99,11 @@ class Scribe:
 
     async def history(self) -> list[Event]:
         return [Event.from_json(raw) for raw in await self._store.read(self.conversation_id)]
+
+
+def last_state(events: tuple[NewEvent, ...]) -> str:
+    """The last agent state among ``events`` ('' when none): kept in the record."""
+    for event in reversed(events):
+        if event.source == "agent" and event.kind == "state":
+            return str(event.data.get("state", ""))
+    return ""

@@ -1,6 +1,6 @@
 -- Admit a conversation under its user's limit of running conversations, and mark
 -- it active (which keeps it from being passivated). Used when a conversation is
--- created ('create') and before every client action ('act').
+-- created ('create') and before every client action and owner query ('act').
 -- Every admission counts against the user's request rate first, weighted by its size.
 -- An action id is admitted with one content only: its digest is kept per conversation.
 -- An approval answers an open request with one of its options, and closes it: a
@@ -11,8 +11,10 @@
 --       approvals (open request id -> options as JSON)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
---       max_log_events, max_log_bytes, kind ('message' | 'stop' | 'approval' | ''),
---       on_busy (kept in the record at 'create'), request_id, choice (of an approval)
+--       max_log_events, max_log_bytes,
+--       kind ('message' | 'stop' | 'approval' | 'query' | ''; a query logs nothing: no
+--       log cap), on_busy (kept in the record at 'create'), request_id, choice (of an
+--       approval)
 -- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it
 --   rate_limited the user sends too fast: retry after retry_after_ms
@@ -48,8 +50,8 @@ if ARGV[13] == 'message' and redis.call('HGET', KEYS[1], 'on_busy') == 'reject'
    and redis.call('HEXISTS', KEYS[1], 'turn_from') == 1 then
   return {'busy', 0, '', 0}
 end
-if redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
-   or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12]) then
+if ARGV[13] ~= 'query' and (redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
+   or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12])) then
   return {'log_full', 0, '', 0}
 end
 local answering = ARGV[13] == 'approval' and action_id ~= ''

@@ -1,7 +1,7 @@
 """The README's tour, step by step, against ``fleet dev`` as a user runs it: create a
-conversation over HTTP, talk to it over Socket.IO, kill -9 the worker that runs it,
-watch another take over and ``fleet dev`` start the dead one again, ``fleet status``,
-``fleet token``, then Ctrl-C stops every process."""
+conversation over HTTP, talk to it over Socket.IO, ask its model a completion, kill -9
+the worker that runs it, watch another take over and ``fleet dev`` start the dead one
+again, ``fleet status``, ``fleet token``, then Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -91,6 +91,17 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
         events = await client.wait_for(replied_to(ack["action_id"]))
         answer = next(e for e in events if e["data"].get("in_reply_to") == ack["action_id"])
         assert client.text.shown == {(ack["action_id"], 0): answer["data"]["content"]}
+
+        # curl .../completions: its owner asks the conversation's model; nothing is logged
+        async with http(url, bearer) as api:
+            before = await read_events(api, cid)
+            question = {"messages": [{"role": "user", "content": "Say hello in French"}]}
+            asked = await api.post(f"/api/conversations/{cid}/completions", json=question)
+            assert asked.status_code == 200, asked.text
+            assert asked.json()["content"].startswith('You said: "Say hello in French".')
+            assert await read_events(api, cid) == before
+            one = (await api.get(f"/api/conversations/{cid}")).json()
+        assert (one["agent_state"], one["connections"]) == ("awaiting_user_input", 1)
 
         # kill -9 the worker that claimed it (its pid is in its worker_id)
         [(owner_name, claim)] = logged(dev, "lease_claimed")

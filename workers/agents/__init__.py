@@ -9,15 +9,19 @@ step it is making with ``stream``, and ends the turn with ``finish``. If its own
 dies or drains mid-turn, the next owner runs the turn again with ``turn.steps``
 holding what was logged: an agent resumes from the last logged step, never from
 scratch, and nothing it logged is logged twice.
+
+An agent may also answer owner queries (``Completer``): a completion of the messages
+a client sends, with the conversation's LLM settings, outside any turn and logged
+nowhere.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from broker.events import Event, NewEvent
+from broker.events import ChatMessage, Event, NewEvent
 from broker.settings import ConfigError, Settings
 
 
@@ -117,6 +121,17 @@ class Agent(Protocol):
 
     async def run_turn(self, turn: Turn) -> None:
         """Do the turn's work; call ``turn.finish`` to answer."""
+        ...
+
+
+@runtime_checkable
+class Completer(Protocol):
+    """An agent's optional capability: answer an owner query (``POST
+    /api/conversations/{id}/completions``). Runs beside the turns, never queued behind
+    one; raise ``TurnFailed`` (an LLM error's code) when it cannot answer."""
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """The model's answer to ``messages``, as they are (no system prompt added)."""
         ...
 
 

@@ -8,6 +8,9 @@ the calls whose results are missing are run, then the model is asked for the nex
 step. Nothing logged is asked for or run again. A tool marked ``needs_approval`` runs
 only once the user answers ``yes`` to an approval request; the wait survives crashes
 and passivation like any step.
+
+It also answers owner queries (``complete``): the client's messages as they are, to
+the same model with the same settings, without tools, streamed and joined.
 """
 
 from __future__ import annotations
@@ -20,13 +23,13 @@ import structlog
 from openai import AsyncOpenAI
 
 from broker import tracing
-from broker.events import Event
+from broker.events import ChatMessage, Event
 from broker.settings import Settings
 from workers.agents import Turn, TurnFailed
-from workers.agents.chat import Answer, ToolCall, complete
+from workers.agents.chat import Answer, ToolCall, ask
 from workers.agents.clients import shared_client
 from workers.agents.tools import Registry, load_registry
-from workers.agents.transcript import SYSTEM_PROMPT, Transcript, is_user_message
+from workers.agents.transcript import SYSTEM_PROMPT, Transcript, as_chat, is_user_message
 
 log = structlog.get_logger()
 
@@ -100,7 +103,7 @@ class LLMAgent:
             with tracing.span(
                 "llm.chat", {"gen_ai.request.model": self.settings.llm_model}, tracing.Kind.CLIENT
             ):
-                answer = await complete(
+                answer = await ask(
                     self.client,
                     self.settings.llm_model,
                     transcript.messages(),
@@ -117,6 +120,11 @@ class LLMAgent:
             seconds=round(time.monotonic() - started, 3),
         )
         return answer
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """An owner query: the model's answer to ``messages`` (raises ``TurnFailed``)."""
+        answer = await ask(self.client, self.settings.llm_model, as_chat(messages), (), _unseen)
+        return answer.content
 
     async def _run_tool(self, turn: Turn, call: ToolCall) -> Event:
         if (
@@ -168,6 +176,10 @@ def _queued_after(event: Event, turn: Turn) -> bool:
         and is_user_message(event)
         and event.data.get("steered_into") != turn.turn_id
     )
+
+
+def _unseen(text: str) -> None:
+    """A query's answer is streamed only to be joined: nobody watches it come."""
 
 
 def _too_many(calls: int) -> TurnFailed:
