@@ -43,11 +43,12 @@ from aio_pika.exceptions import (
 )
 
 from broker import connection, tracing
-from broker.errors import ConversationClosed, Unavailable
+from broker.errors import ConversationClosed, QueueGone, Unavailable
 from broker.events import (
     Action,
     CloseMarker,
     Query,
+    QueueItem,
     StreamFrame,
     TimerFired,
     encode_batch,
@@ -61,7 +62,6 @@ from broker.names import DIRECT_REPLY_TO, Names
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
-PUBLISH_TIMEOUT = 10.0
 # aio-pika's words for a broker that did not take a message: refused, unconfirmed,
 # timed out, or a channel/connection that is closed (RuntimeError).
 NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError)
@@ -84,6 +84,10 @@ class Consumer:
         await self._queue.cancel(self._tag)
 
 
+# Whether ``item`` may declare again the queue of conversation ``cid`` (see ``Broker``).
+Reopen = Callable[[str, QueueItem], Awaitable[bool]]
+
+
 class Broker:
     """One robust AMQP connection with the fleet's topology, and every verb the fleet
     needs of it. ``connect`` first.
@@ -94,6 +98,10 @@ class Broker:
     failover) proceeds in parallel over the pool. ``prefetch`` bounds the unacked
     input each pool channel holds. ``heartbeat`` (seconds) is how soon the broker
     gives up on a process that stopped answering and hands what it held to others.
+    ``reopen`` says whether input for a conversation whose queue is gone may declare
+    it again (a passivated conversation's queue is deleted; a closed one's is gone for
+    good): without it, such input is refused as ``ConversationClosed``. A publish
+    not confirmed within ``publish_timeout`` seconds is ``Unavailable``.
     """
 
     def __init__(
@@ -104,8 +112,12 @@ class Broker:
         channels: int = 1,
         prefetch: int = 0,
         heartbeat: int | None = None,
+        reopen: Reopen | None = None,
+        publish_timeout: float = 10.0,
     ) -> None:
         self.url = url
+        self._reopen = reopen
+        self._publish_timeout = publish_timeout
         self.names = names
         self.name = name
         self._pool_size = channels
@@ -221,22 +233,35 @@ class Broker:
             message_id=input_id(cid, item),
             headers=tracing.inject() or None,  # the action's trace goes on in the worker
         )
-        await self._queue(self._channel(self._confirmed), cid, message, "action")
+        await self._queue(self._channel(self._confirmed), cid, message, item)
 
     async def _queue(
-        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, what: str
+        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
     ) -> None:
-        """Publish into the conversation's queue; return once the broker confirmed it."""
+        """Publish into the conversation's queue, declaring it again if it was deleted
+        on passivation (and ``reopen`` agrees); return once the broker confirmed it."""
+        try:
+            await self._publish_queued(channel, cid, message, item)
+        except QueueGone:
+            if self._reopen is None or not await self._reopen(cid, item):
+                raise
+            await self._declare(cid)
+            await self._publish_queued(channel, cid, message, item)  # gone again: closed
+
+    async def _publish_queued(
+        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
+    ) -> None:
         try:
             await channel.default_exchange.publish(
                 message,
                 routing_key=self.names.conversation_queue(cid),
                 mandatory=True,
-                timeout=PUBLISH_TIMEOUT,
+                timeout=self._publish_timeout,
             )
         except PublishError as exc:
-            raise ConversationClosed(f"conversation {cid} takes no more input") from exc
+            raise QueueGone(f"conversation {cid} takes no more input") from exc
         except NOT_TAKEN as exc:
+            what = "query" if isinstance(item, Query) else "input"
             raise Unavailable(f"the message broker did not confirm the {what}") from exc
 
     # --- owner queries (request/reply) ------------------------------------------------
@@ -276,7 +301,7 @@ class Broker:
             expiration=query.timeout,
         )
         try:
-            await self._queue(channel, cid, message, "query")
+            await self._queue(channel, cid, message, query)
             yield answer
         finally:
             del self._waiting[correlation_id]
@@ -323,7 +348,7 @@ class Broker:
                 message,
                 routing_key=self.names.dispatch_queue,
                 mandatory=True,
-                timeout=PUBLISH_TIMEOUT,
+                timeout=self._publish_timeout,
             )
         except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc

@@ -46,6 +46,10 @@ class ConversationClosed(FleetError):
     status = 409
 
 
+class QueueGone(ConversationClosed):
+    """The conversation's queue does not exist: it was closed, or passivated."""
+
+
 class Busy(FleetError):
     """A message sent while the agent runs a turn, to a conversation that rejects those."""
 

@@ -87,6 +87,11 @@ class Names:
         """Hash of admitted action ids -> a digest of their content (one content per id)."""
         return f"{self.conv(cid)}:actions"
 
+    def deleting(self, cid: str) -> str:
+        """Set (with a TTL) while a passivated conversation's queue is being deleted:
+        input waits until it is gone, then declares the queue again."""
+        return f"{self.conv(cid)}:deleting"
+
     def approvals(self, cid: str) -> str:
         """Hash: open approval request id -> its options (JSON); answered ones are gone."""
         return f"{self.conv(cid)}:approvals"
@@ -186,6 +191,7 @@ class Names:
         builders: dict[str, Callable[..., str]] = {
             "meta": self.meta,
             "lease": self.lease,
+            "deleting": self.deleting,
             "timers": self.timers,
             "clients": self.clients,
             "connections": self.connections,

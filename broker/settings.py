@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # A conversation owed an owner this long (its claim request lost with a gateway, or
     # no worker had room) is asked for again by the reaper.
     claim_retry_after: float = Field(5.0, gt=0)
+    # The longest a publish may wait for the broker's confirm (then: unavailable). A
+    # conversation passivates no sooner after its last input, so that input is queued
+    # before its queue is deleted.
+    publish_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
     # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
     # after losing them) exits non-zero, so that its supervisor notices.

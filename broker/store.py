@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,11 +14,13 @@ from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.errors import LeaseLost
-from broker.events import Action, StreamFrame
+from broker.events import Action, CloseMarker, QueueItem, StreamFrame
 from broker.names import Names
 from broker.ratelimit import Rate
 from broker.redis import one_of, text
 from broker.settings import BusyPolicy, OverLimitPolicy
+
+SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
 
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
@@ -86,6 +90,7 @@ class Admission:
     needs_owner: bool
     evicted: str | None
     retry_after_ms: int = 0
+    settling: bool = False  # its queue is being deleted: ``settled`` before queueing
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +178,7 @@ class Store:
             n.actions(cid),
             n.pending,
             n.approvals(cid),
+            n.deleting(cid),
         ]
         args = [
             cid,
@@ -191,13 +197,23 @@ class Store:
             action.request_id if action else "",
             action.choice if action else "",
         ]
-        outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
+        outcome, needs_owner, evicted, wait_ms, *settling = await self._admit(keys=keys, args=args)
         return Admission(
             one_of(outcome, get_args(AdmissionOutcome)),
             bool(needs_owner),
             text(evicted) or None,
             int(wait_ms),
+            bool(settling and settling[0]),
         )
+
+    async def settled(self, cid: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the passivated conversation's queue
+        is deleted, so that input queued next declares it again rather than race the
+        deletion (a message routed to a queue as it is deleted is lost)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while await self.redis.exists(self.names.deleting(cid)):  # noqa: ASYNC110
+                    await asyncio.sleep(SETTLE_POLL)  # a few ms, and rare: not worth a pub/sub
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
@@ -224,6 +240,14 @@ class Store:
             last_event_id=length - 1,
             agent_state=agent_state.decode() if agent_state else None,
             connections=sum(int(count) for count in clients),
+        )
+
+    async def may_reopen(self, cid: str, item: QueueItem) -> bool:
+        """Whether ``item`` may declare again the queue of ``cid``, deleted when it was
+        passivated: not once it is closed, nor (but for its close marker) closing."""
+        status = await self.redis.hget(self.names.meta(cid), "status")
+        return status in (b"idle", b"running") or (
+            status == b"closing" and isinstance(item, CloseMarker)
         )
 
     async def owner_of(self, cid: str) -> str | None:

@@ -69,6 +69,7 @@ class Operations:
         # A slot frees when a conversation is closed or passivates: say when, at most.
         self.slot_retry = settings.passivate_after
         self.on_busy: BusyPolicy = settings.on_busy
+        self.publish_timeout = settings.publish_timeout
         self.completion_timeout = settings.completion_timeout
 
     async def create(
@@ -118,7 +119,7 @@ class Operations:
         }
         with tracing.span("fleet.action", attributes, tracing.Kind.SERVER):
             admission = await self.store.admit(cid, user, self.limits, action, size)
-            self._check(admission)
+            await self._admitted(cid, admission)
             with metrics.PUBLISH_CONFIRM_SECONDS.time():
                 await self.broker.publish_input(cid, action)
         metrics.ACTIONS_ACKNOWLEDGED.inc()
@@ -134,7 +135,7 @@ class Operations:
         if size > self.max_payload:
             raise PayloadTooLarge(f"messages are {size} bytes; the limit is {self.max_payload}")
         admission = await self.store.admit_query(cid, user, self.limits, size)
-        self._check(admission)
+        await self._admitted(cid, admission)
         async with self.broker.ask(cid, query) as reply:
             await self._after_admission(cid, admission)
             try:
@@ -159,6 +160,13 @@ class Operations:
         if size > self.max_payload:
             raise PayloadTooLarge(f"action is {size} bytes; the limit is {self.max_payload}")
         return action, size
+
+    async def _admitted(self, cid: str, admission: Admission) -> None:
+        """Raise the error of an admission refused; once admitted, wait until a queue
+        being deleted on passivation is gone (the input then declares it again)."""
+        self._check(admission)
+        if admission.settling:
+            await self.store.settled(cid, self.publish_timeout)
 
     def _check(self, admission: Admission) -> None:
         if admission.outcome == "rate_limited":

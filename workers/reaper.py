@@ -27,6 +27,7 @@ from broker.liveness import Liveness
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
+from broker.store import Store
 from broker.timers import DueTimer, Timers
 
 log = structlog.get_logger()
@@ -52,7 +53,14 @@ class Reaper(Service):
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
-        self.broker = Broker(settings.amqp_url, self.names, name="reaper")
+        store = Store(self.redis, self.names)
+        self.broker = Broker(
+            settings.amqp_url,
+            self.names,
+            name="reaper",
+            reopen=store.may_reopen,
+            publish_timeout=settings.publish_timeout,
+        )
 
     async def serve(self) -> None:
         metrics.serve(self.settings.host, self.settings.metrics_port)

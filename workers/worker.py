@@ -63,6 +63,8 @@ class Worker(Service):
             channels=CONSUME_CHANNELS,
             prefetch=CONVERSATION_PREFETCH,
             heartbeat=max(1, round(settings.liveness_ttl)),
+            reopen=self.store.may_reopen,
+            publish_timeout=settings.publish_timeout,
         )
         self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
@@ -306,7 +308,8 @@ class Worker(Service):
     # --- passivation -------------------------------------------------------------------
     async def _passivate_idle(self) -> None:
         """Passivate conversations idle for ``passivate_after`` with no client connected."""
-        delay = self.settings.passivate_after
+        # No sooner than a publish may take: input admitted before is queued by then.
+        delay = max(self.settings.passivate_after, self.settings.publish_timeout)
         while True:
             await asyncio.sleep(min(delay / 4, 5.0))
             now = time.monotonic()
@@ -325,13 +328,20 @@ class Worker(Service):
         await task
         if loop.finished:
             return
-        delay = self.settings.passivate_after
-        outcome = await self.leases.passivate(cid, loop.worker_id, loop.epoch, delay)
+        settings = self.settings
+        idle = max(settings.passivate_after, settings.publish_timeout)
+        outcome = await self.leases.passivate(
+            cid, loop.worker_id, loop.epoch, idle, deleting=settings.publish_timeout
+        )
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
-            # Input requeued by the drain is owed an owner.
-            if await self.broker.declare_conversation(cid):
-                await self.broker.request_claim(cid)
+            # Its queue goes too (the next input declares it again), unless input came
+            # meanwhile, or was requeued by the drain: that is owed an owner.
+            try:
+                if not await self.broker.delete_if_empty(cid):
+                    await self.broker.request_claim(cid)
+            finally:
+                await self.leases.queue_deleted(cid)
         elif outcome != "moved" and self.alive():
             self._start(cid, loop.epoch)  # a client or fresh input still needs it
 

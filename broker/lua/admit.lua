@@ -8,15 +8,17 @@
 -- KEYS: meta, running (the user's sorted set: conversation id -> last activity, ms),
 --       user_conversations, lease, rate (the user's), log, actions (id -> digest),
 --       pending (conversations owed an owner: the reaper asks again for stale ones),
---       approvals (open request id -> options as JSON)
+--       approvals (open request id -> options as JSON), deleting (its queue is being
+--       deleted, having been passivated)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
 --       max_log_events, max_log_bytes,
 --       kind ('message' | 'stop' | 'approval' | 'query' | ''; a query logs nothing: no
 --       log cap), on_busy (kept in the record at 'create'), request_id, choice (of an
 --       approval)
--- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
---   ok           admitted; needs_owner is 1 when no live worker owns it
+-- Returns {outcome, needs_owner, evicted_id, retry_after_ms[, settling]}; outcome is one of
+--   ok           admitted; needs_owner is 1 when no live worker owns it, settling 1
+--                when its queue is being deleted (wait until it is, then queue the input)
 --   rate_limited the user sends too fast: retry after retry_after_ms
 --   conflict     this action id was admitted before with another content
 --   log_full     the conversation's log reached its cap
@@ -90,4 +92,4 @@ if holder then
   needs_owner = 1 - redis.call('EXISTS', key_alive('worker', owner))
 end
 if needs_owner == 1 then redis.call('ZADD', KEYS[8], now, cid) end
-return {'ok', needs_owner, evicted, 0}
+return {'ok', needs_owner, evicted, 0, redis.call('EXISTS', KEYS[10])}

@@ -1,8 +1,10 @@
 -- Timers due now, oldest first, for the reaper to fire. Each is put off by retry_ms
 -- before it is returned, so one whose firing is lost (the reaper dies half way) is
 -- fired again later; its owner logs it once whatever the number of firings. Timers of
--- conversations closing or gone are dropped. A conversation with a timer to fire and
--- no live owner is marked owed one (as admission does), so the reaper asks again.
+-- conversations closing or gone are dropped; those of a conversation whose queue is
+-- being deleted (it was passivated) wait a little. A conversation with a timer to
+-- fire and no live owner is marked owed one (as admission does), so the reaper asks
+-- again.
 -- KEYS: due, pending
 -- ARGV: limit, retry_ms
 -- Returns {member, entry, needs_owner, ...} (member: '<cid> <timer_id>').
@@ -16,6 +18,8 @@ for _, member in ipairs(members) do
   if not entry or not status or status == 'closing' or status == 'closed' then
     redis.call('ZREM', KEYS[1], member)
     if entry then redis.call('HDEL', key_timers(cid), timer) end
+  elseif redis.call('EXISTS', key_deleting(cid)) == 1 then
+    redis.call('ZADD', KEYS[1], now + 20, member)
   else
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), member)
     local needs_owner = 1

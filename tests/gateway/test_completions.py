@@ -74,7 +74,7 @@ async def test_the_owner_answers_with_the_conversations_model(
 async def test_a_passivated_conversation_is_claimed_then_answers(
     fleet: InProcessFleet, settings: Settings, fake_llm: FakeLLM, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"passivate_after": 0.5})
+    fleet.settings = settings.model_copy(update={"passivate_after": 0.5, "publish_timeout": 2.0})
     await fleet.start_gateway()
     worker = await fleet.start_worker(**llm_agent(fake_llm))
     bearer = token(settings, "alice")

@@ -137,7 +137,7 @@ async def test_a_stop_while_waiting_ends_the_turn_and_its_request(
 async def test_waiting_for_an_answer_the_conversation_passivates_and_the_answer_resumes_it(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"passivate_after": 0.5})
+    fleet.settings = settings.model_copy(update={"passivate_after": 0.5, "publish_timeout": 2.0})
     cid, client = await started(fleet)
     await client.act("/approve after a nap", action_id="nap")
     request_id = of_kind(await client.wait_for(asked), "approval_request")[0]["data"]["request_id"]

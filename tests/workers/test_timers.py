@@ -66,8 +66,8 @@ async def test_a_reminder_fires_once_and_is_answered(
 async def test_a_timer_wakes_a_passivated_conversation(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    cid, client = await started(fleet, passivate_after=0.3)
-    await client.act("/remind 1.5 wake up", action_id="r")
+    cid, client = await started(fleet, passivate_after=0.3, publish_timeout=2.0)
+    await client.act("/remind 4 wake up", action_id="r")  # due once passivated
     await client.wait_for(replied_to("r"))
     await client.close()
     await status_becomes(redis, names, cid, "idle")
