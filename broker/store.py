@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
@@ -101,11 +101,20 @@ class Store:
         self._stream = scripts.load(redis, names, "stream")
 
     async def create(
-        self, cid: str, user: str, limits: Limits, on_busy: BusyPolicy, size: int = 0
+        self,
+        cid: str,
+        user: str,
+        limits: Limits,
+        on_busy: BusyPolicy,
+        size: int = 0,
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
-        """Record a new conversation of ``user``'s (its first input ``size`` bytes),
-        admitted under the limits; when it is not admitted, nothing is left of it."""
-        return await self._admission(cid, "create", user, limits, size=size, on_busy=on_busy)
+        """Record a new conversation of ``user``'s (its first input ``size`` bytes; more
+        fields of its record in ``record``), admitted under the limits; when it is not
+        admitted, nothing is left of it."""
+        return await self._admission(
+            cid, "create", user, limits, size=size, on_busy=on_busy, record=record or {}
+        )
 
     async def admit(
         self, cid: str, user: str, limits: Limits, action: Action, size: int
@@ -123,6 +132,7 @@ class Store:
         action: Action | None = None,
         size: int = 0,
         on_busy: BusyPolicy = "enqueue",
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
         n = self.names
         keys = [
@@ -149,6 +159,7 @@ class Store:
             limits.log_bytes,
             action.kind if action else "",
             on_busy,
+            *(part for pair in (record or {}).items() for part in pair),
         ]
         outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
         return Admission(

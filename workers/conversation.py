@@ -4,6 +4,7 @@ it, and hand it to the conversation's turns."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from workers.agents import Agent
 from workers.scribe import Scribe
 from workers.stream import Streamer
 from workers.turns import TurnRunner
+from workers.webhook_relay import WebhookRelay
 
 log = structlog.get_logger()
 
@@ -39,6 +41,7 @@ class ConversationLoop:
         broker: Broker,
         alive: Callable[[], bool],
         closing: str | None = None,
+        relay: WebhookRelay | None = None,
     ) -> None:
         self.conversation_id = cid
         self.worker_id = worker_id
@@ -48,7 +51,10 @@ class ConversationLoop:
         self._leases = leases
         self._broker = broker
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
-        self.scribe = Scribe(cid, self.lease, store, broker, alive)
+        self.relay = relay  # queues the state changes for webhooks, if any
+        self.scribe = Scribe(
+            cid, self.lease, store, broker, alive, relay.state_logged if relay else None
+        )
         self.turns = TurnRunner(
             agent, self.scribe, Streamer(self.scribe, epoch), epoch, self._fail, self.log
         )
@@ -67,7 +73,7 @@ class ConversationLoop:
     @property
     def idle_since(self) -> float | None:
         """Since when nothing happened: no input in hand, no turn running or waiting."""
-        if self._handling or self.turns.busy:
+        if self._handling or self.turns.busy or (self.relay is not None and self.relay.behind):
             return None
         return max(self._last_input, self.turns.last_end)
 
@@ -77,7 +83,11 @@ class ConversationLoop:
         A lost channel ends the consumer; the robust connection reopens it and we
         consume again, with capped exponential backoff.
         """
+        relaying: asyncio.Task[None] | None = None
         try:
+            if self.relay is not None:
+                await self.relay.start()
+                relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
             self.turns.policy = state.on_busy
             await self.turns.resume([Event.from_json(raw) for raw in state.since])
@@ -95,6 +105,10 @@ class ConversationLoop:
         finally:
             # A turn cut short here resumes on the next owner, from its last logged step.
             await asyncio.shield(self.turns.halt())
+            if relaying is not None:  # what it did not queue, the next owner will
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
@@ -183,6 +197,8 @@ class ConversationLoop:
 
     async def _finish(self) -> bool:
         """Once the queue is empty: delete it and mark the conversation closed (fenced)."""
+        if self.relay is not None:  # no owner comes after this one to queue the rest
+            await self.relay.flush()
         if not await self._broker.delete_if_empty(self.conversation_id):
             return False
         if not await self._leases.finish(self.conversation_id, self.worker_id, self.epoch):

@@ -34,12 +34,15 @@ class Scribe:
         store: Store,
         broker: Broker,
         alive: Callable[[], bool],
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         self.conversation_id = cid
         self.lease = lease
         self._store = store
         self._broker = broker
         self._alive = alive
+        # Told of every append that may have logged a state change (the webhook relay).
+        self._on_state = on_state
 
     def _check(self) -> None:
         if not self._alive():
@@ -53,7 +56,13 @@ class Scribe:
         self._check()
         cid = self.conversation_id
         bodies = [event.body(cid) for event in events]
-        appended = await self._store.append(cid, self.lease, bodies, once, turn_from, logged_step)
+        try:
+            appended = await self._store.append(
+                cid, self.lease, bodies, once, turn_from, logged_step
+            )
+        finally:  # even on an error: the append may have happened; the relay reads the log
+            if self._on_state is not None and any(e.kind == "state" for e in events):
+                self._on_state()
         if appended.duplicate:
             # Logged by an earlier delivery that may have died before publishing:
             # publish again; gateways drop ids they already delivered.

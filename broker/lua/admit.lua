@@ -9,7 +9,8 @@
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
 --       max_log_events, max_log_bytes, kind ('message' | 'stop' | ''),
---       on_busy (kept in the record at 'create')
+--       on_busy (kept in the record at 'create'),
+--       field1, value1, ...  (more of the record at 'create': callback_url, outboxed)
 -- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it
 --   rate_limited the user sends too fast: retry after retry_after_ms
@@ -25,7 +26,7 @@ local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000,
-             'on_busy', ARGV[14])
+             'on_busy', ARGV[14], unpack(ARGV, 15))
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
