@@ -6,7 +6,7 @@ status`` counts; callback_url refused at create, and again at delivery."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -48,11 +48,8 @@ async def create(url: str, bearer: str, **body: Any) -> str:
 
 async def logged_states(redis: Redis, names: Names, cid: str) -> list[bytes]:
     """The conversation's state events, as logged (byte for byte)."""
-    return [
-        raw
-        for raw in await redis.lrange(names.log(cid), 0, -1)
-        if orjson.loads(raw)["kind"] == "state"
-    ]
+    logged = cast(list[bytes], await redis.lrange(names.log(cid), 0, -1))
+    return [raw for raw in logged if orjson.loads(raw)["kind"] == "state"]
 
 
 def event_ids(received: list[Received], cid: str) -> list[int]:
