@@ -94,12 +94,19 @@ class WebhookDeliverer:
                 await retry.sleep()
 
     def reconnected(self) -> None:
-        """The broker requeued what the old channel held; the restored consumers get it
-        again. Stop the lanes delivering the old copies."""
-        for lane in self._lanes.values():
+        """The broker took back what the old channel held, and the restored consumers
+        (restored before this is called) get it again: drop the old copies, and let
+        each lane go on with what came on the new channel (all behind the old)."""
+        for key, lane in list(self._lanes.items()):
+            fresh = deque(item for item in lane.waiting if not item[0].stale)
+            if len(fresh) == len(lane.waiting):
+                continue
             if lane.task is not None:
                 lane.task.cancel()
-        self._lanes.clear()
+            del self._lanes[key]
+            if fresh:
+                self._lanes[key] = renewed = Lane(fresh)
+                renewed.task = asyncio.create_task(self._run_lane(key, renewed))
 
     async def _drop_lanes(self, requeue: bool) -> None:
         lanes = list(self._lanes.values())
