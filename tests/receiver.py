@@ -1,6 +1,7 @@
 """A real HTTP server receiving webhooks in tests: it records every request, answers
 with the status it is told, and can go down (its port refuses connections, open ones
-are cut) and come back up on the same port."""
+are cut) and come back up on the same port. Plus the checks that every logged state
+change reached it, signed and in order."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import asyncio
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
+from redis.asyncio import Redis
 
+from broker.names import Names
 from fleet.harness import free_port
+
+SECRET = "webhook-test-secret-" + "s" * 24  # the fleets' FLEET_WEBHOOK_SECRET in tests
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Receiver:
         self.status = status  # what the next requests are answered
         self.requests: list[Received] = []
         self._server: asyncio.Server | None = None
+        self.up = False
         self._open: set[asyncio.StreamWriter] = set()
         self._changed = asyncio.Condition()
 
@@ -56,10 +62,12 @@ class Receiver:
 
     async def start(self) -> Receiver:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.up = True
         return self
 
     async def stop(self) -> None:
-        """Down: stop listening and cut every open connection."""
+        """Down: stop listening and cut every open connection, answering nothing more."""
+        self.up = False
         if self._server is not None:
             self._server.close()
             for writer in list(self._open):
@@ -91,6 +99,8 @@ class Receiver:
                     name, _, value = line.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if not self.up:  # read before it went down: never answered
+                    return
                 status = self.status
                 async with self._changed:
                     self.requests.append(Received(path, headers, body, status, time.monotonic()))
@@ -102,3 +112,38 @@ class Receiver:
         finally:
             self._open.discard(writer)
             writer.close()
+
+
+Receivers = Callable[..., Awaitable[Receiver]]  # the ``receivers`` fixture
+
+
+async def logged_states(redis: Redis, names: Names, cid: str) -> list[bytes]:
+    """The conversation's state events, as logged (byte for byte)."""
+    logged = cast(list[bytes], await redis.lrange(names.log(cid), 0, -1))
+    return [raw for raw in logged if orjson.loads(raw)["kind"] == "state"]
+
+
+def event_ids(received: list[Received], cid: str) -> list[int]:
+    """The ids of the events delivered about ``cid``, in arrival order."""
+    return [r.json()["event"]["id"] for r in received if r.json()["conversation_id"] == cid]
+
+
+async def everything_delivered(
+    receiver: Receiver, redis: Redis, names: Names, cids: list[str], timeout: float
+) -> None:
+    """Every state change of each conversation reached ``receiver``, signed, in log
+    order (a copy may come again right after itself, never after a later one)."""
+    expected = {
+        cid: [orjson.loads(raw)["id"] for raw in await logged_states(redis, names, cid)]
+        for cid in cids
+    }
+    await receiver.wait_for(
+        lambda got: all(set(event_ids(got, c)) >= set(ids) for c, ids in expected.items()),
+        timeout=timeout,
+    )
+    for cid, ids in expected.items():
+        got = event_ids(receiver.delivered, cid)
+        assert got == sorted(got), f"{cid}: delivered out of order: {got}"
+        assert set(got) == set(ids), f"{cid}: delivered {got}, logged {ids}"
+        assert len(got) > 0
+    assert all(r.signed_with(SECRET) for r in receiver.requests)

@@ -99,11 +99,11 @@ async def test_the_readme_webhook_receiver_checks_signatures(
     )
     try:
         url = f"http://127.0.0.1:{port}/hook"
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient() as poster:
             async with asyncio.timeout(10):
                 while True:  # until it listens
                     with contextlib.suppress(httpx.ConnectError):
-                        forged = await client.post(
+                        forged = await poster.post(
                             url,
                             content=b"{}",
                             headers={

@@ -15,9 +15,8 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import under_traffic
-from tests.receiver import Receiver
+from tests.receiver import SECRET, Receivers, everything_delivered, logged_states
 from tests.support import Client, create_conversation, replied_to, replies, token
-from tests.workers.test_webhooks import SECRET, everything_delivered, logged_states
 
 
 def with_webhooks(settings: Settings, url: str) -> Settings:
@@ -27,9 +26,9 @@ def with_webhooks(settings: Settings, url: str) -> Settings:
 
 
 async def test_a_worker_killed_under_traffic_loses_no_webhook(
-    settings: Settings, redis: Redis, names: Names
+    receivers: Receivers, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    receiver = await Receiver().start()
+    receiver = await receivers()
     async with LocalFleet(with_webhooks(settings, receiver.url)) as fleet:
         workers, traffic = await under_traffic(fleet, settings, 10, interval=0.2)
         victim, victim_id = workers[0]
@@ -44,13 +43,12 @@ async def test_a_worker_killed_under_traffic_loses_no_webhook(
         )
         assert await victim.wait(5) == -signal.SIGKILL
         await traffic.close()
-    await receiver.stop()
 
 
 async def test_a_state_change_logged_by_a_worker_that_died_before_queueing_it_is_delivered(
-    settings: Settings, redis: Redis, names: Names, tmp_path: Path
+    receivers: Receivers, settings: Settings, redis: Redis, names: Names, tmp_path: Path
 ) -> None:
-    receiver = await Receiver().start()
+    receiver = await receivers()
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # CrashingEcho kills its worker as soon as "running" is logged (crash-before-reply),
@@ -81,4 +79,3 @@ async def test_a_state_change_logged_by_a_worker_that_died_before_queueing_it_is
         assert len(await logged_states(redis, names, cid)) == 6
         await everything_delivered(receiver, redis, names, [cid], timeout=20)
         await client.close()
-    await receiver.stop()

@@ -6,7 +6,7 @@ status`` counts; callback_url refused at create, and again at delivery."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
@@ -18,11 +18,15 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.status import show_status
 from tests.conftest import InProcessFleet
-from tests.receiver import Received, Receiver
-from tests.support import Client, create_conversation, http, replied_to, token
+from tests.receiver import (
+    SECRET,
+    Receivers,
+    event_ids,
+    everything_delivered,
+    logged_states,
+)
+from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
 from tests.traffic import Sender, settle
-
-SECRET = "webhook-test-secret-" + "s" * 24
 
 
 def with_webhooks(settings: Settings, url: str | None = None, **update: Any) -> Settings:
@@ -46,42 +50,10 @@ async def create(url: str, bearer: str, **body: Any) -> str:
     return cid
 
 
-async def logged_states(redis: Redis, names: Names, cid: str) -> list[bytes]:
-    """The conversation's state events, as logged (byte for byte)."""
-    logged = cast(list[bytes], await redis.lrange(names.log(cid), 0, -1))
-    return [raw for raw in logged if orjson.loads(raw)["kind"] == "state"]
-
-
-def event_ids(received: list[Received], cid: str) -> list[int]:
-    """The ids of the events delivered about ``cid``, in arrival order."""
-    return [r.json()["event"]["id"] for r in received if r.json()["conversation_id"] == cid]
-
-
-async def everything_delivered(
-    receiver: Receiver, redis: Redis, names: Names, cids: list[str], timeout: float
-) -> None:
-    """Every state change of each conversation reached ``receiver``, signed, in log
-    order (a copy may come again right after itself, never after a later one)."""
-    expected = {
-        cid: [orjson.loads(raw)["id"] for raw in await logged_states(redis, names, cid)]
-        for cid in cids
-    }
-    await receiver.wait_for(
-        lambda got: all(set(event_ids(got, c)) >= set(ids) for c, ids in expected.items()),
-        timeout=timeout,
-    )
-    for cid, ids in expected.items():
-        got = event_ids(receiver.delivered, cid)
-        assert got == sorted(got), f"{cid}: delivered out of order: {got}"
-        assert set(got) == set(ids), f"{cid}: delivered {got}, logged {ids}"
-        assert len(got) > 0
-    assert all(r.signed_with(SECRET) for r in receiver.requests)
-
-
 async def test_state_changes_are_posted_signed_to_the_fleet_url_and_the_callback_url(
-    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+    receivers: Receivers, fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    operator, callback = await Receiver().start(), await Receiver().start()
+    operator, callback = await receivers(), await receivers()
     fleet.settings = with_webhooks(settings, operator.url)
     await fleet.start_gateway()
     await fleet.start_worker()
@@ -123,13 +95,13 @@ async def test_state_changes_are_posted_signed_to_the_fleet_url_and_the_callback
     # The conversation without a callback_url went to the operator's URL only.
     await operator.wait_for(lambda got: len(event_ids(got, plain)) >= 2)
     assert event_ids(callback.requests, plain) == []
-    await asyncio.gather(client.close(), other.close(), operator.stop(), callback.stop())
+    await asyncio.gather(client.close(), other.close())
 
 
 async def test_a_receiver_down_for_10s_under_traffic_misses_nothing(
-    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+    receivers: Receivers, fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    receiver = await Receiver().start()
+    receiver = await receivers()
     fleet.settings = with_webhooks(settings, receiver.url)
     await fleet.start_gateway()
     await fleet.start_worker()
@@ -145,28 +117,29 @@ async def test_a_receiver_down_for_10s_under_traffic_misses_nothing(
     await receiver.wait_for(lambda got: all(len(event_ids(got, c)) >= 2 for c in cids))
 
     await receiver.stop()
-    down = len(receiver.requests)
+    before = len(receiver.requests), sum(len(s.acked) for s in senders)
     await asyncio.sleep(10)  # the outage itself, under traffic
-    answered_meanwhile = sum(len(s.acked) for s in senders)
+    during = len(receiver.requests), sum(len(s.acked) for s in senders)
     await receiver.start()
     stop.set()
     await asyncio.gather(*traffic)
     await settle(senders)
 
-    assert len(receiver.requests) == down  # it really was down
-    assert answered_meanwhile >= 4 * 10  # and the conversations went on
+    assert during[0] == before[0]  # it really was down
+    assert during[1] - before[1] >= 4 * 10  # while the conversations went on
     await everything_delivered(receiver, redis, names, cids, timeout=20)
-    await asyncio.gather(*(s.client.close() for s in senders), receiver.stop())
+    await asyncio.gather(*(s.client.close() for s in senders))
 
 
 async def test_deliveries_out_of_retries_are_dead_lettered_and_counted_by_fleet_status(
+    receivers: Receivers,
     fleet: InProcessFleet,
     settings: Settings,
     redis: Redis,
     names: Names,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    receiver = await Receiver(status=500).start()
+    receiver = await receivers(status=500)
     fleet.settings = with_webhooks(settings, receiver.url, webhook_retry_for=1.5)
     await fleet.start_gateway()
     await fleet.start_worker()
@@ -198,7 +171,7 @@ async def test_deliveries_out_of_retries_are_dead_lettered_and_counted_by_fleet_
     got = await receiver.wait_for(lambda got: len(got) >= 2)
     states = await logged_states(redis, names, cid)
     assert [r.json()["event"]["id"] for r in got] == [orjson.loads(s)["id"] for s in states[2:]]
-    await asyncio.gather(client.close(), receiver.stop())
+    await client.close()
 
 
 @pytest.mark.parametrize(
@@ -258,9 +231,12 @@ async def test_callback_url_needs_a_fleet_that_signs_webhooks(
 
 
 async def test_a_callback_url_now_private_is_not_called_but_dead_lettered(
-    fleet: InProcessFleet, settings: Settings, capsys: pytest.CaptureFixture[str]
+    receivers: Receivers,
+    fleet: InProcessFleet,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    receiver = await Receiver().start()
+    receiver = await receivers()
     # The gateway took it (as if its name resolved publicly then); the worker checks
     # again at delivery and finds a loopback address.
     fleet.settings = with_webhooks(settings)
@@ -282,4 +258,33 @@ async def test_a_callback_url_now_private_is_not_called_but_dead_lettered(
     assert receiver.requests == []  # never called
     assert await show_status(settings) == 0
     assert "2 dead letter(s)" in capsys.readouterr().out
-    await asyncio.gather(client.close(), receiver.stop())
+    await client.close()
+
+
+async def test_a_conversation_passivated_then_closed_owes_no_webhook(
+    receivers: Receivers, fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    receiver = await receivers()
+    fleet.settings = with_webhooks(settings, receiver.url, passivate_after=0.5)
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create(fleet.url, bearer, initial_message="hello")
+
+    await status_becomes(redis, names, cid, "idle")  # answered, then passivated
+    await everything_delivered(receiver, redis, names, [cid], timeout=10)
+    async with http(fleet.url, bearer) as client:  # resumed, then closed for good
+        assert (
+            await client.post(
+                f"/api/conversations/{cid}/actions",
+                json={"kind": "message", "data": {"content": "again"}, "action_id": "t-2"},
+            )
+        ).status_code == 200
+        assert (await client.delete(f"/api/conversations/{cid}")).status_code == 202
+    await status_becomes(redis, names, cid, "closed")
+    assert len(await logged_states(redis, names, cid)) == 4
+    await everything_delivered(receiver, redis, names, [cid], timeout=10)
+    assert (
+        await redis.hget(names.meta(cid), "outboxed")
+        == str(await redis.llen(names.log(cid)) - 1).encode()
+    )  # relayed to the end
