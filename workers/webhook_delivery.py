@@ -82,7 +82,7 @@ class WebhookDeliverer:
                 for consumer in consumers:
                     with contextlib.suppress(Exception):
                         await consumer.cancel()
-                await asyncio.shield(self._drop_lanes(requeue=True))
+                await asyncio.shield(self._drop_lanes())
 
     async def _consume(self) -> list[Consumer]:
         retry = Backoff(CONSUME_RETRY.first, CONSUME_RETRY.cap)
@@ -108,17 +108,17 @@ class WebhookDeliverer:
                 self._lanes[key] = renewed = Lane(fresh)
                 renewed.task = asyncio.create_task(self._run_lane(key, renewed))
 
-    async def _drop_lanes(self, requeue: bool) -> None:
+    async def _drop_lanes(self) -> None:
+        """Stop every lane; what they held goes back to its queue, in place."""
         lanes = list(self._lanes.values())
         self._lanes.clear()
         tasks = [lane.task for lane in lanes if lane.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if requeue:
-            for lane in lanes:
-                for delivery, _ in lane.waiting:
-                    await delivery.requeue()
+        for lane in lanes:
+            for delivery, _ in lane.waiting:
+                await delivery.requeue()
 
     # --- lanes ----------------------------------------------------------------------
     async def _received(self, delivery: Delivery) -> None:
@@ -149,7 +149,7 @@ class WebhookDeliverer:
         retry = Backoff(first=min(1.0, self._retry_cap), cap=self._retry_cap)
         cid, target, event_id = webhook.conversation_id, webhook.target, webhook.event_id
         bound = log.bind(conversation_id=cid, delivery_id=webhook.delivery_id, target=target)
-        while True:
+        while not delivery.stale:  # else the broker took it back: it comes again, in place
             try:
                 if await self._cursors.delivered(cid, target) >= event_id:
                     await delivery.ack()  # a copy of one delivered (or given up on) before

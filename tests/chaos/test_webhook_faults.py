@@ -1,8 +1,11 @@
-"""Webhooks when workers die: a worker SIGKILLed under traffic, and workers killed
-right after logging a state change, before it could be queued; no webhook is lost."""
+"""Webhooks when workers die or lose the broker: a worker SIGKILLed under traffic,
+workers killed right after logging a state change (before it could be queued), and a
+worker whose broker connection is cut while it holds deliveries; no webhook is lost."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -15,6 +18,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import under_traffic
+from tests.conftest import InProcessFleet
 from tests.receiver import SECRET, Receivers, everything_delivered, logged_states
 from tests.support import Client, create_conversation, replied_to, replies, token
 
@@ -79,3 +83,79 @@ async def test_a_state_change_logged_by_a_worker_that_died_before_queueing_it_is
         assert len(await logged_states(redis, names, cid)) == 6
         await everything_delivered(receiver, redis, names, [cid], timeout=20)
         await client.close()
+
+
+def own_tcp_ports() -> set[int]:
+    """Local ports of this process's TCP sockets (from /proc)."""
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def cut_amqp_connections(name: str) -> int:
+    """Have RabbitMQ close this process's connections called ``name`` (a real fault,
+    for this process only); how many it closed."""
+    listing = await asyncio.create_subprocess_exec(
+        "rabbitmqctl",
+        "-q",
+        "list_connections",
+        "pid",
+        "peer_port",
+        "client_properties",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await listing.communicate()
+    ports = own_tcp_ports()
+    doomed = [
+        line.split("\t")[0]
+        for line in out.decode().splitlines()
+        if f'{{"connection_name","{name}"}}' in line and int(line.split("\t")[1]) in ports
+    ]
+    for pid in doomed:
+        closing = await asyncio.create_subprocess_exec(
+            "rabbitmqctl",
+            "-q",
+            "close_connection",
+            pid,
+            "test: cut",
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        assert await closing.wait() == 0
+    return len(doomed)
+
+
+async def test_deliveries_held_when_the_broker_cuts_the_worker_off_are_delivered_once_back(
+    receivers: Receivers, fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    receiver = await receivers(status=503)  # failing: lanes hold their deliveries, unacked
+    fleet.settings = with_webhooks(settings, receiver.url).model_copy(
+        update={"webhook_allow_private": True}
+    )
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cids = [await create_conversation(fleet.url, bearer, initial=f"m{i}") for i in range(3)]
+    await receiver.wait_for(lambda _: len(receiver.requests) >= 6, timeout=10)
+
+    reconnected = asyncio.Event()
+    worker.broker.on_reconnect(reconnected.set)
+    assert await cut_amqp_connections("worker") == 1
+    async with asyncio.timeout(20):
+        await reconnected.wait()
+    receiver.status = 200
+    await everything_delivered(receiver, redis, names, cids, timeout=20)
+    # Nothing is left held or waiting.
+    async with asyncio.timeout(10):
+        while (await worker.broker.webhook_backlog())[0] != 0:
+            await asyncio.sleep(0.1)
