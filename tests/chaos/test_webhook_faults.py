@@ -139,9 +139,7 @@ async def test_deliveries_held_when_the_broker_cuts_the_worker_off_are_delivered
     receivers: Receivers, fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
     receiver = await receivers(status=503)  # failing: lanes hold their deliveries, unacked
-    fleet.settings = with_webhooks(settings, receiver.url).model_copy(
-        update={"webhook_allow_private": True}
-    )
+    fleet.settings = with_webhooks(settings, receiver.url)
     await fleet.start_gateway()
     worker = await fleet.start_worker()
     bearer = token(settings, "alice")
