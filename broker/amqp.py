@@ -13,6 +13,10 @@
   conversation is claimed by the usual path; they are transient and expire with their
   asker's patience, and their answers come back by direct reply-to
   (``amq.rabbitmq.reply-to``), straight to the asking gateway's connection.
+- ``<ns>.webhooks.<shard>``: the webhook outbox, durable queues of deliveries owed to
+  webhook receivers, a conversation's all in one shard (``Names.webhook_queue``), each
+  with a single active consumer (per-conversation order); persistent and confirmed.
+  ``<ns>.webhooks.dead``: the deliveries given up on, kept for an operator.
 
 Every message body is encoded and decoded in ``broker.events``.
 """
@@ -51,10 +55,12 @@ from broker.events import (
     QueueItem,
     StreamFrame,
     TimerFired,
+    Webhook,
     encode_batch,
     encode_claim_request,
     encode_frame,
     encode_input,
+    encode_webhook,
     input_id,
 )
 from broker.inbox import Delivery, Inbox
@@ -67,6 +73,7 @@ TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
 NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError)
 # What a consumer sees while the connection is down: retry once it is restored.
 INTERRUPTED = (AMQPError, ConnectionError)
+SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
 
 
 class NotConnected(RuntimeError):
@@ -204,7 +211,7 @@ class Broker:
             self.names.conversation_queue(cid),
             durable=True,
             robust=False,
-            arguments={"x-single-active-consumer": True},
+            arguments=SINGLE_ACTIVE_CONSUMER,
         )
 
     async def declare_conversation(self, cid: str) -> int:
@@ -384,6 +391,76 @@ class Broker:
                 await channel.close()
         result = queue.declaration_result
         return int(result.message_count or 0) if result is not None else 0
+
+    # --- the webhook outbox ------------------------------------------------------------
+    async def declare_webhooks(self) -> None:
+        """Make sure the outbox queues and the dead-letter queue exist."""
+        channel = self._channel(self._confirmed)
+        for name in self.names.webhook_queues:
+            await channel.declare_queue(name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER)
+        await channel.declare_queue(self.names.webhook_dead_letters, durable=True)
+
+    async def publish_webhook(self, webhook: Webhook) -> None:
+        """Queue a delivery behind its conversation's earlier ones; return once confirmed."""
+        message = aio_pika.Message(
+            encode_webhook(webhook),
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            message_id=webhook.delivery_id,
+        )
+        await self._publish_confirmed(message, self.names.webhook_queue(webhook.conversation_id))
+
+    async def dead_letter(self, body: bytes, reason: str, error: str) -> None:
+        """Park an outbox message for good, saying why; return once confirmed."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            headers={"x-fleet-reason": reason, "x-fleet-error": error[:500]},
+        )
+        await self._publish_confirmed(message, self.names.webhook_dead_letters)
+
+    async def _publish_confirmed(self, message: aio_pika.Message, queue: str) -> None:
+        exchange = self._channel(self._confirmed).default_exchange
+        for attempt in (1, 2):
+            try:
+                await exchange.publish(
+                    message, routing_key=queue, mandatory=True, timeout=self._publish_timeout
+                )
+                return
+            except PublishError:  # unroutable: the queue is gone (deleted by hand?)
+                if attempt == 2:
+                    raise
+                await self.declare_webhooks()
+
+    async def consume_webhooks(
+        self, on_delivery: Callable[[Delivery], Awaitable[None]], prefetch: int
+    ) -> list[Consumer]:
+        """Consume every outbox queue, ``prefetch`` unacked deliveries at most per queue
+        (the broker makes one consumer of a queue active at a time, fleet-wide); a
+        robust channel consumes again after a reconnect."""
+        await self.declare_webhooks()
+        channel = await self._conn().channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)  # per consumer
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await on_delivery(Delivery(message))
+
+        consumers = []
+        for name in self.names.webhook_queues:
+            queue = await channel.declare_queue(
+                name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER
+            )
+            consumers.append(Consumer(queue, await queue.consume(deliver)))
+        return consumers
+
+    async def webhook_backlog(self) -> tuple[int | None, int | None]:
+        """Deliveries waiting in the outbox (None: no outbox queue), and dead letters
+        (None: no dead-letter queue). Passive."""
+        depths = [await self._passive_depth(name) for name in self.names.webhook_queues]
+        found = [depth for depth in depths if depth is not None]
+        waiting = sum(found) if found else None
+        return waiting, await self._passive_depth(self.names.webhook_dead_letters)
 
     # --- live events ----------------------------------------------------------------
     def _exchange(self) -> AbstractExchange:

@@ -3,9 +3,10 @@
 A logged event is stored as the JSON the client receives. The worker encodes
 everything but the id; the append script, which alone knows the next id,
 prepends ``{"id":N,`` (see ``body`` and ``with_id``). Broker messages: what goes
-into a conversation's queue (``encode_input``/``decode_input``: actions, the close
-marker, owner queries) and the answers to queries, claim requests, and batches of
-logged events for live delivery.
+into a conversation's queue (``encode_input``/``decode_input``: actions, timers that
+fired, the close marker, owner queries) and the answers to queries, claim requests,
+batches of logged events for live delivery, and webhooks (the outbox's messages and
+the body POSTed to receivers).
 """
 
 from __future__ import annotations
@@ -395,3 +396,73 @@ def decode_live(body: bytes) -> Batch | StreamFrame:
         return StreamFrame(**obj)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise Malformed(f"live message of {len(body)} bytes: {exc!r}") from None
+
+
+# --- webhooks: the webhook outbox's messages, and the body POSTed to receivers ------
+# Where a delivery goes: FLEET_WEBHOOK_URL, or the conversation's callback_url.
+WebhookTarget = Literal["fleet", "callback"]
+WEBHOOK_TARGETS: tuple[WebhookTarget, ...] = ("fleet", "callback")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One logged state change owed to one target: a message of the webhook outbox."""
+
+    conversation_id: str
+    user: str
+    target: WebhookTarget
+    url: str
+    event_id: int
+    event: bytes  # the event's JSON exactly as logged, which is what clients see
+    queued_at: float  # epoch seconds; retried until FLEET_WEBHOOK_RETRY_FOR after it
+
+    @property
+    def delivery_id(self) -> str:
+        """The same for every retry and every copy queued again: receivers dedupe by it."""
+        return f"{self.conversation_id}:{self.event_id}:{self.target}"
+
+    def body(self) -> bytes:
+        """What is POSTed (and signed): the event embedded byte for byte."""
+        return orjson.dumps(
+            {
+                "delivery_id": self.delivery_id,
+                "conversation_id": self.conversation_id,
+                "user": self.user,
+                "event": orjson.Fragment(self.event),
+            }
+        )
+
+
+def encode_webhook(webhook: Webhook) -> bytes:
+    """A webhook outbox message (the event as a string, so that it decodes byte for byte)."""
+    return orjson.dumps(
+        {
+            "conversation_id": webhook.conversation_id,
+            "user": webhook.user,
+            "target": webhook.target,
+            "url": webhook.url,
+            "event_id": webhook.event_id,
+            "event": webhook.event.decode(),
+            "queued_at": webhook.queued_at,
+        }
+    )
+
+
+def decode_webhook(body: bytes) -> Webhook:
+    """What ``encode_webhook`` wrote."""
+    try:
+        obj = orjson.loads(body)
+        target = obj["target"]
+        if target not in WEBHOOK_TARGETS:
+            raise ValueError(f"unknown target {target!r}")
+        return Webhook(
+            conversation_id=str(obj["conversation_id"]),
+            user=str(obj["user"]),
+            target=target,
+            url=str(obj["url"]),
+            event_id=int(obj["event_id"]),
+            event=str(obj["event"]).encode(),
+            queued_at=float(obj["queued_at"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"webhook of {len(body)} bytes: {exc!r}") from None

@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+from aio_pika.exceptions import ChannelInvalidStateError
 
 
 class Delivery:
@@ -46,6 +47,15 @@ class Delivery:
     @property
     def correlation_id(self) -> str | None:
         return self._message.correlation_id
+
+    @property
+    def stale(self) -> bool:
+        """Its channel is gone: the broker took the message back already."""
+        try:
+            self._message.channel  # noqa: B018 (raises once the channel is closed)
+        except ChannelInvalidStateError:
+            return True
+        return False
 
     def processing(self) -> AbstractAsyncContextManager[Any]:
         """Ack when the block succeeds, requeue when it raises."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +28,10 @@ LEASE_SEPARATOR = ":"
 # on the channel that consumes it is answered straight over the asker's connection,
 # with no queue to declare, and nothing left behind when the asker goes.
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+# The webhook outbox is this many queues, a conversation's deliveries all in one of
+# them (its order). Changing it while deliveries wait would break that order.
+WEBHOOK_SHARDS = 8
 
 
 def new_conversation_id() -> str:
@@ -105,6 +110,11 @@ class Names:
         """Hash of gateway id -> connected clients of the conversation."""
         return f"{self.conv(cid)}:clients"
 
+    def webhooks(self, cid: str) -> str:
+        """Hash of webhook target -> the last event id delivered (or dead-lettered) to it:
+        a copy of an earlier delivery, queued again after a crash, is skipped."""
+        return f"{self.conv(cid)}:webhooks"
+
     def user_conversations(self, user: str) -> str:
         """Sorted set: every conversation of the user -> creation time (ms)."""
         return f"{self.namespace}:user:{user}:conversations"
@@ -169,6 +179,19 @@ class Names:
 
     def conversation_queue(self, cid: str) -> str:
         return f"{self.namespace}.conv.{cid}"
+
+    def webhook_queue(self, cid: str) -> str:
+        """The webhook outbox queue of a conversation's deliveries (stable across processes)."""
+        return self.webhook_queues[zlib.crc32(cid.encode()) % WEBHOOK_SHARDS]
+
+    @property
+    def webhook_queues(self) -> list[str]:
+        return [f"{self.namespace}.webhooks.{shard}" for shard in range(WEBHOOK_SHARDS)]
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """Deliveries that ran out of retries, or whose callback_url now resolves privately."""
+        return f"{self.namespace}.webhooks.dead"
 
     # --- Lua ----------------------------------------------------------------------
     def lua_prelude(self, source: str | None = None) -> str:

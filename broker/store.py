@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
@@ -138,11 +138,20 @@ class Store:
         self._stream = scripts.load(redis, names, "stream")
 
     async def create(
-        self, cid: str, user: str, limits: Limits, on_busy: BusyPolicy, size: int = 0
+        self,
+        cid: str,
+        user: str,
+        limits: Limits,
+        on_busy: BusyPolicy,
+        size: int = 0,
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
-        """Record a new conversation of ``user``'s (its first input ``size`` bytes),
-        admitted under the limits; when it is not admitted, nothing is left of it."""
-        return await self._admission(cid, "create", user, limits, size=size, on_busy=on_busy)
+        """Record a new conversation of ``user``'s (its first input ``size`` bytes; more
+        fields of its record in ``record``), admitted under the limits; when it is not
+        admitted, nothing is left of it."""
+        return await self._admission(
+            cid, "create", user, limits, size=size, on_busy=on_busy, record=record or {}
+        )
 
     async def admit(
         self, cid: str, user: str, limits: Limits, action: Action, size: int
@@ -166,6 +175,7 @@ class Store:
         size: int = 0,
         on_busy: BusyPolicy = "enqueue",
         kind: str = "",
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
         n = self.names
         keys = [
@@ -196,6 +206,7 @@ class Store:
             on_busy,
             action.request_id if action else "",
             action.choice if action else "",
+            *(part for pair in (record or {}).items() for part in pair),
         ]
         outcome, needs_owner, evicted, wait_ms, *settling = await self._admit(keys=keys, args=args)
         return Admission(

@@ -311,7 +311,9 @@ async def purge(
             if found := META.match(key.decode(errors="replace")):
                 namespaces.add(found["ns"])
                 doomed.add(Names(found["ns"]).conversation_queue(found["cid"]))
-        doomed |= {Names(ns).dispatch_queue for ns in namespaces}
+        for ns in namespaces:
+            names = Names(ns)
+            doomed |= {names.dispatch_queue, names.webhook_dead_letters, *names.webhook_queues}
         doomed_exchanges = {Names(ns).outbound_exchange for ns in namespaces} | set(exchanges)
         broker = Broker(amqp_url, Names(prefix), name="purge", channels=8)
         await broker.connect(declare=False)

@@ -164,7 +164,9 @@ class HttpApi:
         initial = body.get("initial_message")
         if initial is not None and not isinstance(initial, str):
             raise BadRequest("initial_message must be a string")
-        cid = await self._operations.create(user, initial, body.get("on_busy"))
+        cid = await self._operations.create(
+            user, initial, body.get("on_busy"), body.get("callback_url")
+        )
         return ORJSONResponse({"conversation_id": cid}, status_code=201)
 
     async def list(self, request: Request, user: str) -> Response:

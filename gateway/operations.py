@@ -28,6 +28,8 @@ from broker.names import new_conversation_id, valid_conversation_id
 from broker.ratelimit import Rate, refuse
 from broker.settings import BusyPolicy, Settings
 from broker.store import Admission, ConversationRecord, Limits, Store
+from broker.webhook_cursors import OUTBOXED
+from broker.webhooks import check_callback_url
 
 MAX_PAGE = 1000
 CLOSED_BY_USER = "closed by user"
@@ -71,9 +73,16 @@ class Operations:
         self.on_busy: BusyPolicy = settings.on_busy
         self.publish_timeout = settings.publish_timeout
         self.completion_timeout = settings.completion_timeout
+        self.webhooks_on = settings.webhook_signing_key is not None
+        self.webhook_url = settings.webhook_url
+        self.webhook_allow_private = settings.webhook_allow_private
 
     async def create(
-        self, user: str, initial_message: str | None = None, on_busy: object = None
+        self,
+        user: str,
+        initial_message: str | None = None,
+        on_busy: object = None,
+        callback_url: object = None,
     ) -> str:
         """A new conversation, its queue declared before its record exists: a gateway
         that dies half way leaves at most an unused queue, never a record without one
@@ -82,9 +91,10 @@ class Operations:
         if initial_message is not None:
             initial, size = self._action({"kind": "message", "data": {"content": initial_message}})
         policy = self.on_busy if on_busy is None else busy_policy(on_busy)
+        record = await self._webhooks(callback_url)
         cid = new_conversation_id()
         await self.broker.declare_conversation(cid)
-        admission = await self.store.create(cid, user, self.limits, policy, size)
+        admission = await self.store.create(cid, user, self.limits, policy, size, record)
         if admission.outcome != "ok":
             await self.broker.delete_if_empty(cid)
         self._check(admission)
@@ -92,6 +102,20 @@ class Operations:
             await self.broker.publish_input(cid, initial)
         await self._after_admission(cid, admission)
         return cid
+
+    async def _webhooks(self, callback_url: object) -> dict[str, str]:
+        """The record's webhook fields: the callback_url, checked; and, when the
+        conversation has a webhook target, the relay's cursor before its first event."""
+        record: dict[str, str] = {}
+        if callback_url is not None:
+            if not self.webhooks_on:
+                raise BadRequest("callback_url cannot be used: this fleet sends no webhooks")
+            record["callback_url"] = await check_callback_url(
+                callback_url, self.webhook_allow_private
+            )
+        if record or (self.webhooks_on and self.webhook_url):
+            record[OUTBOXED] = "-1"
+        return record
 
     async def authorize(self, user: str, cid: object) -> str:
         """The conversation id, if it names one of ``user``'s; else ``NotFound``.

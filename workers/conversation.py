@@ -4,6 +4,7 @@ it, and hand it to the conversation's turns (or, an owner query, to its queries)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,7 @@ from workers.queries import OwnerQueries
 from workers.scribe import Scribe
 from workers.stream import Streamer
 from workers.turns import TurnRunner
+from workers.webhook_relay import WebhookRelay
 
 log = structlog.get_logger()
 
@@ -52,6 +54,7 @@ class ConversationLoop:
         broker: Broker,
         alive: Callable[[], bool],
         closing: str | None = None,
+        relay: WebhookRelay | None = None,
     ) -> None:
         self.conversation_id = cid
         self.worker_id = worker_id
@@ -62,7 +65,16 @@ class ConversationLoop:
         self._leases = leases
         self._broker = broker
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
-        self.scribe = Scribe(cid, self.lease, store, timers, broker, alive)
+        self.relay = relay  # queues the state changes for webhooks, if any
+        self.scribe = Scribe(
+            cid,
+            self.lease,
+            store,
+            timers,
+            broker,
+            alive,
+            relay.state_logged if relay else None,
+        )
         self.turns = TurnRunner(
             agent, self.scribe, Streamer(self.scribe, epoch), epoch, self._fail, self.log
         )
@@ -82,8 +94,9 @@ class ConversationLoop:
     @property
     def idle_since(self) -> float | None:
         """Since when nothing happened: no input in hand, no turn running or waiting,
-        no query being answered."""
-        if self._handling or self.turns.busy or self.queries.busy:
+        no query being answered, no state change still to queue for webhooks."""
+        relaying = self.relay is not None and self.relay.behind
+        if self._handling or self.turns.busy or self.queries.busy or relaying:
             return None
         return max(self._last_input, self.turns.last_end, self.queries.last_end)
 
@@ -93,7 +106,11 @@ class ConversationLoop:
         A lost channel ends the consumer; the robust connection reopens it and we
         consume again, with capped exponential backoff.
         """
+        relaying: asyncio.Task[None] | None = None
         try:
+            if self.relay is not None:
+                await self.relay.start()
+                relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
             self.turns.policy = state.on_busy
             await self.turns.resume([Event.from_json(raw) for raw in state.since])
@@ -113,6 +130,10 @@ class ConversationLoop:
             # a query cut short tells its asker to retry.
             await asyncio.shield(self.turns.halt())
             await asyncio.shield(self.queries.close())
+            if relaying is not None:  # what it did not queue, the next owner will
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
@@ -228,6 +249,8 @@ class ConversationLoop:
 
     async def _finish(self) -> bool:
         """Once the queue is empty: delete it and mark the conversation closed (fenced)."""
+        if self.relay is not None:  # no owner comes after this one to queue the rest
+            await self.relay.flush()
         if not await self._broker.delete_if_empty(self.conversation_id):
             return False
         if not await self._leases.finish(self.conversation_id, self.worker_id, self.epoch):

@@ -37,6 +37,7 @@ class Scribe:
         timers: Timers,
         broker: Broker,
         alive: Callable[[], bool],
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         self.conversation_id = cid
         self.lease = lease
@@ -44,6 +45,8 @@ class Scribe:
         self._timers = timers
         self._broker = broker
         self._alive = alive
+        # Told of every append that may have logged a state change (the webhook relay).
+        self._on_state = on_state
 
     def _check(self) -> None:
         if not self._alive():
@@ -63,9 +66,13 @@ class Scribe:
         self._check()
         cid = self.conversation_id
         bodies = [event.body(cid) for event in events]
-        appended = await self._store.append(
-            cid, self.lease, bodies, once, turn_from, logged_step, last_state(events), requests
-        )
+        try:
+            appended = await self._store.append(
+                cid, self.lease, bodies, once, turn_from, logged_step, last_state(events), requests
+            )
+        finally:  # even on an error: the append may have happened; the relay reads the log
+            if self._on_state is not None and any(e.kind == "state" for e in events):
+                self._on_state()
         if appended.duplicate:
             # Logged by an earlier delivery that may have died before publishing:
             # publish again; gateways drop ids they already delivered.

@@ -20,10 +20,13 @@ from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
 from broker.timers import Timers
+from broker.webhook_cursors import WebhookCursors
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
 from workers.fencing import FenceReason, Fencing
 from workers.watchdog import Watchdog
+from workers.webhook_delivery import WebhookDeliverer
+from workers.webhook_relay import WebhookRelay
 
 log = structlog.get_logger()
 
@@ -67,6 +70,14 @@ class Worker(Service):
             publish_timeout=settings.publish_timeout,
         )
         self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
+        # With webhooks on, every worker delivers the webhook outbox (see
+        # workers.webhook_delivery) and relays its conversations' state changes to it.
+        self.webhook_cursors = WebhookCursors(self.redis, self.names)
+        self.deliverer = (
+            WebhookDeliverer(settings, self.broker, self.webhook_cursors)
+            if settings.webhook_signing_key
+            else None
+        )
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
         self._tasks = asyncio.TaskGroup()
         self._claiming = 0
@@ -99,6 +110,8 @@ class Worker(Service):
                 self._tasks.create_task(self._passivate_idle()),
                 self._tasks.create_task(self.watchdog.pulse()),
             ]
+            if self.deliverer is not None:
+                background.append(self._tasks.create_task(self.deliverer.run()))
             await first_of(self._registered, self._stop)
             if not self._stop.is_set():
                 await self._update_dispatch()
@@ -126,6 +139,8 @@ class Worker(Service):
         log.info("broker_reconnected", worker_id=self.worker_id, conversations=len(self.loops))
         for loop, _task in self.loops.values():
             loop.reconsume()
+        if self.deliverer is not None:
+            self.deliverer.reconnected()
 
     # --- liveness -----------------------------------------------------------------------
     def alive(self) -> bool:
@@ -271,10 +286,17 @@ class Worker(Service):
             self.broker,
             self.alive,
             closing,
+            relay=self._relay(cid),
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
         metrics.CONVERSATIONS_OWNED.set(len(self.loops))
+
+    def _relay(self, cid: str) -> WebhookRelay | None:
+        """The conversation's webhook relay, when webhooks are on (a secret to sign with)."""
+        if self.deliverer is None:
+            return None
+        return WebhookRelay(cid, self.settings, self.webhook_cursors, self.store, self.broker)
 
     async def _run_loop(self, loop: ConversationLoop) -> None:
         cid = loop.conversation_id

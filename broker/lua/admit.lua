@@ -15,7 +15,8 @@
 --       max_log_events, max_log_bytes,
 --       kind ('message' | 'stop' | 'approval' | 'query' | ''; a query logs nothing: no
 --       log cap), on_busy (kept in the record at 'create'), request_id, choice (of an
---       approval)
+--       approval),
+--       field1, value1, ...  (more of the record at 'create': callback_url, outboxed)
 -- Returns {outcome, needs_owner, evicted_id, retry_after_ms[, settling]}; outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it, settling 1
 --                when its queue is being deleted (wait until it is, then queue the input)
@@ -34,7 +35,7 @@ local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000,
-             'on_busy', ARGV[14])
+             'on_busy', ARGV[14], unpack(ARGV, 17))
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
