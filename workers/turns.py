@@ -33,7 +33,11 @@ from workers.stream import Streamer
 from workers.turn import LiveTurn
 
 AbortReason = str  # "stopped" | "interrupted" | "closed"
-IDLE = state("awaiting_user_input")
+
+
+def idle() -> NewEvent:
+    """State ``awaiting_user_input``, as of now."""
+    return state("awaiting_user_input")
 
 
 @dataclass(slots=True)
@@ -232,7 +236,7 @@ class TurnRunner:
                 reply["steered"] = list(turn.steered_ids)
             await self.scribe.log(
                 NewEvent("agent", "message", reply),
-                IDLE,
+                idle(),
                 once=f"reply:{tid}",
                 turn_from=self._next_from(),
                 logged_step=f"{tid} {step}",
@@ -248,7 +252,7 @@ class TurnRunner:
             error = {"turn_id": turn.turn_id, "code": failure.code, "message": failure.message}
             await self.scribe.log(
                 NewEvent("agent", "error", error),
-                IDLE,
+                idle(),
                 once=f"end:{turn.turn_id}",
                 turn_from=self._next_from(),
             )
@@ -270,7 +274,7 @@ class TurnRunner:
 
     async def _end_logged(self, turn: LiveTurn, reason: AbortReason) -> None:
         aborted = NewEvent("agent", "turn_aborted", {"turn_id": turn.turn_id, "reason": reason})
-        events = (aborted,) if reason == "closed" else (aborted, IDLE)
+        events = (aborted,) if reason == "closed" else (aborted, idle())
         await self.scribe.log(
             *events,
             once=f"end:{turn.turn_id}",
