@@ -22,6 +22,7 @@ from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
 from bench.scenarios import (
+    completions,
     durable,
     failover,
     latency,
@@ -29,13 +30,24 @@ from bench.scenarios import (
     start_rate,
     streaming,
     throughput,
+    timers,
 )
 from bench.watch import ServiceWatch
 from broker.settings import Settings
 from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = ("latency", "throughput", "start", "streaming", "durable", "failover", "scale")
+SCENARIOS = (
+    "latency",
+    "throughput",
+    "start",
+    "streaming",
+    "timers",
+    "completions",
+    "durable",
+    "failover",
+    "scale",
+)
 PURGE_TRIES = 3
 
 
@@ -126,6 +138,12 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         if "streaming" in wanted:
             timeout = plan.scenario_timeout
             results += await phase("streaming", timeout, lambda: streaming.run(ctx))
+        if "timers" in wanted:
+            timeout = plan.scenario_timeout
+            results += await phase("timers", timeout, lambda: timers.run(ctx))
+        if "completions" in wanted:
+            timeout = plan.scenario_timeout
+            results += await phase("completions", timeout, lambda: completions.run(ctx))
         if "failover" in wanted:
             results += await phase("failover", 2 * plan.scenario_timeout, lambda: failover.run(ctx))
         if "durable" in wanted:

@@ -29,6 +29,10 @@ class Plan:
     stream_conversations: int = 100
     stream_words: int = 150  # at 50 a second: 3 s of streaming per conversation
     stops: int = 100
+    timers: int = 10_000
+    timer_conversations: int = 200
+    timer_window: float = 60.0  # seconds over which the timers fall due
+    completions: int = 1000  # pairs: through the fleet, and straight to the fake LLM
     scale_conversations: int = 10_000
     heartbeat_window: float = 10.0
     scenario_timeout: float = 300.0
@@ -53,6 +57,10 @@ class Plan:
             stream_conversations=30,
             stream_words=100,
             stops=30,
+            timers=1000,
+            timer_conversations=50,
+            timer_window=10.0,
+            completions=200,
             heartbeat_window=4.0,
             scenario_timeout=120.0,
         )

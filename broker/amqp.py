@@ -8,6 +8,15 @@
   to the gateways that have clients of it. Not confirmed: the Redis log is the
   record, and gateways fill any gap from it.
 - ``<ns>.dispatch``: durable work queue of claim requests for workers.
+- Owner queries (a completion asked of a conversation's owner) go into the
+  conversation's queue too, so they reach exactly its current owner and a passivated
+  conversation is claimed by the usual path; they are transient and expire with their
+  asker's patience, and their answers come back by direct reply-to
+  (``amq.rabbitmq.reply-to``), straight to the asking gateway's connection.
+- ``<ns>.webhooks.<shard>``: the webhook outbox, durable queues of deliveries owed to
+  webhook receivers, a conversation's all in one shard (``Names.webhook_queue``), each
+  with a single active consumer (per-conversation order); persistent and confirmed.
+  ``<ns>.webhooks.dead``: the deliveries given up on, kept for an operator.
 
 Every message body is encoded and decoded in ``broker.events``.
 """
@@ -15,7 +24,9 @@ Every message body is encoded and decoded in ``broker.events``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import aio_pika
 from aio_pika.abc import (
@@ -35,29 +46,34 @@ from aio_pika.exceptions import (
     PublishError,
 )
 
-from broker import connection
-from broker.errors import ConversationClosed, Unavailable
+from broker import connection, tracing
+from broker.errors import ConversationClosed, QueueGone, Unavailable
 from broker.events import (
+    Action,
     CloseMarker,
+    Query,
     QueueItem,
     StreamFrame,
+    TimerFired,
+    Webhook,
     encode_batch,
     encode_claim_request,
     encode_frame,
     encode_input,
+    encode_webhook,
     input_id,
 )
 from broker.inbox import Delivery, Inbox
-from broker.names import Names
+from broker.names import DIRECT_REPLY_TO, Names
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
-PUBLISH_TIMEOUT = 10.0
 # aio-pika's words for a broker that did not take a message: refused, unconfirmed,
 # timed out, or a channel/connection that is closed (RuntimeError).
 NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError)
 # What a consumer sees while the connection is down: retry once it is restored.
 INTERRUPTED = (AMQPError, ConnectionError)
+SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
 
 
 class NotConnected(RuntimeError):
@@ -75,6 +91,10 @@ class Consumer:
         await self._queue.cancel(self._tag)
 
 
+# Whether ``item`` may declare again the queue of conversation ``cid`` (see ``Broker``).
+Reopen = Callable[[str, QueueItem], Awaitable[bool]]
+
+
 class Broker:
     """One robust AMQP connection with the fleet's topology, and every verb the fleet
     needs of it. ``connect`` first.
@@ -85,6 +105,10 @@ class Broker:
     failover) proceeds in parallel over the pool. ``prefetch`` bounds the unacked
     input each pool channel holds. ``heartbeat`` (seconds) is how soon the broker
     gives up on a process that stopped answering and hands what it held to others.
+    ``reopen`` says whether input for a conversation whose queue is gone may declare
+    it again (a passivated conversation's queue is deleted; a closed one's is gone for
+    good): without it, such input is refused as ``ConversationClosed``. A publish
+    not confirmed within ``publish_timeout`` seconds is ``Unavailable``.
     """
 
     def __init__(
@@ -95,8 +119,12 @@ class Broker:
         channels: int = 1,
         prefetch: int = 0,
         heartbeat: int | None = None,
+        reopen: Reopen | None = None,
+        publish_timeout: float = 10.0,
     ) -> None:
         self.url = url
+        self._reopen = reopen
+        self._publish_timeout = publish_timeout
         self.names = names
         self.name = name
         self._pool_size = channels
@@ -110,6 +138,10 @@ class Broker:
         self._dispatch: AbstractQueue | None = None
         self._outbound: AbstractExchange | None = None
         self._live: AbstractQueue | None = None
+        # Owner queries go out on the channel that consumes their answers (direct
+        # reply-to requires it); each waits under its correlation id.
+        self._asking: AbstractRobustChannel | None = None
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
 
     # --- connection ---------------------------------------------------------------------
@@ -179,7 +211,7 @@ class Broker:
             self.names.conversation_queue(cid),
             durable=True,
             robust=False,
-            arguments={"x-single-active-consumer": True},
+            arguments=SINGLE_ACTIVE_CONSUMER,
         )
 
     async def declare_conversation(self, cid: str) -> int:
@@ -199,26 +231,99 @@ class Broker:
         Passive: declares nothing."""
         return await self._passive_depth(self.names.conversation_queue(cid))
 
-    async def publish_input(self, cid: str, item: QueueItem) -> None:
+    async def publish_input(self, cid: str, item: Action | CloseMarker | TimerFired) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
         message = aio_pika.Message(
             encode_input(item),
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=input_id(cid, item),
+            headers=tracing.inject() or None,  # the action's trace goes on in the worker
         )
-        exchange = self._channel(self._confirmed).default_exchange
+        await self._queue(self._channel(self._confirmed), cid, message, item)
+
+    async def _queue(
+        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
+    ) -> None:
+        """Publish into the conversation's queue, declaring it again if it was deleted
+        on passivation (and ``reopen`` agrees); return once the broker confirmed it."""
         try:
-            await exchange.publish(
+            await self._publish_queued(channel, cid, message, item)
+        except QueueGone:
+            if self._reopen is None or not await self._reopen(cid, item):
+                raise
+            await self._declare(cid)
+            await self._publish_queued(channel, cid, message, item)  # gone again: closed
+
+    async def _publish_queued(
+        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
+    ) -> None:
+        try:
+            await channel.default_exchange.publish(
                 message,
                 routing_key=self.names.conversation_queue(cid),
                 mandatory=True,
-                timeout=PUBLISH_TIMEOUT,
+                timeout=self._publish_timeout,
             )
         except PublishError as exc:
-            raise ConversationClosed(f"conversation {cid} takes no more input") from exc
+            raise QueueGone(f"conversation {cid} takes no more input") from exc
         except NOT_TAKEN as exc:
-            raise Unavailable("the message broker did not confirm the action") from exc
+            what = "query" if isinstance(item, Query) else "input"
+            raise Unavailable(f"the message broker did not confirm the {what}") from exc
+
+    # --- owner queries (request/reply) ------------------------------------------------
+    async def listen_answers(self) -> None:
+        """Receive the answers to this process's queries (``ask`` needs it first)."""
+        # Confirmed, so that a query whose conversation has no queue any more (closed)
+        # is returned and fails at once. The confirm costs the asker no time: the owner
+        # is at work on the query while it comes back.
+        channel = await self._conn().channel(publisher_confirms=True, on_return_raises=True)
+        # A robust queue: the consumer is restored on the restored channel after a
+        # reconnect (answers in flight then are lost: their askers time out).
+        replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+        await replies.consume(self._answered, no_ack=True)
+        self._asking = channel
+
+    async def _answered(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._waiting.get(message.correlation_id or "")
+        if waiting is not None and not waiting.done():
+            waiting.set_result(message.body)
+        # else its asker gave up already: nothing to do
+
+    @asynccontextmanager
+    async def ask(self, cid: str, query: Query) -> AsyncIterator[asyncio.Future[bytes]]:
+        """Queue ``query`` for the conversation's owner (confirmed: ``ConversationClosed``
+        when it has no queue); yield the future of its answer's body. Unanswered, the
+        query expires from the queue after its ``timeout``; leaving the block forgets it."""
+        channel = self._channel(self._asking)
+        correlation_id = uuid.uuid4().hex
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = answer
+        message = aio_pika.Message(
+            encode_input(query),
+            delivery_mode=TRANSIENT,  # a question nobody waits for any more is worthless
+            content_type="application/json",
+            reply_to=DIRECT_REPLY_TO,
+            correlation_id=correlation_id,
+            expiration=query.timeout,
+        )
+        try:
+            await self._queue(channel, cid, message, query)
+            yield answer
+        finally:
+            del self._waiting[correlation_id]
+            answer.cancel()
+
+    async def answer(self, reply_to: str, correlation_id: str, body: bytes) -> None:
+        """Answer a query: straight to its asker's connection (dropped if it is gone)."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=TRANSIENT,
+            content_type="application/json",
+            correlation_id=correlation_id,
+        )
+        exchange = self._channel(self._unconfirmed).default_exchange
+        await exchange.publish(message, routing_key=reply_to, mandatory=False)
 
     async def close_conversation(self, cid: str, reason: str) -> None:
         """Queue the close marker behind the input already queued; its owner finishes it."""
@@ -250,7 +355,7 @@ class Broker:
                 message,
                 routing_key=self.names.dispatch_queue,
                 mandatory=True,
-                timeout=PUBLISH_TIMEOUT,
+                timeout=self._publish_timeout,
             )
         except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
@@ -286,6 +391,76 @@ class Broker:
                 await channel.close()
         result = queue.declaration_result
         return int(result.message_count or 0) if result is not None else 0
+
+    # --- the webhook outbox ------------------------------------------------------------
+    async def declare_webhooks(self) -> None:
+        """Make sure the outbox queues and the dead-letter queue exist."""
+        channel = self._channel(self._confirmed)
+        for name in self.names.webhook_queues:
+            await channel.declare_queue(name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER)
+        await channel.declare_queue(self.names.webhook_dead_letters, durable=True)
+
+    async def publish_webhook(self, webhook: Webhook) -> None:
+        """Queue a delivery behind its conversation's earlier ones; return once confirmed."""
+        message = aio_pika.Message(
+            encode_webhook(webhook),
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            message_id=webhook.delivery_id,
+        )
+        await self._publish_confirmed(message, self.names.webhook_queue(webhook.conversation_id))
+
+    async def dead_letter(self, body: bytes, reason: str, error: str) -> None:
+        """Park an outbox message for good, saying why; return once confirmed."""
+        message = aio_pika.Message(
+            body,
+            delivery_mode=PERSISTENT,
+            content_type="application/json",
+            headers={"x-fleet-reason": reason, "x-fleet-error": error[:500]},
+        )
+        await self._publish_confirmed(message, self.names.webhook_dead_letters)
+
+    async def _publish_confirmed(self, message: aio_pika.Message, queue: str) -> None:
+        exchange = self._channel(self._confirmed).default_exchange
+        for attempt in (1, 2):
+            try:
+                await exchange.publish(
+                    message, routing_key=queue, mandatory=True, timeout=self._publish_timeout
+                )
+                return
+            except PublishError:  # unroutable: the queue is gone (deleted by hand?)
+                if attempt == 2:
+                    raise
+                await self.declare_webhooks()
+
+    async def consume_webhooks(
+        self, on_delivery: Callable[[Delivery], Awaitable[None]], prefetch: int
+    ) -> list[Consumer]:
+        """Consume every outbox queue, ``prefetch`` unacked deliveries at most per queue
+        (the broker makes one consumer of a queue active at a time, fleet-wide); a
+        robust channel consumes again after a reconnect."""
+        await self.declare_webhooks()
+        channel = await self._conn().channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=prefetch)  # per consumer
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            await on_delivery(Delivery(message))
+
+        consumers = []
+        for name in self.names.webhook_queues:
+            queue = await channel.declare_queue(
+                name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER
+            )
+            consumers.append(Consumer(queue, await queue.consume(deliver)))
+        return consumers
+
+    async def webhook_backlog(self) -> tuple[int | None, int | None]:
+        """Deliveries waiting in the outbox (None: no outbox queue), and dead letters
+        (None: no dead-letter queue). Passive."""
+        depths = [await self._passive_depth(name) for name in self.names.webhook_queues]
+        found = [depth for depth in depths if depth is not None]
+        waiting = sum(found) if found else None
+        return waiting, await self._passive_depth(self.names.webhook_dead_letters)
 
     # --- live events ----------------------------------------------------------------
     def _exchange(self) -> AbstractExchange:

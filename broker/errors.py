@@ -63,6 +63,10 @@ class ConversationClosed(FleetError):
     status = 409
 
 
+class QueueGone(ConversationClosed):
+    """The conversation's queue does not exist: it was closed, or passivated."""
+
+
 class Busy(FleetError):
     """A message sent while the agent runs a turn, to a conversation that rejects those."""
 
@@ -111,6 +115,27 @@ class Unavailable(FleetError):
     code = "unavailable"
     status = 503
     retry_after = 1.0
+
+
+class NotSupported(FleetError):
+    """The conversation's agent cannot do what was asked (answer a completion)."""
+
+    code = "not_supported"
+    status = 501
+
+
+class AgentFailed(FleetError):
+    """The conversation's owner could not answer a query: its LLM failed (``code`` is
+    the LLM error's, as a failed turn logs it) or its agent did."""
+
+    status = 502
+
+    def __init__(
+        self, code: str, message: str, status: int = 502, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.code = code
+        self.status = status
 
 
 class LeaseLost(Exception):

@@ -3,8 +3,10 @@
 A logged event is stored as the JSON the client receives. The worker encodes
 everything but the id; the append script, which alone knows the next id,
 prepends ``{"id":N,`` (see ``body`` and ``with_id``). Broker messages: what goes
-into a conversation's queue (``encode_input``/``decode_input``), claim requests,
-and batches of logged events for live delivery.
+into a conversation's queue (``encode_input``/``decode_input``: actions, timers that
+fired, the close marker, owner queries) and the answers to queries, claim requests,
+batches of logged events for live delivery, and webhooks (the outbox's messages and
+the body POSTed to receivers).
 """
 
 from __future__ import annotations
@@ -80,18 +82,21 @@ def state(value: str, **data: Any) -> NewEvent:
 
 
 # --- what travels through a conversation's queue ------------------------------------
-ActionKind = Literal["message", "stop"]
-ACTION_KINDS: tuple[ActionKind, ...] = ("message", "stop")
+ActionKind = Literal["message", "stop", "approval"]
+ACTION_KINDS: tuple[ActionKind, ...] = ("message", "stop", "approval")
+MAX_ID_FIELD = 256  # characters of a request id or a choice
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A client's ``user_action``: a ``message`` (its ``content``), or a ``stop`` of the
-    running turn."""
+    """A client's ``user_action``: a ``message`` (its ``content``), a ``stop`` of the
+    running turn, or an ``approval`` (the ``choice`` answering ``request_id``)."""
 
     action_id: str
     kind: ActionKind
     content: str = ""
+    request_id: str = ""
+    choice: str = ""
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -100,33 +105,50 @@ class Action:
             raise BadRequest("user_action must be an object")
         kind = payload.get("kind")
         if kind not in ACTION_KINDS:
-            raise BadRequest("user_action.kind must be one of 'message', 'stop'")
-        content = ""
+            raise BadRequest("user_action.kind must be one of 'message', 'stop', 'approval'")
+        data = payload.get("data")
+        fields = {}
         if kind == "message":
-            data = payload.get("data")
-            if not isinstance(data, dict) or not isinstance(data.get("content"), str):
-                raise BadRequest("user_action.data.content must be a string")
-            if not _is_utf8(data["content"]):
-                raise BadRequest("user_action.data.content must be valid Unicode text")
-            content = data["content"]
+            fields["content"] = _text_field(data, "content")
+        elif kind == "approval":
+            fields["request_id"] = _text_field(data, "request_id", MAX_ID_FIELD)
+            fields["choice"] = _text_field(data, "choice", MAX_ID_FIELD)
         action_id = payload.get("action_id")
         if action_id is None:
             action_id = uuid.uuid4().hex
         elif not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
-        return cls(action_id=action_id, kind=kind, content=content)
+        return cls(action_id=action_id, kind=kind, **fields)
 
     def digest(self) -> str:
         """What the action says (not its id): an id is admitted with one content only."""
-        return hashlib.blake2b(orjson.dumps([self.kind, self.content]), digest_size=16).hexdigest()
+        said = [self.kind, self.content]
+        if self.kind == "approval":
+            said = [self.kind, self.request_id, self.choice]
+        return hashlib.blake2b(orjson.dumps(said), digest_size=16).hexdigest()
 
     def event(self, **extra: Any) -> NewEvent:
         """The user event this action logs: a ``message`` (``extra`` adds to its data, as
-        ``steered_into``), or a ``stop``."""
+        ``steered_into``), a ``stop`` or an ``approval``."""
         if self.kind == "stop":
             return NewEvent("user", "stop", {"action_id": self.action_id})
+        if self.kind == "approval":
+            data = {"request_id": self.request_id, "choice": self.choice}
+            return NewEvent("user", "approval", {**data, "action_id": self.action_id})
         data = {"content": self.content, "action_id": self.action_id, **extra}
         return NewEvent("user", "message", data)
+
+
+def _text_field(data: object, name: str, max_chars: int | None = None) -> str:
+    """``data[name]``, a string of valid text (and at most ``max_chars``, non-empty)."""
+    value = data.get(name) if isinstance(data, dict) else None
+    if not isinstance(value, str):
+        raise BadRequest(f"user_action.data.{name} must be a string")
+    if not _is_utf8(value):
+        raise BadRequest(f"user_action.data.{name} must be valid Unicode text")
+    if max_chars is not None and not 0 < len(value) <= max_chars:
+        raise BadRequest(f"user_action.data.{name} must have 1 to {max_chars} characters")
+    return value
 
 
 def _is_utf8(text: str) -> bool:
@@ -145,7 +167,106 @@ class CloseMarker:
     reason: str
 
 
-QueueItem = Action | CloseMarker
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    """A timer of the conversation's agent, due: its owner logs it once, as a ``timer``
+    event that starts a turn of its own."""
+
+    timer_id: str
+    payload: Any
+    at: float  # when it was due (epoch seconds)
+
+    def event(self) -> NewEvent:
+        data = {"timer_id": self.timer_id, "payload": self.payload, "at": self.at}
+        return NewEvent("system", "timer", data)
+
+
+# --- owner queries: a completion asked of a conversation's owner, never logged -------
+ChatRole = Literal["system", "user", "assistant"]
+CHAT_ROLES: tuple[ChatRole, ...] = ("system", "user", "assistant")
+MAX_QUERY_MESSAGES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a completion request, as Chat Completions has it."""
+
+    role: ChatRole
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A completion of ``messages`` by the conversation's owner, with the conversation's
+    LLM settings: a question, not a turn (nothing is logged). Its asker waits
+    ``timeout`` seconds for the answer, on the AMQP reply-to of its message."""
+
+    messages: tuple[ChatMessage, ...]
+    timeout: float
+
+    @classmethod
+    def parse(cls, payload: object, timeout: float) -> Query:
+        """Validate a client's body; raise ``BadRequest`` naming the field at fault."""
+        if not isinstance(payload, dict):
+            raise BadRequest("body must be an object")
+        raw = payload.get("messages")
+        if not isinstance(raw, list) or not raw:
+            raise BadRequest("messages must be a non-empty list")
+        if len(raw) > MAX_QUERY_MESSAGES:
+            raise BadRequest(f"messages must hold at most {MAX_QUERY_MESSAGES} messages")
+        return cls(tuple(_chat_message(i, m) for i, m in enumerate(raw)), timeout)
+
+
+def _chat_message(index: int, raw: object) -> ChatMessage:
+    where = f"messages[{index}]"
+    if not isinstance(raw, dict):
+        raise BadRequest(f"{where} must be an object with role and content")
+    if extra := sorted(set(raw) - {"role", "content"}):
+        raise BadRequest(f"{where} has unknown fields: {', '.join(extra)}")
+    role = raw.get("role")
+    if role not in CHAT_ROLES:
+        raise BadRequest(f"{where}.role must be one of " + ", ".join(CHAT_ROLES))
+    content = raw.get("content")
+    if not isinstance(content, str):
+        raise BadRequest(f"{where}.content must be a string")
+    if not _is_utf8(content):
+        raise BadRequest(f"{where}.content must be valid Unicode text")
+    return ChatMessage(role, content)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAnswer:
+    """The owner's answer to a ``Query``: its ``content``, or an error ``code`` (an LLM
+    error's, ``not_supported``, ``unavailable``, ...) and ``message``."""
+
+    content: str = ""
+    code: str = ""
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.code
+
+
+def encode_answer(answer: QueryAnswer) -> bytes:
+    if answer.ok:
+        return orjson.dumps({"ok": True, "content": answer.content})
+    return orjson.dumps({"ok": False, "error": {"code": answer.code, "message": answer.message}})
+
+
+def decode_answer(body: bytes) -> QueryAnswer:
+    """What ``encode_answer`` wrote."""
+    try:
+        obj = orjson.loads(body)
+        if obj["ok"] is True:
+            return QueryAnswer(content=str(obj["content"]))
+        error = obj["error"]
+        return QueryAnswer(code=str(error["code"]), message=str(error["message"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"query answer of {len(body)} bytes: {exc!r}") from None
+
+
+QueueItem = Action | CloseMarker | TimerFired | Query
 
 
 class Malformed(ValueError):
@@ -156,9 +277,19 @@ def encode_input(item: QueueItem) -> bytes:
     """The body of a conversation-queue message."""
     if isinstance(item, CloseMarker):
         return orjson.dumps({"kind": "close", "reason": item.reason})
-    return orjson.dumps(
-        {"action_id": item.action_id, "kind": item.kind, "data": {"content": item.content}}
+    if isinstance(item, TimerFired):
+        return orjson.dumps(
+            {"kind": "timer", "timer_id": item.timer_id, "payload": item.payload, "at": item.at}
+        )
+    if isinstance(item, Query):
+        messages = [{"role": m.role, "content": m.content} for m in item.messages]
+        return orjson.dumps({"kind": "query", "messages": messages, "timeout": item.timeout})
+    data = (
+        {"request_id": item.request_id, "choice": item.choice}
+        if item.kind == "approval"
+        else {"content": item.content}
     )
+    return orjson.dumps({"action_id": item.action_id, "kind": item.kind, "data": data})
 
 
 def decode_input(body: bytes) -> QueueItem:
@@ -168,16 +299,36 @@ def decode_input(body: bytes) -> QueueItem:
         kind = obj["kind"]
         if kind == "close":
             return CloseMarker(str(obj["reason"]))
+        if kind == "timer":
+            return TimerFired(str(obj["timer_id"]), obj["payload"], float(obj["at"]))
+        if kind == "query":
+            messages = tuple(ChatMessage(m["role"], str(m["content"])) for m in obj["messages"])
+            return Query(messages, float(obj["timeout"]))
         if kind not in ACTION_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        return Action(str(obj["action_id"]), kind, str(obj["data"]["content"]))
+        data = obj["data"]
+        if kind == "approval":
+            return Action(
+                str(obj["action_id"]),
+                kind,
+                request_id=str(data["request_id"]),
+                choice=str(data["choice"]),
+            )
+        return Action(str(obj["action_id"]), kind, str(data["content"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
 
-def input_id(cid: str, item: QueueItem) -> str:
-    """The broker message id of a queued item."""
-    return f"close:{cid}" if isinstance(item, CloseMarker) else item.action_id
+def input_id(cid: str, item: Action | CloseMarker | TimerFired) -> str:
+    """The broker message id of a queued item (a query goes by its correlation id)."""
+    if isinstance(item, CloseMarker):
+        return f"close:{cid}"
+    return item.timer_id if isinstance(item, TimerFired) else item.action_id
+
+
+def turn_id_of(message: Event) -> str:
+    """The id of the turn an event starts: a user message's action id, a timer's id."""
+    return str(message.data["timer_id" if message.kind == "timer" else "action_id"])
 
 
 # --- claim requests (the dispatch queue) -------------------------------------------
@@ -245,6 +396,76 @@ def decode_live(body: bytes) -> Batch | StreamFrame:
         return StreamFrame(**obj)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise Malformed(f"live message of {len(body)} bytes: {exc!r}") from None
+
+
+# --- webhooks: the webhook outbox's messages, and the body POSTed to receivers ------
+# Where a delivery goes: FLEET_WEBHOOK_URL, or the conversation's callback_url.
+WebhookTarget = Literal["fleet", "callback"]
+WEBHOOK_TARGETS: tuple[WebhookTarget, ...] = ("fleet", "callback")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """One logged state change owed to one target: a message of the webhook outbox."""
+
+    conversation_id: str
+    user: str
+    target: WebhookTarget
+    url: str
+    event_id: int
+    event: bytes  # the event's JSON exactly as logged, which is what clients see
+    queued_at: float  # epoch seconds; retried until FLEET_WEBHOOK_RETRY_FOR after it
+
+    @property
+    def delivery_id(self) -> str:
+        """The same for every retry and every copy queued again: receivers dedupe by it."""
+        return f"{self.conversation_id}:{self.event_id}:{self.target}"
+
+    def body(self) -> bytes:
+        """What is POSTed (and signed): the event embedded byte for byte."""
+        return orjson.dumps(
+            {
+                "delivery_id": self.delivery_id,
+                "conversation_id": self.conversation_id,
+                "user": self.user,
+                "event": orjson.Fragment(self.event),
+            }
+        )
+
+
+def encode_webhook(webhook: Webhook) -> bytes:
+    """A webhook outbox message (the event as a string, so that it decodes byte for byte)."""
+    return orjson.dumps(
+        {
+            "conversation_id": webhook.conversation_id,
+            "user": webhook.user,
+            "target": webhook.target,
+            "url": webhook.url,
+            "event_id": webhook.event_id,
+            "event": webhook.event.decode(),
+            "queued_at": webhook.queued_at,
+        }
+    )
+
+
+def decode_webhook(body: bytes) -> Webhook:
+    """What ``encode_webhook`` wrote."""
+    try:
+        obj = orjson.loads(body)
+        target = obj["target"]
+        if target not in WEBHOOK_TARGETS:
+            raise ValueError(f"unknown target {target!r}")
+        return Webhook(
+            conversation_id=str(obj["conversation_id"]),
+            user=str(obj["user"]),
+            target=target,
+            url=str(obj["url"]),
+            event_id=int(obj["event_id"]),
+            event=str(obj["event"]).encode(),
+            queued_at=float(obj["queued_at"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise Malformed(f"webhook of {len(body)} bytes: {exc!r}") from None
 
 
 # --- the client's side of the protocol (the SDK, fleet/client) ------------------------

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
+from aio_pika.exceptions import ChannelInvalidStateError
 
 
 class Delivery:
@@ -32,6 +34,28 @@ class Delivery:
     @property
     def message_id(self) -> str | None:
         return self._message.message_id
+
+    @property
+    def headers(self) -> Mapping[str, Any]:
+        return self._message.headers
+
+    @property
+    def reply_to(self) -> str | None:
+        """Where a request wants its answer (an owner query's asker)."""
+        return self._message.reply_to
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self._message.correlation_id
+
+    @property
+    def stale(self) -> bool:
+        """Its channel is gone: the broker took the message back already."""
+        try:
+            self._message.channel  # noqa: B018 (raises once the channel is closed)
+        except ChannelInvalidStateError:
+            return True
+        return False
 
     def processing(self) -> AbstractAsyncContextManager[Any]:
         """Ack when the block succeeds, requeue when it raises."""

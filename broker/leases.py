@@ -83,13 +83,20 @@ class Leases:
         return bool(await self._finish(keys=keys, args=[lease_value(worker_id, epoch), cid]))
 
     async def passivate(
-        self, cid: str, worker_id: str, epoch: int, idle: float
+        self, cid: str, worker_id: str, epoch: int, idle: float, deleting: float
     ) -> PassivationOutcome:
-        """Release an idle conversation's lease and slot, unless someone still needs it."""
+        """Release an idle conversation's lease and slot, unless someone still needs it;
+        then its queue is to be deleted (within ``deleting`` seconds: ``queue_deleted``)."""
         n = self.names
-        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id), n.clients(cid)]
-        args: list[str | int] = [lease_value(worker_id, epoch), cid, int(idle * 1000)]
+        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id), n.clients(cid), n.deleting(cid)]
+        lease = lease_value(worker_id, epoch)
+        args: list[str | int] = [lease, cid, int(idle * 1000), int(deleting * 1000)]
         return one_of(await self._passivate(keys=keys, args=args), get_args(PassivationOutcome))
+
+    async def queue_deleted(self, cid: str) -> None:
+        """The passivated conversation's queue is gone (or kept: input came): input
+        need not wait any more."""
+        await self.redis.delete(self.names.deleting(cid))
 
     async def owned_by(self, worker_id: str) -> list[str]:
         return [text(c) for c in await self.redis.smembers(self.names.owns(worker_id))]

@@ -27,8 +27,14 @@ HEARTBEAT_SECONDS = Histogram(
     "Liveness renewal round trip",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
 )
+TIMER_LATENESS_SECONDS = Histogram(
+    "fleet_timer_lateness_seconds",
+    "From a timer's due time to its owner logging it",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0),
+)
 
 # Reapers
+TIMERS_FIRED = Counter("fleet_timers_fired_total", "Due timers queued to their conversations")
 WORKERS_REAPED = Counter("fleet_workers_reaped_total", "Dead workers whose conversations moved")
 
 

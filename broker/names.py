@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,15 @@ Role = Literal["worker", "gateway"]
 
 # A lease is "<worker_id>:<epoch>": who may write, and under which fencing token.
 LEASE_SEPARATOR = ":"
+
+# RabbitMQ's pseudo-queue for direct reply-to: a request published with this reply-to
+# on the channel that consumes it is answered straight over the asker's connection,
+# with no queue to declare, and nothing left behind when the asker goes.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+# The webhook outbox is this many queues, a conversation's deliveries all in one of
+# them (its order). Changing it while deliveries wait would break that order.
+WEBHOOK_SHARDS = 8
 
 
 def new_conversation_id() -> str:
@@ -82,9 +92,28 @@ class Names:
         """Hash of admitted action ids -> a digest of their content (one content per id)."""
         return f"{self.conv(cid)}:actions"
 
+    def deleting(self, cid: str) -> str:
+        """Set (with a TTL) while a passivated conversation's queue is being deleted:
+        input waits until it is gone, then declares the queue again."""
+        return f"{self.conv(cid)}:deleting"
+
+    def approvals(self, cid: str) -> str:
+        """Hash: open approval request id -> its options (JSON); answered ones are gone."""
+        return f"{self.conv(cid)}:approvals"
+
+    def timers(self, cid: str) -> str:
+        """Hash: the agent's scheduled timer id -> ``{"at", "payload"}`` (JSON), until it
+        is logged as fired or cancelled."""
+        return f"{self.conv(cid)}:timers"
+
     def clients(self, cid: str) -> str:
         """Hash of gateway id -> connected clients of the conversation."""
         return f"{self.conv(cid)}:clients"
+
+    def webhooks(self, cid: str) -> str:
+        """Hash of webhook target -> the last event id delivered (or dead-lettered) to it:
+        a copy of an earlier delivery, queued again after a crash, is skipped."""
+        return f"{self.conv(cid)}:webhooks"
 
     def user_conversations(self, user: str) -> str:
         """Sorted set: every conversation of the user -> creation time (ms)."""
@@ -131,6 +160,11 @@ class Names:
         return f"{self.namespace}:pending"
 
     @property
+    def due(self) -> str:
+        """Sorted set: ``<cid> <timer_id>`` -> when it is due (ms); the reaper fires them."""
+        return f"{self.namespace}:timers"
+
+    @property
     def reaper_leader(self) -> str:
         return f"{self.namespace}:reaper:leader"
 
@@ -145,6 +179,19 @@ class Names:
 
     def conversation_queue(self, cid: str) -> str:
         return f"{self.namespace}.conv.{cid}"
+
+    def webhook_queue(self, cid: str) -> str:
+        """The webhook outbox queue of a conversation's deliveries (stable across processes)."""
+        return self.webhook_queues[zlib.crc32(cid.encode()) % WEBHOOK_SHARDS]
+
+    @property
+    def webhook_queues(self) -> list[str]:
+        return [f"{self.namespace}.webhooks.{shard}" for shard in range(WEBHOOK_SHARDS)]
+
+    @property
+    def webhook_dead_letters(self) -> str:
+        """Deliveries that ran out of retries, or whose callback_url now resolves privately."""
+        return f"{self.namespace}.webhooks.dead"
 
     # --- Lua ----------------------------------------------------------------------
     def lua_prelude(self, source: str | None = None) -> str:
@@ -166,6 +213,9 @@ class Names:
     def _lua_helpers(self) -> dict[str, str]:
         builders: dict[str, Callable[..., str]] = {
             "meta": self.meta,
+            "lease": self.lease,
+            "deleting": self.deleting,
+            "timers": self.timers,
             "clients": self.clients,
             "connections": self.connections,
             "running": self.running,

@@ -5,8 +5,16 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
@@ -52,6 +60,22 @@ class Settings(BaseSettings):
     llm_retries: int = Field(2, ge=0)  # on 429, 5xx and timeouts, with the SDK's backoff
     # module:registry of the tools the LLM agent may call (none by default).
     tools: str | None = None
+    # Seconds a gateway waits for a conversation's owner to answer a completion (an
+    # owner query); the request expires from the queue with it, so none is answered late.
+    completion_timeout: float = Field(60.0, gt=0)
+
+    # Webhooks: every agent state change is POSTed, signed with the secret, to this URL
+    # (the operator's: not checked for private addresses) and to the conversation's
+    # callback_url, if it has one. The secret comes first: the URL's check reads it.
+    webhook_secret: SecretStr | None = None
+    webhook_url: str | None = None
+    # Let callback_url point at loopback, private or link-local addresses (tests, labs).
+    webhook_allow_private: bool = False
+    webhook_timeout: float = Field(5.0, gt=0)  # seconds per delivery attempt
+    # A delivery is retried (capped exponential backoff, up to retry_cap seconds apart)
+    # for this long after it was queued, then parked with the dead letters.
+    webhook_retry_for: float = Field(3600.0, gt=0)
+    webhook_retry_cap: float = Field(60.0, gt=0)
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -71,6 +95,10 @@ class Settings(BaseSettings):
     # A conversation owed an owner this long (its claim request lost with a gateway, or
     # no worker had room) is asked for again by the reaper.
     claim_retry_after: float = Field(5.0, gt=0)
+    # The longest a publish may wait for the broker's confirm (then: unavailable). A
+    # conversation passivates no sooner after its last input, so that input is queued
+    # before its queue is deleted.
+    publish_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
     # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
     # after losing them) exits non-zero, so that its supervisor notices.
@@ -127,12 +155,30 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return None
+        if problem := url_problem(value):
+            raise ValueError(problem)
+        secret = info.data.get("webhook_secret")
+        if not isinstance(secret, SecretStr) or not secret.get_secret_value():
+            raise ValueError("webhooks are signed: set FLEET_WEBHOOK_SECRET too")
+        return value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @property
+    def webhook_signing_key(self) -> bytes | None:
+        """The webhook secret's bytes; None when webhooks are off (no secret)."""
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        return secret.encode() or None
 
     @property
     def heartbeat_interval(self) -> float:
@@ -159,6 +205,21 @@ class Settings(BaseSettings):
         if len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(f"FLEET_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes (HS256)")
         return secret
+
+
+def url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a webhook URL (absolute http or https, with a
+    host), or None. Shared with callback_url's checks (``broker.webhooks``)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return "must be a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "must name a host"
+    return None
 
 
 def variables() -> dict[str, str]:

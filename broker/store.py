@@ -2,31 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
+import orjson
 from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.errors import LeaseLost
-from broker.events import Action, StreamFrame
+from broker.events import Action, CloseMarker, QueueItem, StreamFrame
 from broker.names import Names
 from broker.ratelimit import Rate
 from broker.redis import one_of, text
 from broker.settings import BusyPolicy, OverLimitPolicy
 
+SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
+
 Status = Literal["idle", "running", "closing", "closed"]
 # See lua/admit.lua for what each outcome means.
 AdmissionOutcome = Literal[
-    "ok", "rate_limited", "conflict", "busy", "log_full", "over_limit", "closed", "unknown"
+    "ok",
+    "rate_limited",
+    "conflict",
+    "busy",
+    "log_full",
+    "no_request",
+    "bad_choice",
+    "over_limit",
+    "closed",
+    "unknown",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
-    """A conversation's record: whose it is, who runs it and how far its log goes."""
+    """A conversation's record: whose it is, who runs it, how far its log goes, the
+    agent's last logged state (None before its first) and how many clients are
+    connected to it across every gateway."""
 
     conversation_id: str
     user: str
@@ -34,6 +50,8 @@ class ConversationRecord:
     owner: str | None
     created_at: float
     last_event_id: int
+    agent_state: str | None = None
+    connections: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -42,6 +60,8 @@ class ConversationRecord:
             "owner": self.owner,
             "created_at": self.created_at,
             "last_event_id": self.last_event_id,
+            "agent_state": self.agent_state,
+            "connections": self.connections,
         }
 
 
@@ -70,6 +90,7 @@ class Admission:
     needs_owner: bool
     evicted: str | None
     retry_after_ms: int = 0
+    settling: bool = False  # its queue is being deleted: ``settled`` before queueing
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +99,22 @@ class TurnState:
 
     on_busy: BusyPolicy
     since: list[bytes]  # the log from the oldest unfinished turn's first event
+
+
+@dataclass(frozen=True, slots=True)
+class RequestChange:
+    """An approval request an append opens (answerable from then on, with one of its
+    ``options``) or closes (its turn ended unanswered)."""
+
+    open: str = ""
+    options: Sequence[str] = ()
+    close: str = ""
+
+    def args(self) -> list[str]:
+        return [self.open, orjson.dumps(list(self.options)).decode(), self.close]
+
+
+NO_REQUEST_CHANGE = RequestChange()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +138,20 @@ class Store:
         self._stream = scripts.load(redis, names, "stream")
 
     async def create(
-        self, cid: str, user: str, limits: Limits, on_busy: BusyPolicy, size: int = 0
+        self,
+        cid: str,
+        user: str,
+        limits: Limits,
+        on_busy: BusyPolicy,
+        size: int = 0,
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
-        """Record a new conversation of ``user``'s (its first input ``size`` bytes),
-        admitted under the limits; when it is not admitted, nothing is left of it."""
-        return await self._admission(cid, "create", user, limits, size=size, on_busy=on_busy)
+        """Record a new conversation of ``user``'s (its first input ``size`` bytes; more
+        fields of its record in ``record``), admitted under the limits; when it is not
+        admitted, nothing is left of it."""
+        return await self._admission(
+            cid, "create", user, limits, size=size, on_busy=on_busy, record=record or {}
+        )
 
     async def admit(
         self, cid: str, user: str, limits: Limits, action: Action, size: int
@@ -113,6 +159,11 @@ class Store:
         """Admit ``action`` (``size`` bytes) to ``cid`` under the user's limits, marking
         the conversation active."""
         return await self._admission(cid, "act", user, limits, action, size)
+
+    async def admit_query(self, cid: str, user: str, limits: Limits, size: int) -> Admission:
+        """Admit an owner query (``size`` bytes) as an action is admitted, but whatever
+        the log's size: a query logs nothing."""
+        return await self._admission(cid, "act", user, limits, size=size, kind="query")
 
     async def _admission(
         self,
@@ -123,6 +174,8 @@ class Store:
         action: Action | None = None,
         size: int = 0,
         on_busy: BusyPolicy = "enqueue",
+        kind: str = "",
+        record: Mapping[str, str] | None = None,
     ) -> Admission:
         n = self.names
         keys = [
@@ -134,6 +187,8 @@ class Store:
             n.log(cid),
             n.actions(cid),
             n.pending,
+            n.approvals(cid),
+            n.deleting(cid),
         ]
         args = [
             cid,
@@ -147,16 +202,29 @@ class Store:
             action.digest() if action else "",
             limits.log_events,
             limits.log_bytes,
-            action.kind if action else "",
+            action.kind if action else kind,
             on_busy,
+            action.request_id if action else "",
+            action.choice if action else "",
+            *(part for pair in (record or {}).items() for part in pair),
         ]
-        outcome, needs_owner, evicted, wait_ms = await self._admit(keys=keys, args=args)
+        outcome, needs_owner, evicted, wait_ms, *settling = await self._admit(keys=keys, args=args)
         return Admission(
             one_of(outcome, get_args(AdmissionOutcome)),
             bool(needs_owner),
             text(evicted) or None,
             int(wait_ms),
+            bool(settling and settling[0]),
         )
+
+    async def settled(self, cid: str, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until the passivated conversation's queue
+        is deleted, so that input queued next declares it again rather than race the
+        deletion (a message routed to a queue as it is deleted is lost)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while await self.redis.exists(self.names.deleting(cid)):  # noqa: ASYNC110
+                    await asyncio.sleep(SETTLE_POLL)  # a few ms, and rare: not worth a pub/sub
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
@@ -168,10 +236,12 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.names.meta(cid))
             pipe.llen(self.names.log(cid))
-            meta, length = await pipe.execute()
+            pipe.hvals(self.names.clients(cid))  # per gateway; the dead ones are forgotten
+            meta, length, clients = await pipe.execute()
         if not meta:
             return None
         owner = meta.get(b"owner")
+        agent_state = meta.get(b"agent_state")
         return ConversationRecord(
             conversation_id=cid,
             user=meta[b"user"].decode(),
@@ -179,6 +249,16 @@ class Store:
             owner=owner.decode() if owner else None,
             created_at=float(meta[b"created_at"]),
             last_event_id=length - 1,
+            agent_state=agent_state.decode() if agent_state else None,
+            connections=sum(int(count) for count in clients),
+        )
+
+    async def may_reopen(self, cid: str, item: QueueItem) -> bool:
+        """Whether ``item`` may declare again the queue of ``cid``, deleted when it was
+        passivated: not once it is closed, nor (but for its close marker) closing."""
+        status = await self.redis.hget(self.names.meta(cid), "status")
+        return status in (b"idle", b"running") or (
+            status == b"closing" and isinstance(item, CloseMarker)
         )
 
     async def owner_of(self, cid: str) -> str | None:
@@ -212,12 +292,24 @@ class Store:
         once: str = "",
         turn_from: str = "",
         logged_step: str = "",
+        agent_state: str = "",
+        requests: RequestChange = NO_REQUEST_CHANGE,
     ) -> Appended:
         """Log ``bodies`` under ``lease``; raise ``LeaseLost`` if the lease moved on.
-        ``turn_from`` and ``logged_step``: see ``lua/append.lua``."""
+        ``turn_from``, ``logged_step``, ``agent_state`` and ``requests``: see
+        ``lua/append.lua``."""
         n = self.names
-        keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid)]
-        reply = await self._append(keys=keys, args=[lease, once, turn_from, logged_step, *bodies])
+        keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid), n.approvals(cid)]
+        args: list[str | bytes] = [
+            lease,
+            once,
+            turn_from,
+            logged_step,
+            agent_state,
+            *requests.args(),
+            *bodies,
+        ]
+        reply = await self._append(keys=keys, args=args)
         code = reply[0]
         if code == -1:
             metrics.FENCED_WRITES.inc()

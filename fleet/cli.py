@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from broker import tokens
+from broker import tokens, tracing
 from broker.dependencies import Unreachable
 from broker.logging import configure
 from broker.settings import ConfigError, Settings, load_settings, unknown_variables
@@ -124,6 +124,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         return asyncio.run(show_status(settings))
     configure(settings.log_level, command, settings.log_format)
+    if command in ("gateway", "worker", "reaper"):
+        tracing.configure(command)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM
 

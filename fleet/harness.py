@@ -262,6 +262,15 @@ class LocalFleet:
         await process.wait_for("reaper_started")
         return process
 
+    async def fake_llm(self, pace: float, port: int | None = None) -> tuple[FleetProcess, str]:
+        """``fleet fake-llm`` (unscripted replies at ``pace`` words per second) and its
+        base URL, up to ``/v1``, once it serves."""
+        port = port or free_port()
+        args = ["fake-llm", "--port", str(port), "--pace", str(pace)]
+        process = await self._spawn("fake-llm", args, {})
+        await process.wait_for("fake_llm_started")
+        return process, f"http://{self.settings.host}:{port}/v1"
+
     def warnings(self) -> Counter[str]:
         """Warnings and errors logged so far, as ``"<kind> <event> <error>"`` -> count."""
         found: Counter[str] = Counter()
@@ -302,7 +311,9 @@ async def purge(
             if found := META.match(key.decode(errors="replace")):
                 namespaces.add(found["ns"])
                 doomed.add(Names(found["ns"]).conversation_queue(found["cid"]))
-        doomed |= {Names(ns).dispatch_queue for ns in namespaces}
+        for ns in namespaces:
+            names = Names(ns)
+            doomed |= {names.dispatch_queue, names.webhook_dead_letters, *names.webhook_queues}
         doomed_exchanges = {Names(ns).outbound_exchange for ns in namespaces} | set(exchanges)
         broker = Broker(amqp_url, Names(prefix), name="purge", channels=8)
         await broker.connect(declare=False)

@@ -1,4 +1,5 @@
-"""``fleet status``: live workers, what they own, and the dispatch backlog."""
+"""``fleet status``: live workers, what they own, the dispatch backlog and the webhook
+outbox (deliveries waiting, and dead letters)."""
 
 from __future__ import annotations
 
@@ -56,12 +57,17 @@ async def _show(settings: Settings) -> None:
         raise AMQPUnreachable(str(exc)) from exc
     try:
         backlog = await broker.dispatch_backlog()
+        webhooks, dead = await broker.webhook_backlog()
     finally:
         await broker.close()
     if backlog is None:
         print("dispatch backlog: no dispatch queue (no fleet has run in this namespace)")
     else:
         print(f"dispatch backlog: {backlog} claim request(s)")
+    if webhooks is None and dead is None:
+        print("webhooks: no webhook outbox (webhooks have not run in this namespace)")
+    else:
+        print(f"webhooks: {webhooks or 0} delivery(ies) waiting, {dead or 0} dead letter(s)")
 
 
 class AMQPUnreachable(Exception):

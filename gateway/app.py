@@ -78,14 +78,19 @@ class Gateway(Service):
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
         self.redis = connect(settings.redis_url)
+        store = Store(self.redis, self.names)
         self.broker = Broker(
-            settings.amqp_url, self.names, name="gateway", channels=DECLARING_CHANNELS
+            settings.amqp_url,
+            self.names,
+            name="gateway",
+            channels=DECLARING_CHANNELS,
+            reopen=store.may_reopen,
+            publish_timeout=settings.publish_timeout,
         )
         self.liveness = Liveness(self.redis, self.names, "gateway")
         self.presence = Presence(
             self.redis, self.names, self.gateway_id, settings.max_connections_per_user
         )
-        store = Store(self.redis, self.names)
         operations = Operations(store, self.broker, settings)
         self.feed = Feed(self.broker, store, self._emit)
         rates = RateLimiter(self.redis, self.names, operations.limits.rate)
@@ -132,6 +137,7 @@ class Gateway(Service):
 
     async def _serve(self) -> None:
         await self.feed.start()
+        await self.broker.listen_answers()
         ttl = self.settings.gateway_liveness_ttl
         await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
         heartbeat = asyncio.create_task(self._beat())

@@ -1,4 +1,5 @@
-"""The HTTP API: conversations, their events and actions, health and readiness."""
+"""The HTTP API: conversations, their events, actions and owner queries, health and
+readiness."""
 
 from __future__ import annotations
 
@@ -108,6 +109,11 @@ class HttpApi:
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
             Route("/api/conversations/{cid}/events", api(self.events), methods=["GET"]),
             Route("/api/conversations/{cid}/actions", api(self.act, admits=True), methods=["POST"]),
+            Route(
+                "/api/conversations/{cid}/completions",
+                api(self.complete, admits=True),
+                methods=["POST"],
+            ),
             Route("/api/conversations/{cid}", api(self.close), methods=["DELETE"]),
             Route("/api/admin/fleet", api(self.fleet, admin=True), methods=["GET"]),
             Route(
@@ -192,7 +198,9 @@ class HttpApi:
         initial = body.get("initial_message")
         if initial is not None and not isinstance(initial, str):
             raise BadRequest("initial_message must be a string")
-        cid = await self._operations.create(user, initial, body.get("on_busy"))
+        cid = await self._operations.create(
+            user, initial, body.get("on_busy"), body.get("callback_url")
+        )
         return ORJSONResponse({"conversation_id": cid}, status_code=201)
 
     async def list(self, request: Request, user: str) -> Response:
@@ -215,6 +223,11 @@ class HttpApi:
         cid = await self._operations.authorize(user, request.path_params["cid"])
         action_id = await self._operations.act(user, cid, await self._json_body(request))
         return ORJSONResponse({"ok": True, "action_id": action_id})
+
+    async def complete(self, request: Request, user: str) -> Response:
+        cid = await self._operations.authorize(user, request.path_params["cid"])
+        content = await self._operations.complete(user, cid, await self._json_body(request))
+        return ORJSONResponse({"content": content})
 
     async def close(self, request: Request, user: str) -> Response:
         await self._operations.close(user, request.path_params["cid"])

@@ -9,6 +9,7 @@ into its schema below.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -21,13 +22,14 @@ from broker.errors import (
     Forbidden,
     LogFull,
     NotFound,
+    NotSupported,
     PayloadTooLarge,
     RateLimited,
     TooManyConversations,
     Unauthorized,
     Unavailable,
 )
-from broker.events import ACTION_ID
+from broker.events import ACTION_ID, CHAT_ROLES, MAX_ID_FIELD, MAX_QUERY_MESSAGES
 from broker.names import CONVERSATION_ID
 from broker.settings import BusyPolicy
 from broker.store import Status
@@ -58,7 +60,15 @@ EVENT: Schema = {
 }
 CONVERSATION: Schema = {
     "type": "object",
-    "required": ["conversation_id", "status", "owner", "created_at", "last_event_id"],
+    "required": [
+        "conversation_id",
+        "status",
+        "owner",
+        "created_at",
+        "last_event_id",
+        "agent_state",
+        "connections",
+    ],
     "additionalProperties": False,
     "properties": {
         "conversation_id": {"type": "string"},
@@ -66,6 +76,15 @@ CONVERSATION: Schema = {
         "owner": {"type": ["string", "null"], "description": "the worker running it"},
         "created_at": {"type": "number", "description": "epoch seconds"},
         "last_event_id": {"type": "integer", "minimum": -1, "description": "-1: none yet"},
+        "agent_state": {
+            "type": ["string", "null"],
+            "description": "the agent's last logged state; null before its first turn",
+        },
+        "connections": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Socket.IO clients connected to it, across every gateway",
+        },
     },
 }
 ACTION_ID_SCHEMA: Schema = {
@@ -74,7 +93,8 @@ ACTION_ID_SCHEMA: Schema = {
     "description": "chosen by the client to send it again safely; generated if absent or null",
 }
 ACTION: Schema = {
-    "description": "What `user_action` takes: a message, or a stop of the running turn.",
+    "description": "What `user_action` takes: a message, a stop of the running turn, or an "
+    "approval answer.",
     "oneOf": [
         {
             "type": "object",
@@ -95,6 +115,23 @@ ACTION: Schema = {
             "properties": {"kind": {"const": "stop"}, "action_id": ACTION_ID_SCHEMA},
             "description": "any `data` is ignored",
         },
+        {
+            "type": "object",
+            "required": ["kind", "data"],
+            "description": "the answer to an `approval_request` (one of its options)",
+            "properties": {
+                "kind": {"const": "approval"},
+                "data": {
+                    "type": "object",
+                    "required": ["request_id", "choice"],
+                    "properties": {
+                        "request_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_FIELD},
+                        "choice": {"type": "string", "minLength": 1, "maxLength": MAX_ID_FIELD},
+                    },
+                },
+                "action_id": ACTION_ID_SCHEMA,
+            },
+        },
     ],
 }
 NEW_CONVERSATION: Schema = {
@@ -105,6 +142,31 @@ NEW_CONVERSATION: Schema = {
             "enum": [*enum_of(BusyPolicy), None],
             "description": "input while a turn runs; null or absent: FLEET_ON_BUSY",
         },
+        "callback_url": {
+            "type": ["string", "null"],
+            "description": "where its state changes are POSTed too (webhooks; http(s), a "
+            "public address)",
+        },
+    },
+}
+QUERY: Schema = {
+    "type": "object",
+    "required": ["messages"],
+    "properties": {
+        "messages": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": MAX_QUERY_MESSAGES,
+            "items": {
+                "type": "object",
+                "required": ["role", "content"],
+                "additionalProperties": False,
+                "properties": {
+                    "role": {"enum": list(CHAT_ROLES)},
+                    "content": {"type": "string"},
+                },
+            },
+        }
     },
 }
 ACK: Schema = {
@@ -210,7 +272,9 @@ STREAMING: Schema = {
 }
 
 
-def error_schema(codes: list[str]) -> Schema:
+def error_schema(codes: list[str] | None) -> Schema:
+    """The JSON error, with one of ``codes`` (None: any)."""
+    code: Schema = {"type": "string"} if codes is None else {"enum": codes}
     return {
         "type": "object",
         "required": ["ok", "error"],
@@ -221,7 +285,7 @@ def error_schema(codes: list[str]) -> Schema:
                 "type": "object",
                 "required": ["code", "message"],
                 "additionalProperties": False,
-                "properties": {"code": {"enum": codes}, "message": {"type": "string"}},
+                "properties": {"code": code, "message": {"type": "string"}},
             },
         },
     }
@@ -234,19 +298,35 @@ def json_answer(description: str, schema: Schema) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+@dataclass(frozen=True, slots=True)
+class Code:
+    """An error answer: its HTTP status and code (None: codes an agent chooses)."""
+
+    status: int
+    code: str | None
+    meaning: str
+
+
+def code_of(refusal: type[FleetError] | Code) -> Code:
+    if isinstance(refusal, Code):
+        return refusal
+    return Code(refusal.status, refusal.code, (refusal.__doc__ or refusal.code).strip())
+
+
 def answers(
-    status: int, description: str, schema: Schema, *refusals: type[FleetError]
+    status: int, description: str, schema: Schema, *refusals: type[FleetError] | Code
 ) -> dict[str, Schema]:
     """The success answer, then one answer per status the ``refusals`` are sent with:
     the JSON error, its codes, and ``Retry-After`` where they carry one."""
     out = {str(status): json_answer(description, schema)}
-    by_status: dict[int, list[type[FleetError]]] = {}
-    for refusal in refusals:
+    by_status: dict[int, list[Code]] = {}
+    for refusal in map(code_of, refusals):
         by_status.setdefault(refusal.status, []).append(refusal)
-    for code, classes in sorted(by_status.items()):
+    for code, codes in sorted(by_status.items()):
+        named = [c.code for c in codes if c.code is not None]
         answer = json_answer(
-            "; ".join(f"`{c.code}`: {(c.__doc__ or c.code).strip()}" for c in classes),
-            error_schema([c.code for c in classes]),
+            "; ".join(f"`{c.code or '...'}`: {c.meaning}" for c in codes),
+            error_schema(None if len(named) < len(codes) else named),
         )
         if code in (429, 503):
             answer["headers"] = {
@@ -397,6 +477,38 @@ PATHS: dict[str, dict[str, Schema]] = {
             ),
             parameters=[CID],
             requestBody={"required": True, "content": {"application/json": {"schema": ACTION}}},
+        ),
+    },
+    "/api/conversations/{cid}/completions": {
+        "post": api(
+            "Ask the conversation's model, through its owner (nothing is logged)",
+            answers(
+                200,
+                "the model's answer",
+                {
+                    "type": "object",
+                    "required": ["content"],
+                    "additionalProperties": False,
+                    "properties": {"content": {"type": "string"}},
+                },
+                *API,
+                *BODY,
+                NotFound,
+                ConversationClosed,
+                TooManyConversations,
+                NotSupported,
+                Code(400, "context_too_long", "the messages do not fit the model's context"),
+                Code(429, "llm_rate_limited", "the LLM server refuses requests for now"),
+                Code(
+                    502,
+                    None,
+                    "the model or the agent failed: `llm_unavailable`, `llm_unreachable`, "
+                    "`llm_bad_request`, `agent_failed`, or an agent's own code",
+                ),
+                Code(504, "llm_timeout", "the LLM did not answer in time"),
+            ),
+            parameters=[CID],
+            requestBody={"required": True, "content": {"application/json": {"schema": QUERY}}},
         ),
     },
     "/api/admin/fleet": {

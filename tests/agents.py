@@ -114,3 +114,24 @@ class Flood:
                 ]
                 await turn.log(*batch, once=f"flood:{first}")
         await turn.finish("done")
+
+
+class Alarms:
+    """Schedules and cancels timers on command: "set NAME SECONDS" answers the timer's
+    id, "cancel ID" answers whether one was cancelled, and a timer that fires is
+    answered with its payload's name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def run_turn(self, turn: Turn) -> None:
+        if turn.message.kind == "timer":
+            await turn.finish(f"ring {turn.message.data['payload']['name']}")
+            return
+        command, *args = turn.message.data["content"].split()
+        if command == "set":
+            name, seconds = args
+            at = turn.message.ts + float(seconds)
+            await turn.finish(await turn.schedule(at, {"name": name}, key=name))
+        else:
+            await turn.finish(str(await turn.cancel_timer(args[0])))

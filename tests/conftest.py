@@ -14,6 +14,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import free_port, purge
 from gateway.app import Gateway
+from tests.receiver import Receiver, Receivers
 from workers.reaper import Reaper
 from workers.worker import Worker
 
@@ -150,3 +151,16 @@ async def fleet(settings: Settings) -> AsyncIterator[InProcessFleet]:
     running = InProcessFleet(settings)
     yield running
     await running.close()
+
+
+@pytest.fixture
+async def receivers() -> AsyncIterator[Receivers]:
+    """Start receivers (``await receivers(status=...)``); all stopped at the end."""
+    started: list[Receiver] = []
+
+    async def start(status: int = 200) -> Receiver:
+        started.append(await Receiver(status).start())
+        return started[-1]
+
+    yield start
+    await asyncio.gather(*(receiver.stop() for receiver in started))

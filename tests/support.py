@@ -69,6 +69,18 @@ class Client:
         ack: dict[str, Any] = await self.sio.call("user_action", payload, timeout=15)
         return ack
 
+    async def approve(
+        self, request_id: str, choice: str, action_id: str | None = None
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "kind": "approval",
+            "data": {"request_id": request_id, "choice": choice},
+        }
+        if action_id is not None:
+            payload["action_id"] = action_id
+        ack: dict[str, Any] = await self.sio.call("user_action", payload, timeout=15)
+        return ack
+
     async def connect(
         self,
         url: str,
@@ -129,6 +141,15 @@ class StreamedText:
             self.faults.append(f"{turn} step {step}: seq {seq} after {last}")
         self.shown[key] = self.shown.get(key, "") + frame["delta"]
         self._at[key] = (epoch, seq)
+
+
+def of_kind(events: EventList, kind: str) -> EventList:
+    return [event for event in events if event["kind"] == kind]
+
+
+def answers(events: EventList) -> list[str]:
+    """Every turn's answer, in log order."""
+    return [content for contents in replies(events).values() for content in contents]
 
 
 def replied_to(action_id: str) -> Callable[[EventList], bool]:

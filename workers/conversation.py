@@ -1,26 +1,40 @@
 """One conversation's loop: consume its queue, log each input (fenced), acknowledge
-it, and hand it to the conversation's turns."""
+it, and hand it to the conversation's turns (or, an owner query, to its queries)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
 import structlog
 
+from broker import tracing
 from broker.amqp import INTERRUPTED, Broker
 from broker.backoff import Backoff
 from broker.errors import LeaseLost
-from broker.events import Action, CloseMarker, Event, Malformed, NewEvent, decode_input
+from broker.events import (
+    Action,
+    CloseMarker,
+    Event,
+    Malformed,
+    NewEvent,
+    Query,
+    TimerFired,
+    decode_input,
+)
 from broker.inbox import Delivery, Inbox
 from broker.leases import Leases
 from broker.names import lease_value
 from broker.store import Store
+from broker.timers import Timers
 from workers.agents import Agent
+from workers.queries import OwnerQueries
 from workers.scribe import Scribe
 from workers.stream import Streamer
 from workers.turns import TurnRunner
+from workers.webhook_relay import WebhookRelay
 
 log = structlog.get_logger()
 
@@ -35,23 +49,36 @@ class ConversationLoop:
         epoch: int,
         agent: Agent,
         store: Store,
+        timers: Timers,
         leases: Leases,
         broker: Broker,
         alive: Callable[[], bool],
         closing: str | None = None,
+        relay: WebhookRelay | None = None,
     ) -> None:
         self.conversation_id = cid
         self.worker_id = worker_id
         self.epoch = epoch
         self.lease = lease_value(worker_id, epoch)
         self._store = store
+        self._timers = timers
         self._leases = leases
         self._broker = broker
         self.log = log.bind(conversation_id=cid, worker_id=worker_id, epoch=epoch)
-        self.scribe = Scribe(cid, self.lease, store, broker, alive)
+        self.relay = relay  # queues the state changes for webhooks, if any
+        self.scribe = Scribe(
+            cid,
+            self.lease,
+            store,
+            timers,
+            broker,
+            alive,
+            relay.state_logged if relay else None,
+        )
         self.turns = TurnRunner(
             agent, self.scribe, Streamer(self.scribe, epoch), epoch, self._fail, self.log
         )
+        self.queries = OwnerQueries(agent, broker, self.log)
         self._inbox: Inbox | None = None
         self._draining = False
         self._failure: BaseException | None = None  # a turn found the lease lost
@@ -66,10 +93,12 @@ class ConversationLoop:
 
     @property
     def idle_since(self) -> float | None:
-        """Since when nothing happened: no input in hand, no turn running or waiting."""
-        if self._handling or self.turns.busy:
+        """Since when nothing happened: no input in hand, no turn running or waiting,
+        no query being answered, no state change still to queue for webhooks."""
+        relaying = self.relay is not None and self.relay.behind
+        if self._handling or self.turns.busy or self.queries.busy or relaying:
             return None
-        return max(self._last_input, self.turns.last_end)
+        return max(self._last_input, self.turns.last_end, self.queries.last_end)
 
     async def run(self) -> None:
         """Resume the turns, then consume until drained; raise ``LeaseLost`` when fenced.
@@ -77,7 +106,11 @@ class ConversationLoop:
         A lost channel ends the consumer; the robust connection reopens it and we
         consume again, with capped exponential backoff.
         """
+        relaying: asyncio.Task[None] | None = None
         try:
+            if self.relay is not None:
+                await self.relay.start()
+                relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
             self.turns.policy = state.on_busy
             await self.turns.resume([Event.from_json(raw) for raw in state.since])
@@ -93,8 +126,14 @@ class ConversationLoop:
                 if not self._draining and not self.finished:
                     await backoff.sleep()
         finally:
-            # A turn cut short here resumes on the next owner, from its last logged step.
+            # A turn cut short here resumes on the next owner, from its last logged step;
+            # a query cut short tells its asker to retry.
             await asyncio.shield(self.turns.halt())
+            await asyncio.shield(self.queries.close())
+            if relaying is not None:  # what it did not queue, the next owner will
+                relaying.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relaying
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
@@ -143,12 +182,21 @@ class ConversationLoop:
             self.log.warning("input_malformed", error=str(exc))
             await delivery.reject()
             return
+        if isinstance(item, Query):
+            await self._ask(item, delivery)
+            return
         # Acknowledged once logged: from then on the log is the record (a crash now
         # leaves an unfinished turn that the next owner resumes). Requeued on any
         # failure before that: logged here or by the next owner, once (dedupe keys).
         try:
             async with delivery.processing():
-                await self._handle(item)
+                with tracing.span(
+                    "fleet.input",
+                    {"fleet.conversation_id": self.conversation_id, "fleet.epoch": self.epoch},
+                    tracing.Kind.CONSUMER,
+                    tracing.extract(delivery.headers),
+                ):
+                    await self._handle(item)
         except LeaseLost:
             raise
         except Exception as exc:
@@ -157,17 +205,35 @@ class ConversationLoop:
         else:
             self._retry.reset()
 
-    async def _handle(self, item: Action | CloseMarker) -> None:
+    async def _ask(self, query: Query, delivery: Delivery) -> None:
+        """An owner query: acknowledged at once (answered at most once, see
+        ``workers.queries``), then answered beside the turns, not behind them."""
+        try:
+            await delivery.ack()
+        except Exception as exc:  # the channel died: the broker gave it back already
+            self.log.warning("query_ack_failed", error=repr(exc))
+            return
+        if self._closing:
+            await self.queries.refuse(delivery.reply_to, delivery.correlation_id)
+        else:
+            self.queries.start(query, delivery.reply_to, delivery.correlation_id)
+
+    async def _handle(self, item: Action | CloseMarker | TimerFired) -> None:
         if isinstance(item, CloseMarker):
             await self.turns.close()
             await self.scribe.log(
                 NewEvent("system", "closed", {"reason": item.reason}), once="closed"
             )
             self._closing = True
+        elif isinstance(item, TimerFired):
+            if not self._closing:  # else it is cleared with the conversation
+                await self.turns.timer(item)
         elif self._closing:
             await self._late(item)
         elif item.kind == "stop":
             await self.turns.stop(item)
+        elif item.kind == "approval":
+            await self.turns.approve(item)
         else:
             await self.turns.message(item)
 
@@ -183,9 +249,12 @@ class ConversationLoop:
 
     async def _finish(self) -> bool:
         """Once the queue is empty: delete it and mark the conversation closed (fenced)."""
+        if self.relay is not None:  # no owner comes after this one to queue the rest
+            await self.relay.flush()
         if not await self._broker.delete_if_empty(self.conversation_id):
             return False
         if not await self._leases.finish(self.conversation_id, self.worker_id, self.epoch):
             raise LeaseLost(f"lease {self.lease} moved on before closing")
+        await self._timers.clear(self.conversation_id)
         self.log.info("conversation_closed")
         return True

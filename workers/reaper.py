@@ -1,4 +1,5 @@
-"""The reaper: re-dispatches the conversations of workers whose liveness lapsed.
+"""The reaper: re-dispatches the conversations of workers whose liveness lapsed, and
+fires agents' timers when due.
 
 Several reapers may run; a leader lease lets one act at a time and a standby take
 over within ``reaper_lease_ttl``. The fleet does not depend on it for recovery:
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from redis.exceptions import RedisError
@@ -17,7 +19,7 @@ from redis.exceptions import RedisError
 from broker import metrics
 from broker.amqp import Broker
 from broker.backoff import Backoff
-from broker.errors import Unavailable
+from broker.errors import ConversationClosed, Unavailable
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -25,8 +27,15 @@ from broker.liveness import Liveness
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
+from broker.store import Store
+from broker.timers import DueTimer, Timers
 
 log = structlog.get_logger()
+
+# Timers fired per sweep, at most: after downtime, a backlog goes out in batches.
+TIMER_BATCH = 500
+# A timer whose firing is not confirmed is fired again after this long (seconds).
+TIMER_RETRY = 5.0
 
 
 class Reaper(Service):
@@ -40,10 +49,18 @@ class Reaper(Service):
         self.leading = False
         self.redis = connect(settings.redis_url)
         self.leases = Leases(self.redis, self.names)
+        self.timers = Timers(self.redis, self.names)
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
-        self.broker = Broker(settings.amqp_url, self.names, name="reaper")
+        store = Store(self.redis, self.names)
+        self.broker = Broker(
+            settings.amqp_url,
+            self.names,
+            name="reaper",
+            reopen=store.may_reopen,
+            publish_timeout=settings.publish_timeout,
+        )
 
     async def serve(self) -> None:
         metrics.serve(self.settings.host, self.settings.metrics_port)
@@ -65,7 +82,7 @@ class Reaper(Service):
         while not self._stop.is_set():
             delay, redis_error = interval, None
             try:
-                await self.tick()
+                delay = await self.tick()
                 backoff.reset()
             except (RedisError, OSError) as exc:
                 delay, redis_error = backoff.next(), exc
@@ -79,16 +96,21 @@ class Reaper(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def tick(self) -> None:
-        """Keep (or take) the leadership; sweep when leading."""
+    async def tick(self) -> float:
+        """Keep (or take) the leadership; sweep when leading. How long to wait for the
+        next tick: the sweep interval, or less when a timer falls due sooner."""
         leading = await self.leader.hold()
         if leading != self.leading:
             log.info(
                 "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
             )
             self.leading = leading
-        if leading:
-            await self.sweep()
+        interval = self.settings.reaper_interval
+        if not leading:
+            return interval
+        await self.sweep()
+        due = await self.timers.next_due()
+        return interval if due is None else min(interval, max(0.0, due - time.time()))
 
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
@@ -103,6 +125,7 @@ class Reaper(Service):
         for cid in await self.leases.pending(self.settings.claim_retry_after):
             log.info("claim_requested_again", conversation_id=cid)
             await self.broker.request_claim(cid)
+        await self.fire_timers()
         moved = 0
         for worker_id in await self.workers.expired():
             cids = await self.leases.owned_by(worker_id)
@@ -112,3 +135,26 @@ class Reaper(Service):
                 metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved
+
+    async def fire_timers(self) -> int:
+        """Queue each due timer as input of its conversation (asking for an owner if it
+        has none live); how many went out."""
+        due = await self.timers.due(TIMER_BATCH, TIMER_RETRY)
+        outcomes = await asyncio.gather(
+            *(self._fire(timer) for timer in due), return_exceptions=True
+        )
+        sent = [timer for timer, outcome in zip(due, outcomes, strict=True) if outcome is None]
+        await self.timers.fired(sent)
+        metrics.TIMERS_FIRED.inc(len(sent))
+        if len(sent) < len(due):
+            log.warning("timers_not_fired", reaper_id=self.reaper_id, timers=len(due) - len(sent))
+        return len(sent)
+
+    async def _fire(self, timer: DueTimer) -> None:
+        cid = timer.conversation_id
+        try:
+            await self.broker.publish_input(cid, timer.fired)
+        except ConversationClosed:
+            return  # its queue is gone with the conversation: nothing to wake
+        if timer.needs_owner:
+            await self.broker.request_claim(cid)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from broker.amqp import Broker
 from broker.errors import LeaseLost
 from broker.events import Event, NewEvent, StreamFrame, with_id
-from broker.store import Store
+from broker.store import NO_REQUEST_CHANGE, RequestChange, Store
+from broker.timers import Timers
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,35 +26,53 @@ class Logged:
 
 
 class Scribe:
-    """Logs events under one lease and publishes them; refuses once liveness is in doubt."""
+    """Logs events under one lease and publishes them, and keeps the conversation's
+    timers; refuses once liveness is in doubt."""
 
     def __init__(
         self,
         cid: str,
         lease: str,
         store: Store,
+        timers: Timers,
         broker: Broker,
         alive: Callable[[], bool],
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         self.conversation_id = cid
         self.lease = lease
         self._store = store
+        self._timers = timers
         self._broker = broker
         self._alive = alive
+        # Told of every append that may have logged a state change (the webhook relay).
+        self._on_state = on_state
 
     def _check(self) -> None:
         if not self._alive():
             raise LeaseLost(f"liveness of {self.lease} lapsed")
 
     async def log(
-        self, *events: NewEvent, once: str = "", turn_from: str = "", logged_step: str = ""
+        self,
+        *events: NewEvent,
+        once: str = "",
+        turn_from: str = "",
+        logged_step: str = "",
+        requests: RequestChange = NO_REQUEST_CHANGE,
     ) -> Logged:
         """Log ``events`` together (fenced; with ``once`` at most once ever), then
-        publish them. ``turn_from`` and ``logged_step``: see ``lua/append.lua``."""
+        publish them. ``turn_from``, ``logged_step`` and ``requests``: see
+        ``lua/append.lua``."""
         self._check()
         cid = self.conversation_id
         bodies = [event.body(cid) for event in events]
-        appended = await self._store.append(cid, self.lease, bodies, once, turn_from, logged_step)
+        try:
+            appended = await self._store.append(
+                cid, self.lease, bodies, once, turn_from, logged_step, last_state(events), requests
+            )
+        finally:  # even on an error: the append may have happened; the relay reads the log
+            if self._on_state is not None and any(e.kind == "state" for e in events):
+                self._on_state()
         if appended.duplicate:
             # Logged by an earlier delivery that may have died before publishing:
             # publish again; gateways drop ids they already delivered.
@@ -74,5 +93,24 @@ class Scribe:
             raise LeaseLost(f"lease {self.lease} is no longer current")
         await self._broker.publish_frame(frame)
 
+    async def schedule(self, timer_id: str, at: float, payload: object) -> None:
+        self._check()
+        await self._timers.schedule(self.conversation_id, self.lease, timer_id, at, payload)
+
+    async def cancel(self, timer_id: str) -> bool:
+        self._check()
+        return await self._timers.cancel(self.conversation_id, self.lease, timer_id)
+
+    async def timer_logged(self, timer_id: str) -> None:
+        await self._timers.forget(self.conversation_id, timer_id)
+
     async def history(self) -> list[Event]:
         return [Event.from_json(raw) for raw in await self._store.read(self.conversation_id)]
+
+
+def last_state(events: tuple[NewEvent, ...]) -> str:
+    """The last agent state among ``events`` ('' when none): kept in the record."""
+    for event in reversed(events):
+        if event.source == "agent" and event.kind == "state":
+            return str(event.data.get("state", ""))
+    return ""

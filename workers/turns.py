@@ -17,21 +17,27 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from broker import metrics, tracing
 from broker.errors import LeaseLost
-from broker.events import Action, Event, NewEvent, state
+from broker.events import Action, Event, NewEvent, TimerFired, state, turn_id_of
 from broker.settings import BusyPolicy
+from broker.store import RequestChange
 from workers.agents import Agent, TurnFailed
 from workers.scribe import Scribe
 from workers.stream import Streamer
 from workers.turn import LiveTurn
 
 AbortReason = str  # "stopped" | "interrupted" | "closed"
-IDLE = state("awaiting_user_input")
+
+
+def idle() -> NewEvent:
+    """State ``awaiting_user_input``, as of now."""
+    return state("awaiting_user_input")
 
 
 @dataclass(slots=True)
@@ -61,12 +67,15 @@ class TurnRunner:
         self._log = log
         self._lock = asyncio.Lock()
         self._running: Running | None = None
-        self._pending: deque[Event] = deque()  # user messages waiting for their turn
+        self._pending: deque[Event] = deque()  # messages and timers waiting for a turn
         self.last_end = time.monotonic()
 
     @property
     def busy(self) -> bool:
-        return self._running is not None or bool(self._pending)
+        """A turn runs, or waits for one; a turn waiting for an approval is not busy
+        (its conversation may passivate meanwhile: the answer wakes it up)."""
+        running = self._running
+        return bool(self._pending) or (running is not None and running.turn.awaiting is None)
 
     # --- input, in queue order ------------------------------------------------------
     async def message(self, action: Action) -> None:
@@ -81,22 +90,44 @@ class TurnRunner:
                 if logged.fresh:
                     running.turn.steer_in(logged.events[0])
                 return
-            if running is None and not self._pending:
-                logged = await self.scribe.log(
-                    action.event(),
-                    state("running", turn_id=action.action_id),
-                    once=once,
-                    turn_from="=",
-                )
-                if logged.fresh:
-                    self._start(logged.events[0], [], [])
-                return
-            logged = await self.scribe.log(action.event(), once=once)
-            if not logged.fresh:
-                return
-            self._pending.append(logged.events[0])
-            if running is not None and self.policy == "interrupt":
+            fresh = await self._take(action.event(), action.action_id, once)
+            if fresh and running is not None and self.policy == "interrupt":
                 await self._abort(running, "interrupted")
+
+    async def timer(self, fired: TimerFired) -> None:
+        """Log a timer that fired, once, and give it a turn after those waiting."""
+        async with self._lock:
+            event = fired.event()
+            if await self._take(event, fired.timer_id, f"timer:{fired.timer_id}"):
+                metrics.TIMER_LATENESS_SECONDS.observe(max(0.0, event.ts - fired.at))
+        await self.scribe.timer_logged(fired.timer_id)
+
+    async def _take(self, event: NewEvent, turn_id: str, once: str) -> bool:
+        """Lock held: log what starts a turn; start it if none runs or waits, else
+        queue it. False if it was logged before."""
+        if self._running is None and not self._pending:
+            running = state("running", turn_id=turn_id)
+            logged = await self.scribe.log(event, running, once=once, turn_from="=")
+            if logged.fresh:
+                self._start(logged.events[0], [], [])
+            return logged.fresh
+        logged = await self.scribe.log(event, once=once)
+        if logged.fresh:
+            self._pending.append(logged.events[0])
+        return logged.fresh
+
+    async def approve(self, action: Action) -> None:
+        """Log the user's answer to an approval request; the turn that asked goes on."""
+        async with self._lock:
+            turn = self._running.turn if self._running is not None else None
+            request = action.request_id
+            asked = turn is not None and request in turn.requests and request not in turn.answers
+            events = [action.event()]
+            if asked and turn is not None:
+                events.append(state("running", turn_id=turn.turn_id))
+            logged = await self.scribe.log(*events, once=f"action:{action.action_id}")
+            if asked and turn is not None and logged.fresh:
+                turn.answer(request, action.choice)
 
     async def stop(self, action: Action) -> None:
         """Log a stop; it ends the running turn, if any (and changes nothing else)."""
@@ -112,37 +143,41 @@ class TurnRunner:
                 await self._end(self._running, "closed")
             while self._pending:
                 message = self._pending.popleft()
-                action_id = message.data["action_id"]
+                turn_id = turn_id_of(message)
                 error = {
                     "code": "conversation_closed",
                     "message": "the conversation was closed",
-                    "action_id": action_id,
+                    "turn_id": turn_id,
                 }
+                if message.kind == "message":
+                    error["action_id"] = turn_id
                 last = not self._pending
                 await self.scribe.log(
                     NewEvent("system", "error", error),
-                    once=f"late:{action_id}",
+                    once=f"late:{turn_id}",
                     turn_from="-" if last else str(self._pending[0].id),
                 )
 
     # --- a new owner picks up where the last one left -----------------------------------
     async def resume(self, since: list[Event]) -> None:
         """Rebuild the turns from the log since the oldest unfinished one, and run on."""
-        order, messages, steps, steered = _unfinished(since)
+        found = _unfinished(since)
         async with self._lock:
-            if not order:
+            if not found.order:
                 if since:
                     await self.scribe.log(turn_from="-")  # nothing left to resume
                 return
-            first, *rest = order
-            self._pending.extend(messages[t] for t in rest)
-            if _stopped_after(since, messages[first]):
-                turn = LiveTurn(self, messages[first], steps[first], steered[first])
+            first, *rest = found.order
+            self._pending.extend(found.messages[t] for t in rest)
+            turn = LiveTurn(
+                self, found.messages[first], found.steps[first], found.steered[first], found.answers
+            )
+            if _stopped_after(since, turn.message):
                 await self._end_logged(turn, "stopped")
                 await self._start_next()
                 return
-            self._log.info("turn_resumed", turn_id=first, steps=len(steps[first]))
-            self._start(messages[first], steps[first], steered[first])
+            self._log.info("turn_resumed", turn_id=first, steps=len(turn.steps))
+            self._running = Running(turn, asyncio.create_task(self._run(turn)))
 
     async def halt(self) -> None:
         """Stop the running turn without a word (drain, fencing): the next owner resumes it."""
@@ -159,17 +194,21 @@ class TurnRunner:
         self._running = Running(turn, asyncio.create_task(self._run(turn)))
 
     async def _start_next(self) -> None:
-        """Lock held: the next waiting message gets its turn."""
+        """Lock held: the next waiting message (or timer) gets its turn."""
         if not self._pending:
             return
         message = self._pending.popleft()
-        action_id = message.data["action_id"]
-        await self.scribe.log(state("running", turn_id=action_id), once=f"running:{action_id}")
+        turn_id = turn_id_of(message)
+        await self.scribe.log(state("running", turn_id=turn_id), once=f"running:{turn_id}")
         self._start(message, [], [])
 
     async def _run(self, turn: LiveTurn) -> None:
         try:
-            await self.agent.run_turn(turn)
+            resumed = len(turn.steps)
+            with tracing.span(
+                "fleet.turn", {"fleet.turn_id": turn.turn_id, "fleet.resumed": resumed}
+            ):
+                await self.agent.run_turn(turn)
             if not turn.finished:
                 raise TurnFailed("agent_silent", "the agent ended its turn without an answer")
         except asyncio.CancelledError:
@@ -197,7 +236,7 @@ class TurnRunner:
                 reply["steered"] = list(turn.steered_ids)
             await self.scribe.log(
                 NewEvent("agent", "message", reply),
-                IDLE,
+                idle(),
                 once=f"reply:{tid}",
                 turn_from=self._next_from(),
                 logged_step=f"{tid} {step}",
@@ -213,7 +252,7 @@ class TurnRunner:
             error = {"turn_id": turn.turn_id, "code": failure.code, "message": failure.message}
             await self.scribe.log(
                 NewEvent("agent", "error", error),
-                IDLE,
+                idle(),
                 once=f"end:{turn.turn_id}",
                 turn_from=self._next_from(),
             )
@@ -235,8 +274,13 @@ class TurnRunner:
 
     async def _end_logged(self, turn: LiveTurn, reason: AbortReason) -> None:
         aborted = NewEvent("agent", "turn_aborted", {"turn_id": turn.turn_id, "reason": reason})
-        events = (aborted,) if reason == "closed" else (aborted, IDLE)
-        await self.scribe.log(*events, once=f"end:{turn.turn_id}", turn_from=self._next_from())
+        events = (aborted,) if reason == "closed" else (aborted, idle())
+        await self.scribe.log(
+            *events,
+            once=f"end:{turn.turn_id}",
+            turn_from=self._next_from(),
+            requests=RequestChange(close=turn.open_request),  # no answer will be taken
+        )
         self._log.info("turn_aborted", turn_id=turn.turn_id, reason=reason)
         self._ended()
 
@@ -249,44 +293,53 @@ class TurnRunner:
         return str(self._pending[0].id) if self._pending else "-"
 
 
-def _unfinished(
-    since: list[Event],
-) -> tuple[list[str], dict[str, Event], dict[str, list[Event]], dict[str, list[Event]]]:
-    """The log since the oldest unfinished turn, sorted out: the unfinished turns' ids
-    in order, with their user messages, logged steps and steered messages."""
-    order: list[str] = []
-    messages: dict[str, Event] = {}
-    steps: dict[str, list[Event]] = {}
-    steered: dict[str, list[Event]] = {}
+@dataclass(slots=True)
+class Unfinished:
+    """The log since the oldest unfinished turn, sorted out: the unfinished turns' ids in
+    order, with their first events, logged steps and steered messages, and every
+    approval answer logged (by request id)."""
+
+    order: list[str] = field(default_factory=list)
+    messages: dict[str, Event] = field(default_factory=dict)
+    steps: dict[str, list[Event]] = field(default_factory=dict)
+    steered: dict[str, list[Event]] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
+
+
+def _unfinished(since: list[Event]) -> Unfinished:
+    found = Unfinished()
     done: set[str] = set()
     for event in since:
         data = event.data
-        if event.source == "user" and event.kind == "message":
+        if (event.source, event.kind) in (("user", "message"), ("system", "timer")):
             into = data.get("steered_into")
             if into:
-                steered.setdefault(into, []).append(event)
+                found.steered.setdefault(into, []).append(event)
             else:
-                order.append(data["action_id"])
-                messages[data["action_id"]] = event
+                turn_id = turn_id_of(event)
+                found.order.append(turn_id)
+                found.messages[turn_id] = event
+        elif event.source == "user" and event.kind == "approval":
+            found.answers[data["request_id"]] = data["choice"]
         elif event.source == "agent" and "turn_id" in data:
             if "in_reply_to" in data or event.kind in ("turn_aborted", "error"):
                 done.add(data["turn_id"])
             elif "step" in data:
-                steps.setdefault(data["turn_id"], []).append(event)
+                found.steps.setdefault(data["turn_id"], []).append(event)
+        elif event.source == "system" and event.kind == "error" and "turn_id" in data:
+            done.add(data["turn_id"])  # answered when its conversation closed
         elif event.source == "system" and event.kind == "error" and "action_id" in data:
-            done.add(data["action_id"])  # answered when its conversation closed
-    remaining = [t for t in order if t not in done]
-    return (
-        remaining,
-        messages,
-        {t: steps.get(t, []) for t in remaining},
-        {t: steered.get(t, []) for t in remaining},
-    )
+            done.add(data["action_id"])  # (as logged before errors named the turn)
+    found.order = [t for t in found.order if t not in done]
+    for t in found.order:
+        found.steps.setdefault(t, [])
+        found.steered.setdefault(t, [])
+    return found
 
 
 def _stopped_after(since: list[Event], message: Event) -> bool:
     """A stop was logged while the turn ran (its owner died before ending it)."""
-    turn_id = message.data["action_id"]
+    turn_id = turn_id_of(message)
     began = next(
         (e.id for e in since if e.kind == "state" and e.data.get("turn_id") == turn_id), None
     )

@@ -19,10 +19,14 @@ from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
+from broker.timers import Timers
+from broker.webhook_cursors import WebhookCursors
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
 from workers.fencing import FenceReason, Fencing
 from workers.watchdog import Watchdog
+from workers.webhook_delivery import WebhookDeliverer
+from workers.webhook_relay import WebhookRelay
 
 log = structlog.get_logger()
 
@@ -50,6 +54,7 @@ class Worker(Service):
         self.fencing = Fencing(process_id(), settings.liveness_ttl)
         self.redis = connect(settings.redis_url)
         self.store = Store(self.redis, self.names)
+        self.timers = Timers(self.redis, self.names)
         self.leases = Leases(self.redis, self.names)
         self.liveness = Liveness(self.redis, self.names, "worker")
         # The broker gives up on a worker that stopped answering about as soon as the
@@ -61,8 +66,18 @@ class Worker(Service):
             channels=CONSUME_CHANNELS,
             prefetch=CONVERSATION_PREFETCH,
             heartbeat=max(1, round(settings.liveness_ttl)),
+            reopen=self.store.may_reopen,
+            publish_timeout=settings.publish_timeout,
         )
         self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
+        # With webhooks on, every worker delivers the webhook outbox (see
+        # workers.webhook_delivery) and relays its conversations' state changes to it.
+        self.webhook_cursors = WebhookCursors(self.redis, self.names)
+        self.deliverer = (
+            WebhookDeliverer(settings, self.broker, self.webhook_cursors)
+            if settings.webhook_signing_key
+            else None
+        )
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
         self._tasks = asyncio.TaskGroup()
         self._claiming = 0
@@ -95,6 +110,8 @@ class Worker(Service):
                 self._tasks.create_task(self._passivate_idle()),
                 self._tasks.create_task(self.watchdog.pulse()),
             ]
+            if self.deliverer is not None:
+                background.append(self._tasks.create_task(self.deliverer.run()))
             await first_of(self._registered, self._stop)
             if not self._stop.is_set():
                 await self._update_dispatch()
@@ -122,6 +139,8 @@ class Worker(Service):
         log.info("broker_reconnected", worker_id=self.worker_id, conversations=len(self.loops))
         for loop, _task in self.loops.values():
             loop.reconsume()
+        if self.deliverer is not None:
+            self.deliverer.reconnected()
 
     # --- liveness -----------------------------------------------------------------------
     def alive(self) -> bool:
@@ -262,14 +281,22 @@ class Worker(Service):
             epoch,
             self.agent_factory(self.settings),
             self.store,
+            self.timers,
             self.leases,
             self.broker,
             self.alive,
             closing,
+            relay=self._relay(cid),
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
         metrics.CONVERSATIONS_OWNED.set(len(self.loops))
+
+    def _relay(self, cid: str) -> WebhookRelay | None:
+        """The conversation's webhook relay, when webhooks are on (a secret to sign with)."""
+        if self.deliverer is None:
+            return None
+        return WebhookRelay(cid, self.settings, self.webhook_cursors, self.store, self.broker)
 
     async def _run_loop(self, loop: ConversationLoop) -> None:
         cid = loop.conversation_id
@@ -303,7 +330,8 @@ class Worker(Service):
     # --- passivation -------------------------------------------------------------------
     async def _passivate_idle(self) -> None:
         """Passivate conversations idle for ``passivate_after`` with no client connected."""
-        delay = self.settings.passivate_after
+        # No sooner than a publish may take: input admitted before is queued by then.
+        delay = max(self.settings.passivate_after, self.settings.publish_timeout)
         while True:
             await asyncio.sleep(min(delay / 4, 5.0))
             now = time.monotonic()
@@ -322,13 +350,20 @@ class Worker(Service):
         await task
         if loop.finished:
             return
-        delay = self.settings.passivate_after
-        outcome = await self.leases.passivate(cid, loop.worker_id, loop.epoch, delay)
+        settings = self.settings
+        idle = max(settings.passivate_after, settings.publish_timeout)
+        outcome = await self.leases.passivate(
+            cid, loop.worker_id, loop.epoch, idle, deleting=settings.publish_timeout
+        )
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
-            # Input requeued by the drain is owed an owner.
-            if await self.broker.declare_conversation(cid):
-                await self.broker.request_claim(cid)
+            # Its queue goes too (the next input declares it again), unless input came
+            # meanwhile, or was requeued by the drain: that is owed an owner.
+            try:
+                if not await self.broker.delete_if_empty(cid):
+                    await self.broker.request_claim(cid)
+            finally:
+                await self.leases.queue_deleted(cid)
         elif outcome != "moved" and self.alive():
             self._start(cid, loop.epoch)  # a client or fresh input still needs it
 

@@ -1,20 +1,30 @@
 -- Admit a conversation under its user's limit of running conversations, and mark
 -- it active (which keeps it from being passivated). Used when a conversation is
--- created ('create') and before every client action ('act').
+-- created ('create') and before every client action and owner query ('act').
 -- Every admission counts against the user's request rate first, weighted by its size.
 -- An action id is admitted with one content only: its digest is kept per conversation.
+-- An approval answers an open request with one of its options, and closes it: a
+-- request is answered once (the same action sent again is admitted again).
 -- KEYS: meta, running (the user's sorted set: conversation id -> last activity, ms),
 --       user_conversations, lease, rate (the user's), log, actions (id -> digest),
---       pending (conversations owed an owner: the reaper asks again for stale ones)
+--       pending (conversations owed an owner: the reaper asks again for stale ones),
+--       approvals (open request id -> options as JSON), deleting (its queue is being
+--       deleted, having been passivated)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
---       max_log_events, max_log_bytes, kind ('message' | 'stop' | ''),
---       on_busy (kept in the record at 'create')
--- Returns {outcome, needs_owner, evicted_id, retry_after_ms}; outcome is one of
---   ok           admitted; needs_owner is 1 when no live worker owns it
+--       max_log_events, max_log_bytes,
+--       kind ('message' | 'stop' | 'approval' | 'query' | ''; a query logs nothing: no
+--       log cap), on_busy (kept in the record at 'create'), request_id, choice (of an
+--       approval),
+--       field1, value1, ...  (more of the record at 'create': callback_url, outboxed)
+-- Returns {outcome, needs_owner, evicted_id, retry_after_ms[, settling]}; outcome is one of
+--   ok           admitted; needs_owner is 1 when no live worker owns it, settling 1
+--                when its queue is being deleted (wait until it is, then queue the input)
 --   rate_limited the user sends too fast: retry after retry_after_ms
 --   conflict     this action id was admitted before with another content
 --   log_full     the conversation's log reached its cap
+--   no_request   an approval of no open request (unknown, or answered already)
+--   bad_choice   an approval whose choice is not one of the request's options
 --   busy         a message while a turn runs, and the conversation rejects those
 --   over_limit   the user runs `limit` conversations already (policy 'reject')
 --   closed       closing or closed: it takes no more input
@@ -25,7 +35,7 @@ local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000,
-             'on_busy', ARGV[14])
+             'on_busy', ARGV[14], unpack(ARGV, 17))
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -43,9 +53,19 @@ if ARGV[13] == 'message' and redis.call('HGET', KEYS[1], 'on_busy') == 'reject'
    and redis.call('HEXISTS', KEYS[1], 'turn_from') == 1 then
   return {'busy', 0, '', 0}
 end
-if redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
-   or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12]) then
+if ARGV[13] ~= 'query' and (redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
+   or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12])) then
   return {'log_full', 0, '', 0}
+end
+local answering = ARGV[13] == 'approval' and action_id ~= ''
+if answering then
+  local options = redis.call('HGET', KEYS[9], ARGV[15])
+  if not options then return {'no_request', 0, '', 0} end
+  local valid = false
+  for _, option in ipairs(cjson.decode(options)) do
+    if option == ARGV[16] then valid = true end
+  end
+  if not valid then return {'bad_choice', 0, '', 0} end
 end
 local evicted = ''
 if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
@@ -65,6 +85,7 @@ end
 redis.call('ZADD', KEYS[2], now, cid)
 redis.call('HSET', KEYS[1], 'active', now)
 if action_id ~= '' then redis.call('HSET', KEYS[7], action_id, ARGV[10]) end
+if answering then redis.call('HDEL', KEYS[9], ARGV[15]) end
 local needs_owner = 1
 local holder = redis.call('GET', KEYS[4])
 if holder then
@@ -72,4 +93,4 @@ if holder then
   needs_owner = 1 - redis.call('EXISTS', key_alive('worker', owner))
 end
 if needs_owner == 1 then redis.call('ZADD', KEYS[8], now, cid) end
-return {'ok', needs_owner, evicted, 0}
+return {'ok', needs_owner, evicted, 0, redis.call('EXISTS', KEYS[10])}

@@ -1,8 +1,11 @@
 -- Passivate an idle conversation: release its lease (compare-and-delete) and its
--- slot in the user's limit, keeping queue and log, unless a client is connected or
--- it was admitted input within the idle period (Redis clock).
--- KEYS: lease, meta, owns (of the owner), clients
--- ARGV: lease_value, conversation_id, idle_ms
+-- slot in the user's limit, keeping its log, unless a client is connected or it was
+-- admitted input within the idle period (Redis clock; no shorter than a publish may
+-- take, so no input admitted before is still on its way to the queue). Its owner then
+-- deletes its queue: `deleting` (expiring after deleting_ms) makes input admitted
+-- meanwhile wait until the queue is gone before it declares it again.
+-- KEYS: lease, meta, owns (of the owner), clients, deleting
+-- ARGV: lease_value, conversation_id, idle_ms, deleting_ms
 -- Returns 'passivated', or why not: 'moved' (not our lease), 'closing', 'watched', 'active'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
 if redis.call('HGET', KEYS[2], 'status') ~= 'running' then return 'closing' end
@@ -14,4 +17,5 @@ redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'idle')
 redis.call('HDEL', KEYS[2], 'owner')
 redis.call('ZREM', key_running(redis.call('HGET', KEYS[2], 'user')), ARGV[2])
+redis.call('SET', KEYS[5], '1', 'PX', tonumber(ARGV[4]))
 return 'passivated'

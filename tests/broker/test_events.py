@@ -7,13 +7,18 @@ import pytest
 
 from broker.events import (
     Action,
+    ChatMessage,
     CloseMarker,
     Malformed,
     NewEvent,
+    Query,
+    QueryAnswer,
     StreamFrame,
+    decode_answer,
     decode_claim_request,
     decode_input,
     decode_live,
+    encode_answer,
     encode_batch,
     encode_claim_request,
     encode_frame,
@@ -42,6 +47,18 @@ def test_stop_actions_round_trip() -> None:
     assert stop.event().kind == "stop"
 
 
+def test_queries_and_their_answers_round_trip() -> None:
+    payload = {
+        "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "é"}]
+    }
+    query = Query.parse(payload, 2.5)
+    assert query == Query((ChatMessage("system", "terse"), ChatMessage("user", "é")), 2.5)
+    assert decode_input(encode_input(query)) == query
+    for answer in (QueryAnswer(content="hi"), QueryAnswer(code="llm_timeout", message="slow")):
+        assert decode_answer(encode_answer(answer)) == answer
+    assert QueryAnswer(content="").ok and not QueryAnswer(code="x").ok
+
+
 def test_claim_requests_round_trip() -> None:
     assert decode_claim_request(encode_claim_request("conv-1")) == "conv-1"
 
@@ -65,6 +82,9 @@ def test_batches_round_trip_as_logged_json() -> None:
         (decode_claim_request, b'{"conversation_id": "../etc"}'),
         (decode_live, b"[]"),
         (decode_live, b'{"id": 1}'),
+        (decode_input, b'{"kind": "query", "timeout": 1}'),
+        (decode_answer, b'{"ok": false}'),
+        (decode_answer, b"[]"),
     ],
 )
 def test_what_no_encoder_wrote_is_malformed(decode: object, body: bytes) -> None:

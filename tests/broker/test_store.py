@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from redis.asyncio import Redis
 
-from broker.events import NewEvent
+from broker.events import NewEvent, state
 from broker.leases import Leases
 from broker.liveness import Liveness
 from broker.names import Names, lease_value, new_conversation_id
@@ -58,3 +58,20 @@ async def test_read_pages_after_an_id(redis: Redis, names: Names) -> None:
     page = [orjson.loads(raw)["id"] for raw in await store.read(cid, after=1, limit=2)]
     rest = [orjson.loads(raw)["id"] for raw in await store.read(cid, after=3)]
     assert (page, rest) == ([2, 3], [4])
+
+
+async def test_the_record_keeps_the_last_state_an_append_logged(redis: Redis, names: Names) -> None:
+    store, cid, lease = await owned(redis, names)
+    fresh = await store.get(cid)
+    running = [state("running").body(cid), message("m").body(cid)]
+    await store.append(cid, lease, running, once="t:1", agent_state="running")
+    after_running = await store.get(cid)
+    await store.append(cid, lease, [message("n").body(cid)])  # no state: unchanged
+    unchanged = await store.get(cid)
+    await store.append(cid, lease, running, once="t:1", agent_state="stale")  # a duplicate
+    duplicate = await store.get(cid)
+
+    assert fresh is not None and fresh.agent_state is None
+    assert after_running is not None and after_running.agent_state == "running"
+    assert unchanged is not None and unchanged.agent_state == "running"
+    assert duplicate is not None and duplicate.agent_state == "running"

@@ -1,8 +1,8 @@
 """The README's tour, step by step, against ``fleet dev`` as a user runs it: create a
-conversation over HTTP, talk to it with the README's Python client as printed, kill -9
-the worker that runs it (the client goes on), watch another take over and ``fleet dev``
-start the dead one again, ``fleet status``, ``fleet token``, then Ctrl-C stops every
-process."""
+conversation over HTTP, talk to it with the README's Python client as printed, ask its
+model a completion, kill -9 the worker that runs it (the client goes on), watch another
+take over and ``fleet dev`` start the dead one again, ``fleet status``, ``fleet token``,
+then Ctrl-C stops every process."""
 
 from __future__ import annotations
 
@@ -104,13 +104,24 @@ async def test_the_readme_tour(
         reply = ast.literal_eval(answer[3])  # printed as a Python dict
         assert streamed == reply["content"]  # the reply, streamed before it was logged
 
-        # kill -9 the worker that claimed it last (its pid is in its worker_id; on a
-        # loaded machine a worker whose loop stalled may have handed it over already)
-        claims = logged(dev, "lease_claimed")
-        owner_name, claim = claims[-1]
-        assert claim["conversation_id"] == cid
-        owner_pid = int(claim["worker_id"].split("-")[-2])
         async with Conversation(url, bearer, cid, latest_event_id=ids[-1]) as chat:
+            # curl .../completions: its owner asks the conversation's model; nothing is logged
+            async with http(url, bearer) as api:
+                before = await read_events(api, cid)
+                question = {"messages": [{"role": "user", "content": "Say hello in French"}]}
+                asked = await api.post(f"/api/conversations/{cid}/completions", json=question)
+                assert asked.status_code == 200, asked.text
+                assert asked.json()["content"].startswith('You said: "Say hello in French".')
+                assert await read_events(api, cid) == before
+                one = (await api.get(f"/api/conversations/{cid}")).json()
+            assert (one["agent_state"], one["connections"]) == ("awaiting_user_input", 1)
+
+            # kill -9 the worker that claimed it last (its pid is in its worker_id; on a
+            # loaded machine a worker whose loop stalled may have handed it over already)
+            claims = logged(dev, "lease_claimed")
+            owner_name, claim = claims[-1]
+            assert claim["conversation_id"] == cid
+            owner_pid = int(claim["worker_id"].split("-")[-2])
             os.kill(owner_pid, signal.SIGKILL)
             await until(lambda: len(logged(dev, "lease_claimed")) > len(claims))
             taker, takeover = logged(dev, "lease_claimed")[len(claims)]

@@ -84,10 +84,12 @@ async def test_status_of_an_unknown_namespace_declares_nothing(
     result = await asyncio.to_thread(fleet, "status", FLEET_NAMESPACE=namespace)
     assert result.returncode == 0, result.stderr
     assert "no dispatch queue" in result.stdout
+    assert "no webhook outbox" in result.stdout
     broker = Broker(settings.amqp_url, Names(namespace), name="test")
     await broker.connect(declare=False)
     try:
         assert await broker.dispatch_backlog() is None
+        assert await broker.webhook_backlog() == (None, None)
     finally:
         await broker.close()
     assert [key async for key in redis.scan_iter(match=f"{namespace}*")] == []
@@ -108,3 +110,23 @@ def test_an_admin_token_says_so() -> None:
     claims = [jwt.decode(r.stdout.strip(), secret, algorithms=["HS256"]) for r in (plain, admin)]
     assert ("admin" in claims[0], claims[1].get("admin")) == (False, True)
     assert claims[1]["sub"] == "root"
+
+
+def test_webhook_settings_are_checked_at_start() -> None:
+    unsigned = fleet("worker", FLEET_WEBHOOK_URL="https://hooks.example.com/fleet")
+    assert unsigned.returncode == 2
+    assert one_line(unsigned) == (
+        "fleet: invalid configuration: FLEET_WEBHOOK_URL='https://hooks.example.com/fleet': "
+        "Value error, webhooks are signed: set FLEET_WEBHOOK_SECRET too"
+    )
+    secret = "never-show-this-secret"
+    ftp = fleet("gateway", FLEET_WEBHOOK_URL="ftp://hooks.example.com", FLEET_WEBHOOK_SECRET=secret)
+    assert "FLEET_WEBHOOK_URL='ftp://hooks.example.com': Value error, must be an http://" in (
+        one_line(ftp)
+    )
+    assert secret not in ftp.stderr
+    hostless = fleet("worker", FLEET_WEBHOOK_URL="https://", FLEET_WEBHOOK_SECRET=secret)
+    assert "FLEET_WEBHOOK_URL='https://': Value error, must name a host" in one_line(hostless)
+    short = fleet("worker", FLEET_WEBHOOK_RETRY_FOR="0", FLEET_WEBHOOK_TIMEOUT="-1")
+    assert "FLEET_WEBHOOK_RETRY_FOR='0'" in one_line(short)
+    assert "FLEET_WEBHOOK_TIMEOUT='-1'" in one_line(short)

@@ -57,7 +57,7 @@ async def test_connect_is_refused_without_a_valid_token_or_conversation(
         ("just a string", "user_action must be an object"),
         (
             {"kind": "dance", "data": {"content": "x"}},
-            "user_action.kind must be one of 'message', 'stop'",
+            "user_action.kind must be one of 'message', 'stop', 'approval'",
         ),
         ({"kind": "message", "data": {"content": 7}}, "user_action.data.content must be a string"),
         ({"kind": "message"}, "user_action.data.content must be a string"),

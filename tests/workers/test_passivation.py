@@ -7,18 +7,31 @@ import asyncio
 import orjson
 from redis.asyncio import Redis
 
+from broker.amqp import Broker
 from broker.names import Names
 from broker.settings import Settings
+from fleet.harness import free_port
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, http, status_becomes, token
+from tests.support import Client, create_conversation, http, replies, status_becomes, token
 
 PASSIVATE_AFTER = 0.5
+FAST = {"passivate_after": PASSIVATE_AFTER, "publish_timeout": 2.0}
+
+
+async def queue_becomes(broker: Broker, cid: str, depth: int | None) -> None:
+    """Poll (with a deadline) until the conversation's queue holds ``depth`` messages
+    (None: until it is gone)."""
+    async with asyncio.timeout(10):
+        while await broker.queue_depth(cid) != depth:
+            await asyncio.sleep(0.05)
 
 
 async def test_an_idle_conversation_is_passivated_and_resumed(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"passivate_after": PASSIVATE_AFTER})
+    fleet.settings = settings.model_copy(
+        update={"passivate_after": PASSIVATE_AFTER, "publish_timeout": 2.0}
+    )
     await fleet.start_gateway()
     worker = await fleet.start_worker()
     bearer = token(settings, "alice")
@@ -33,6 +46,8 @@ async def test_an_idle_conversation_is_passivated_and_resumed(
     assert await redis.get(names.lease(cid)) is None
     assert await redis.zscore(names.running("alice"), cid) is None
     assert await redis.llen(names.log(cid)) == 4
+    await queue_becomes(worker.broker, cid, None)  # its queue goes: broker memory is freed
+    assert not await redis.exists(names.deleting(cid))
 
     async with http(fleet.url, bearer) as api:
         body = {"kind": "message", "data": {"content": "after"}, "action_id": "after"}
@@ -50,7 +65,9 @@ async def test_an_idle_conversation_is_passivated_and_resumed(
 async def test_a_conversation_with_a_client_connected_is_not_passivated(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
 ) -> None:
-    fleet.settings = settings.model_copy(update={"passivate_after": PASSIVATE_AFTER})
+    fleet.settings = settings.model_copy(
+        update={"passivate_after": PASSIVATE_AFTER, "publish_timeout": 2.0}
+    )
     await fleet.start_gateway()
     await fleet.start_worker()
     bearer = token(settings, "alice")
@@ -71,3 +88,35 @@ async def test_a_conversation_with_a_client_connected_is_not_passivated(
     await status_becomes(redis, names, watched, "idle")
     logged = [orjson.loads(raw) for raw in await redis.lrange(names.log(watched), 0, -1)]
     assert [e["id"] for e in logged] == [0, 1, 2, 3]
+
+
+async def test_concurrent_senders_through_two_gateways_reopen_a_passivated_conversation(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    other = await fleet.start_gateway(free_port())
+    worker = await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer, initial="before")
+    await status_becomes(redis, names, cid, "idle")
+    await queue_becomes(worker.broker, cid, None)
+    urls = [fleet.url, f"http://127.0.0.1:{other.settings.port}"]
+
+    async def send(url: str, action_id: str) -> int:
+        async with http(url, bearer) as api:
+            body = {"kind": "message", "data": {"content": action_id}, "action_id": action_id}
+            return (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code
+
+    sent = [f"a{i}" for i in range(20)]
+    codes = await asyncio.gather(*(send(urls[i % 2], a) for i, a in enumerate(sent)))
+    client = await Client().connect(fleet.url, bearer, cid)
+    events = await client.wait_for(lambda ev: set(sent) <= set(replies(ev)))
+    await client.close()
+
+    assert codes == [200] * len(sent)
+    assert all(len(replies(events)[a]) == 1 for a in sent)  # each answered once
+    logged = [
+        e["data"]["action_id"] for e in events if e["kind"] == "message" and e["source"] == "user"
+    ]
+    assert sorted(logged[1:]) == sorted(sent)  # each logged once, after the first message

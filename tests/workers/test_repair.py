@@ -18,7 +18,7 @@ from fleet.harness import free_port
 from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
 
-FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5}
+FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5, "publish_timeout": 2.0}
 
 
 async def half_made(settings: Settings, redis: Redis, user: str) -> str:

@@ -250,3 +250,25 @@ async def test_input_while_busy_through_two_gateways(
     assert one.text.faults == two.text.faults == []
     await one.close()
     await two.close()
+
+
+async def test_each_state_is_stamped_when_it_is_logged(
+    fleet: InProcessFleet, settings: Settings
+) -> None:
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    await client.act("one", action_id="one")
+    await client.wait_for(lambda ev: "one" in replies(ev))
+    await client.act("two", action_id="two")
+    events = await client.wait_for(
+        lambda ev: [e["data"].get("state") for e in ev].count("awaiting_user_input") == 2
+    )
+    await client.close()
+
+    idle = [e for e in events if e["data"].get("state") == "awaiting_user_input"]
+    answers = [e for e in events if e["data"].get("in_reply_to")]
+    assert [i["ts"] >= a["ts"] for i, a in zip(idle, answers, strict=True)] == [True, True]
+    assert idle[1]["ts"] > idle[0]["ts"]

@@ -1,22 +1,27 @@
 """The agent interface: what a worker runs for each turn of a conversation.
 
 A turn is the agent's work on one user message (its ``turn_id`` is that message's
-``action_id``). It runs as a cancellable task: a stop, an interruption, a close or a
-change of owner cancels it at its next ``await``. An agent logs each step it
+``action_id``), or on one of its timers that fired (``turn_id`` is the timer's id).
+It runs as a cancellable task: a stop, an interruption, a close or a change of owner
+cancels it at its next ``await``. An agent logs each step it
 completes (an LLM answer, a tool result) with ``log_step``, streams the text of the
 step it is making with ``stream``, and ends the turn with ``finish``. If its owner
 dies or drains mid-turn, the next owner runs the turn again with ``turn.steps``
 holding what was logged: an agent resumes from the last logged step, never from
 scratch, and nothing it logged is logged twice.
+
+An agent may also answer owner queries (``Completer``): a completion of the messages
+a client sends, with the conversation's LLM settings, outside any turn and logged
+nowhere.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from broker.events import Event, NewEvent
+from broker.events import ChatMessage, Event, NewEvent
 from broker.settings import ConfigError, Settings
 
 
@@ -50,7 +55,7 @@ class Turn(Protocol):
 
     @property
     def message(self) -> Event:
-        """The user message that started the turn."""
+        """What started the turn: a user ``message``, or a ``timer`` that fired."""
         ...
 
     @property
@@ -66,6 +71,29 @@ class Turn(Protocol):
         """Log a completed step (kind ``message`` for an LLM answer, ``tool_result``
         for a tool's); its data gains ``turn_id`` and ``step``. What is streamed next
         belongs to the next step."""
+        ...
+
+    async def ask_approval(
+        self, prompt: str, options: Sequence[str] = ("yes", "no"), key: str | None = None
+    ) -> str:
+        """Ask the user, and wait for the option they choose: logs an
+        ``approval_request`` (a step of the turn) and state ``awaiting_approval``. The
+        wait survives a crash, a drain and passivation: a resumed turn that asks again
+        (with the same ``key``, or as the same ask in order) gets the same request, or
+        its answer if it came. ``key`` names the ask within the turn (default: its
+        number in order)."""
+        ...
+
+    async def schedule(self, at: float, payload: Any, key: str | None = None) -> str:
+        """Schedule a wake-up at ``at`` (epoch seconds); its id. When due it is logged
+        once as a ``system`` ``timer`` event (``timer_id``, ``payload``, ``at``) that
+        starts a turn of its own (``turn.message``), even if the fleet was down then.
+        Scheduling again with the same ``key`` (default: its number in the turn) moves
+        it, so a resumed turn schedules nothing twice."""
+        ...
+
+    async def cancel_timer(self, timer_id: str) -> bool:
+        """Cancel a timer not fired yet; False if there was none to cancel."""
         ...
 
     def steered(self) -> list[Event]:
@@ -93,6 +121,17 @@ class Agent(Protocol):
 
     async def run_turn(self, turn: Turn) -> None:
         """Do the turn's work; call ``turn.finish`` to answer."""
+        ...
+
+
+@runtime_checkable
+class Completer(Protocol):
+    """An agent's optional capability: answer an owner query (``POST
+    /api/conversations/{id}/completions``). Runs beside the turns, never queued behind
+    one; raise ``TurnFailed`` (an LLM error's code) when it cannot answer."""
+
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """The model's answer to ``messages``, as they are (no system prompt added)."""
         ...
 
 

@@ -92,7 +92,7 @@ class _Assembly:
         return Answer("".join(self._text), calls)
 
 
-async def complete(
+async def ask(
     client: AsyncOpenAI,
     model: str,
     messages: Sequence[ChatCompletionMessageParam],

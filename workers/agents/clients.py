@@ -6,6 +6,11 @@ worker that takes over 200 conversations at a failover must not build 200 of the
 it would stall past its liveness TTL and fence itself. Sharing also reuses the
 connections to the LLM server. A client belongs to the loop it was built in (its
 pooled connections do), hence one set per loop.
+
+The SDK imports its API resources (hundreds of pydantic models) on a client's first
+``.chat``: a second or more of blocking work that, on the event loop, made a worker's
+watchdog fence it at its first LLM call. They are imported with this module instead,
+when the worker loads its agent, before it runs anything.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+import openai.resources  # noqa: F401  (see above: not on the event loop, later)
 from openai import AsyncOpenAI
 
 from broker.settings import Settings

@@ -5,7 +5,12 @@ again, until an answer calls no tool: that one is the turn's reply.
 Every completed step is logged (an answer that calls tools, each tool's result), so a
 turn cut short by a crash or a drain resumes on its next owner from ``turn.steps``:
 the calls whose results are missing are run, then the model is asked for the next
-step. Nothing logged is asked for or run again.
+step. Nothing logged is asked for or run again. A tool marked ``needs_approval`` runs
+only once the user answers ``yes`` to an approval request; the wait survives crashes
+and passivation like any step.
+
+It also answers owner queries (``complete``): the client's messages as they are, to
+the same model with the same settings, without tools, streamed and joined.
 """
 
 from __future__ import annotations
@@ -17,18 +22,21 @@ from typing import Any
 import structlog
 from openai import AsyncOpenAI
 
-from broker.events import Event
+from broker import tracing
+from broker.events import ChatMessage, Event
 from broker.settings import Settings
 from workers.agents import Turn, TurnFailed
-from workers.agents.chat import Answer, ToolCall, complete
+from workers.agents.chat import Answer, ToolCall, ask
 from workers.agents.clients import shared_client
 from workers.agents.tools import Registry, load_registry
-from workers.agents.transcript import SYSTEM_PROMPT, Transcript, is_user_message
+from workers.agents.transcript import SYSTEM_PROMPT, Transcript, as_chat, is_user_message
 
 log = structlog.get_logger()
 
 # LLM calls per turn: a model that keeps calling tools must not run up costs forever.
 MAX_LLM_CALLS = 8
+# What the user may answer when a tool that needs approval is called.
+APPROVAL_OPTIONS = ("yes", "no")
 
 
 class LLMAgent:
@@ -92,13 +100,16 @@ class LLMAgent:
         bound = _bind(turn)
         started = time.monotonic()
         try:
-            answer = await complete(
-                self.client,
-                self.settings.llm_model,
-                transcript.messages(),
-                self.registry.schemas(),
-                turn.stream,
-            )
+            with tracing.span(
+                "llm.chat", {"gen_ai.request.model": self.settings.llm_model}, tracing.Kind.CLIENT
+            ):
+                answer = await ask(
+                    self.client,
+                    self.settings.llm_model,
+                    transcript.messages(),
+                    self.registry.schemas(),
+                    turn.stream,
+                )
         except TurnFailed as failed:
             bound.warning("llm_failed", code=failed.code, error=failed.message)
             raise
@@ -110,8 +121,23 @@ class LLMAgent:
         )
         return answer
 
+    async def complete(self, messages: Sequence[ChatMessage]) -> str:
+        """An owner query: the model's answer to ``messages`` (raises ``TurnFailed``)."""
+        answer = await ask(self.client, self.settings.llm_model, as_chat(messages), (), _unseen)
+        return answer.content
+
     async def _run_tool(self, turn: Turn, call: ToolCall) -> Event:
-        content = await self.registry.run(call.name, call.arguments)
+        if (
+            self.registry.needs_approval(call.name)
+            and await turn.ask_approval(
+                f"Allow {call.name}({call.arguments})?", APPROVAL_OPTIONS, key=call.id
+            )
+            != "yes"
+        ):
+            content = f"error: the user did not allow this call of {call.name}"
+        else:
+            with tracing.span("tool", {"gen_ai.tool.name": call.name}):
+                content = await self.registry.run(call.name, call.arguments)
         return await turn.log_step(
             "tool_result", {"tool_call_id": call.id, "name": call.name, "content": content}
         )
@@ -150,6 +176,10 @@ def _queued_after(event: Event, turn: Turn) -> bool:
         and is_user_message(event)
         and event.data.get("steered_into") != turn.turn_id
     )
+
+
+def _unseen(text: str) -> None:
+    """A query's answer is streamed only to be joined: nobody watches it come."""
 
 
 def _too_many(calls: int) -> TurnFailed:

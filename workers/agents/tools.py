@@ -41,7 +41,7 @@ class Tool:
     description: str
     parameters: Mapping[str, Any]
     function: ToolFunction
-    needs_approval: bool = False  # not enforced yet: approvals come with the runner
+    needs_approval: bool = False  # the user approves each call first (see LLMAgent)
 
     def schema(self) -> ChatCompletionToolParam:
         """The tool as Chat Completions' ``tools`` lists it."""
@@ -75,6 +75,10 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._tools
+
+    def needs_approval(self, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.needs_approval
 
     @property
     def names(self) -> list[str]:

@@ -9,7 +9,7 @@ are open waits until they are answered, and calls never answered are dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from openai.types.chat import (
@@ -19,13 +19,26 @@ from openai.types.chat import (
     ChatCompletionUserMessageParam,
 )
 
-from broker.events import Event
+from broker.events import ChatMessage, Event
 
 SYSTEM_PROMPT = (
     "You are a helpful assistant in a chat. Answer clearly and briefly. "
     "When a tool would give a more reliable answer (the time, arithmetic, ...), call it "
     "rather than guessing."
 )
+
+
+def as_chat(messages: Sequence[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    """A client's own messages (an owner query), as they are."""
+    chat: list[ChatCompletionMessageParam] = []
+    for message in messages:
+        if message.role == "system":
+            chat.append({"role": "system", "content": message.content})
+        elif message.role == "assistant":
+            chat.append({"role": "assistant", "content": message.content})
+        else:
+            chat.append({"role": "user", "content": message.content})
+    return chat
 
 
 def is_user_message(event: Event) -> bool:

@@ -194,3 +194,29 @@ async def test_an_approval_answer_is_the_protocols_action(
         {"kind": "approval", "action_id": "ap-1", "data": {"request_id": "r-7", "choice": "yes"}},
         {"kind": "stop", "action_id": "st-1"},
     ]
+
+
+async def test_an_approval_request_is_answered_through_the_client(
+    fleet: InProcessFleet, settings: Settings
+) -> None:
+    """The echo agent's ``/approve TEXT`` asks, with options yes and no; the answer
+    sent by ``answer_approval`` lets the turn go on to answer TEXT."""
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+
+    async with Conversation(fleet.url, bearer, cid) as chat:
+        ack = await chat.send("/approve deploy")
+        async with asyncio.timeout(10):
+            request = await anext(
+                u async for u in chat if isinstance(u, Event) and u.kind == "approval_request"
+            )
+        wrong = await chat.answer_approval(request.data["request_id"], "maybe")
+        answered = await chat.answer_approval(request.data["request_id"], "yes")
+        reply = await chat.reply_to(ack.action_id, timeout=10)
+
+    assert request.data["options"] == ["yes", "no"]
+    assert wrong.error is not None and wrong.error.code == "bad_request"
+    assert answered.ok
+    assert (reply.kind, reply.data["content"]) == ("message", "deploy")

@@ -57,6 +57,8 @@ class FakeTurn:
         self.answer: Event | None = None
         self.taken: list[str] = []  # action ids of the steered messages handed over
         self._steered: list[Event] = []
+        self.choice = "yes"  # what the user answers to every approval request
+        self.asked: list[str] = []  # the prompts of the approval requests
 
     def append(self, source: Source, kind: str, data: Mapping[str, Any]) -> Event:
         event = Event(len(self.events), self.conversation_id, source, kind, dict(data), time.time())
@@ -90,6 +92,20 @@ class FakeTurn:
 
     async def log_step(self, kind: str, data: Mapping[str, Any]) -> Event:
         return self.logged(kind, data)
+
+    async def ask_approval(
+        self, prompt: str, options: Sequence[str] = ("yes", "no"), key: str | None = None
+    ) -> str:
+        data = {"request_id": f"{self.turn_id}:{key}", "prompt": prompt, "options": list(options)}
+        self.logged("approval_request", data)
+        self.asked.append(prompt)
+        return self.choice
+
+    async def schedule(self, at: float, payload: Any, key: str | None = None) -> str:
+        raise AssertionError("the LLM agent schedules no timers")
+
+    async def cancel_timer(self, timer_id: str) -> bool:
+        raise AssertionError("the LLM agent schedules no timers")
 
     def steered(self) -> list[Event]:
         taken, self._steered = self._steered, []
@@ -133,7 +149,7 @@ class Spy:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.hooks: dict[str, Callable[[], None]] = {}
 
-    def registry(self) -> Registry:
+    def registry(self, needs_approval: bool = False) -> Registry:
         async def lookup(arguments: dict[str, Any]) -> str:
             self.calls.append(("lookup", arguments))
             self.hooks.get("lookup", lambda: None)()
@@ -144,7 +160,7 @@ class Spy:
             "properties": {"key": {"type": "string"}},
             "required": ["key"],
         }
-        return Registry(Tool("lookup", "A key's value.", schema, lookup))
+        return Registry(Tool("lookup", "A key's value.", schema, lookup, needs_approval))
 
 
 @pytest.fixture
@@ -315,6 +331,44 @@ async def test_a_tool_round_logs_the_call_and_its_result_then_answers(
     for record in (first, second):
         names = [t["function"]["name"] for t in record["body"]["tools"]]
         assert names == ["current_time", "calculate"]
+
+
+@pytest.mark.parametrize("choice", ["yes", "no"])
+async def test_a_tool_that_needs_approval_runs_only_once_approved(
+    settings_for: Callable[..., Settings],
+    agents: Callable[..., LLMAgent],
+    http: httpx.AsyncClient,
+    choice: str,
+) -> None:
+    spy = Spy()
+    agent = agents(settings_for(), registry=spy.registry(needs_approval=True))
+    mark = marker()
+    call = {"name": "lookup", "id": "call_1", "arguments": {"key": "door"}}
+    await script(http, mark, {"tool_calls": [call]}, {"content": "Done."})
+    turn = FakeTurn(f"{mark} open the door")
+    turn.choice = choice
+
+    await agent.run_turn(turn)
+
+    request, answer = turn.steps[1], turn.steps[2]
+    assert request.kind == "approval_request"
+    assert request.data["request_id"] == f"{turn.turn_id}:call_1"
+    assert request.data["options"] == ["yes", "no"]
+    assert turn.asked == ['Allow lookup({"key": "door"})?']
+    assert answer.kind == "tool_result" and answer.data["tool_call_id"] == "call_1"
+    if choice == "yes":
+        assert spy.calls == [("lookup", {"key": "door"})]
+        assert answer.data["content"] == "value of door"
+    else:
+        assert spy.calls == []
+        assert answer.data["content"] == "error: the user did not allow this call of lookup"
+    second = (await recorded(http))[1]
+    assert [m["role"] for m in second["body"]["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "tool",
+    ]
 
 
 async def test_calls_streamed_a_character_at_a_time_are_assembled_and_run_in_order(
