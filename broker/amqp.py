@@ -197,7 +197,7 @@ class Broker:
     async def queue_depth(self, cid: str) -> int | None:
         """Messages waiting in the conversation's queue; None when it has none.
         Passive: declares nothing."""
-        return await self._passive_depth(self.names.conversation_queue(cid))
+        return await self.passive_depth(self.names.conversation_queue(cid))
 
     async def publish_input(self, cid: str, item: QueueItem) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
@@ -272,10 +272,11 @@ class Broker:
 
     async def dispatch_backlog(self) -> int | None:
         """Claim requests waiting; None when the dispatch queue does not exist. Passive."""
-        return await self._passive_depth(self.names.dispatch_queue)
+        return await self.passive_depth(self.names.dispatch_queue)
 
-    async def _passive_depth(self, queue_name: str) -> int | None:
-        # A passive declare of a missing queue closes its channel: use one of its own.
+    async def passive_depth(self, queue_name: str) -> int | None:
+        """Messages ready in a queue; None when it does not exist. Passive: declares
+        nothing (a missing queue closes the channel it was asked on: one of its own)."""
         channel = await self._conn().channel(publisher_confirms=False)
         try:
             queue = await channel.declare_queue(queue_name, passive=True)

@@ -245,3 +245,36 @@ def decode_live(body: bytes) -> Batch | StreamFrame:
         return StreamFrame(**obj)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise Malformed(f"live message of {len(body)} bytes: {exc!r}") from None
+
+
+# --- what a process tells ops about itself (its liveness key's value) ---------------
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """Who a live process is, kept as the value of its liveness key so that it vanishes
+    with it; ``fleet status`` shows it."""
+
+    role: str
+    process_id: str
+    host: str
+    pid: int
+    started_at: float  # epoch seconds
+    incarnation: int = 0  # workers: how many times it fenced itself and rejoined
+    capacity: int | None = None  # workers: conversations it may run
+    address: str | None = None  # gateways: host:port clients connect to
+    metrics: str | None = None  # host:port of its Prometheus metrics, when served
+
+
+def encode_process_info(info: ProcessInfo) -> bytes:
+    return orjson.dumps(info, option=orjson.OPT_OMIT_MICROSECONDS)
+
+
+def decode_process_info(raw: bytes | str | None) -> ProcessInfo | None:
+    """What ``encode_process_info`` wrote; None for anything else (a process of an
+    earlier version keeps ``1`` there)."""
+    if raw is None:
+        return None
+    try:
+        obj = orjson.loads(raw)
+        return ProcessInfo(**obj) if isinstance(obj, dict) else None
+    except (ValueError, TypeError):
+        return None

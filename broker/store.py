@@ -17,7 +17,8 @@ from broker.ratelimit import Rate
 from broker.redis import one_of, text
 from broker.settings import BusyPolicy, OverLimitPolicy
 
-Status = Literal["idle", "running", "closing", "closed"]
+# "purging": ``fleet purge`` is deleting it (see lua/purge.lua); it takes no input.
+Status = Literal["idle", "running", "closing", "closed", "purging"]
 # See lua/admit.lua for what each outcome means.
 AdmissionOutcome = Literal[
     "ok", "rate_limited", "conflict", "busy", "log_full", "over_limit", "closed", "unknown"
@@ -134,6 +135,9 @@ class Store:
             n.log(cid),
             n.actions(cid),
             n.pending,
+            n.by_status("idle"),
+            n.by_status("closing"),
+            n.full,
         ]
         args = [
             cid,
@@ -160,7 +164,14 @@ class Store:
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
-        keys = [self.names.meta(cid), self.names.running(user), self.names.pending]
+        n = self.names
+        keys = [
+            n.meta(cid),
+            n.running(user),
+            n.pending,
+            n.by_status("idle"),
+            n.by_status("closing"),
+        ]
         before = await self._close(keys=keys, args=[cid, reason])
         return one_of(before, get_args(Status)) if before else None
 

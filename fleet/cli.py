@@ -56,7 +56,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also run the fake LLM, with the LLM agent talking to it (no API key needed)",
     )
 
-    commands.add_parser("status", help="show live workers and the dispatch backlog")
+    status = commands.add_parser(
+        "status", help="gateways, workers, reapers, conversations, backlog, dead letters"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--watch", action="store_true", help="show it again every --interval")
+    status.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="for --watch (default 2)"
+    )
 
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
@@ -121,7 +128,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "status":
         from fleet.status import show_status
 
-        return asyncio.run(show_status(settings))
+        if args.interval <= 0:
+            raise ValueError("--interval must be more than 0")
+        return asyncio.run(show_status(settings, args.json, args.watch, args.interval))
     configure(settings.log_level, command, settings.log_format)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM

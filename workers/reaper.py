@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import time
 
 import structlog
 from redis.exceptions import RedisError
@@ -18,6 +21,7 @@ from broker import metrics
 from broker.amqp import Broker
 from broker.backoff import Backoff
 from broker.errors import Unavailable
+from broker.events import ProcessInfo
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -42,6 +46,9 @@ class Reaper(Service):
         self.leases = Leases(self.redis, self.names)
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
+        self.reapers = Liveness(self.redis, self.names, "reaper")
+        self._started_at = time.time()
+        self._beat_at = 0.0  # monotonic time of our last liveness renewal
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
         self.broker = Broker(settings.amqp_url, self.names, name="reaper")
 
@@ -54,6 +61,8 @@ class Reaper(Service):
                 await self._loop()
                 with contextlib.suppress(Exception):
                     await self.leader.resign()
+                with contextlib.suppress(Exception):
+                    await self.reapers.forget(self.reaper_id, leaving=True)
         finally:
             await self.broker.close()
             await self.redis.aclose()
@@ -79,8 +88,25 @@ class Reaper(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
+    def info(self) -> ProcessInfo:
+        """This reaper, as ``fleet status`` shows it."""
+        port = self.settings.metrics_port
+        return ProcessInfo(
+            role="reaper",
+            process_id=self.reaper_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            metrics=f"{self.settings.host}:{port}" if port else None,
+        )
+
     async def tick(self) -> None:
-        """Keep (or take) the leadership; sweep when leading."""
+        """Say we are alive (for ``fleet status``), keep (or take) the leadership; sweep
+        when leading."""
+        ttl = self.settings.reaper_lease_ttl
+        if time.monotonic() - self._beat_at >= ttl / 4:
+            await self.reapers.heartbeat(self.reaper_id, ttl, register=True, info=self.info())
+            self._beat_at = time.monotonic()
         leading = await self.leader.hold()
         if leading != self.leading:
             log.info(
@@ -100,6 +126,9 @@ class Reaper(Service):
             forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
                 log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
+        for reaper_id in await self.reapers.expired():
+            if await self.reapers.forget(reaper_id) >= 0:
+                log.warning("reaper_reaped", reaper_id=reaper_id)
         for cid in await self.leases.pending(self.settings.claim_retry_after):
             log.info("claim_requested_again", conversation_id=cid)
             await self.broker.request_claim(cid)

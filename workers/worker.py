@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 import structlog
@@ -10,11 +12,11 @@ import structlog
 from broker import metrics
 from broker.amqp import Broker, Consumer
 from broker.errors import LeaseLost
-from broker.events import Malformed, decode_claim_request
+from broker.events import Malformed, ProcessInfo, decode_claim_request
 from broker.inbox import Delivery
 from broker.leases import Leases
 from broker.lifecycle import Service, first_of, process_id
-from broker.liveness import Liveness
+from broker.liveness import Beat, Liveness
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
@@ -70,10 +72,25 @@ class Worker(Service):
         self._stopping = False
         self._dispatch: Consumer | None = None
         self._dispatch_lock = asyncio.Lock()
+        self._started_at = time.time()
 
     @property
     def worker_id(self) -> str:
         return self.fencing.worker_id
+
+    def info(self) -> ProcessInfo:
+        """This incarnation, as ``fleet status`` shows it."""
+        port = self.settings.metrics_port
+        return ProcessInfo(
+            role="worker",
+            process_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            incarnation=self.fencing.incarnation,
+            capacity=self.settings.worker_capacity,
+            metrics=f"{self.settings.host}:{port}" if port else None,
+        )
 
     # --- lifecycle --------------------------------------------------------------------
     async def serve(self) -> None:
@@ -139,11 +156,16 @@ class Worker(Service):
                 self.watchdog.stalled.clear()
             sent = time.monotonic()
             renewed: bool | None = None
+            registering = not self.fencing.registered
             try:
                 async with asyncio.timeout(interval):
-                    renewed = await self.liveness.heartbeat(
-                        self.worker_id, ttl, register=not self.fencing.registered
+                    beat = await self.liveness.heartbeat(
+                        self.worker_id,
+                        ttl,
+                        register=registering,
+                        info=self.info() if registering else None,
                     )
+                renewed = bool(beat)
                 metrics.HEARTBEAT_SECONDS.observe(time.monotonic() - sent)
             except Exception as exc:
                 failure: Exception | None = exc
@@ -151,6 +173,9 @@ class Worker(Service):
                 failure = None
             if not self.watch(self.broker, failure):
                 return
+            if renewed and beat is Beat.DRAIN and not self._stop.is_set():
+                log.info("drain_requested", worker_id=self.worker_id)
+                self.stop()  # as SIGTERM does: drain, release, exit 0
             if renewed:
                 if self.fencing.renewed(sent):
                     self._registered.set()

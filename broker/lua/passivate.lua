@@ -1,7 +1,7 @@
 -- Passivate an idle conversation: release its lease (compare-and-delete) and its
 -- slot in the user's limit, keeping queue and log, unless a client is connected or
 -- it was admitted input within the idle period (Redis clock).
--- KEYS: lease, meta, owns (of the owner), clients
+-- KEYS: lease, meta, owns (of the owner), clients, idle (conversations by status)
 -- ARGV: lease_value, conversation_id, idle_ms
 -- Returns 'passivated', or why not: 'moved' (not our lease), 'closing', 'watched', 'active'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
@@ -12,6 +12,7 @@ if now_ms() - active < tonumber(ARGV[3]) then return 'active' end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'idle')
+redis.call('ZADD', KEYS[5], now_ms(), ARGV[2])
 redis.call('HDEL', KEYS[2], 'owner')
 redis.call('ZREM', key_running(redis.call('HGET', KEYS[2], 'user')), ARGV[2])
 return 'passivated'
