@@ -65,6 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=2.0, metavar="SECONDS", help="for --watch (default 2)"
     )
 
+    inspect = commands.add_parser(
+        "inspect", help="a conversation: record, owner, epoch, queue, clients, last events"
+    )
+    inspect.add_argument("conversation", metavar="CONVERSATION")
+    inspect.add_argument("--json", action="store_true", help="one JSON object")
+    inspect.add_argument(
+        "--events", type=int, default=10, metavar="N", help="how many last events (default 10)"
+    )
+
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
     )
@@ -131,6 +140,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.interval <= 0:
             raise ValueError("--interval must be more than 0")
         return asyncio.run(show_status(settings, args.json, args.watch, args.interval))
+    if command == "inspect":
+        from fleet.inspect import show_inspection
+
+        if args.events < 0:
+            raise ValueError("--events must be 0 or more")
+        return asyncio.run(show_inspection(settings, args.conversation, args.json, args.events))
     configure(settings.log_level, command, settings.log_format)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM
