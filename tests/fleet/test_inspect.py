@@ -43,10 +43,10 @@ async def test_inspect_shows_owner_epoch_clients_and_last_events(
     assert found["clients"] == {"total": 1, "by_gateway": {gateway.gateway_id: 1}}
     assert found["events"] == len(client.events)
     assert found["last_events"] == client.events[-2:]
-    text = (await run_fleet(settings, "inspect", cid)).stdout
-    assert f"owner: {worker.worker_id} (alive), epoch {epoch}" in text
-    assert f"clients: 1 ({gateway.gateway_id}: 1)" in text
-    assert f"events: {len(client.events)}, the last {len(client.events)}:" in text
+    shown = (await run_fleet(settings, "inspect", cid)).stdout
+    assert f"owner: {worker.worker_id} (alive), epoch {epoch}" in shown
+    assert f"clients: 1 ({gateway.gateway_id}: 1)" in shown
+    assert f"events: {len(client.events)}, the last {len(client.events)}:" in shown
     await client.close()
 
 
@@ -67,8 +67,8 @@ async def test_inspect_shows_input_waiting_for_an_owner(
     assert found["queue_depth"] == 2
     assert found["pending_since"] is not None
     assert found["record"]["status"] == "idle"
-    text = (await run_fleet(settings, "inspect", cid)).stdout
-    assert "owner: none" in text and "queue: 2 message(s) waiting" in text
+    shown = (await run_fleet(settings, "inspect", cid)).stdout
+    assert "owner: none" in shown and "queue: 2 message(s) waiting" in shown
 
     await fleet.start_worker()  # inspecting changed nothing: the input is answered
     await status_becomes(redis, names, cid, "running")
