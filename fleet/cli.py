@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "--events", type=int, default=10, metavar="N", help="how many last events (default 10)"
     )
 
+    drain = commands.add_parser(
+        "drain", help="make a worker drain and exit, as SIGTERM would, wherever it runs"
+    )
+    drain.add_argument("worker", metavar="WORKER", help="its id, as fleet status shows it")
+    drain.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="ask, and do not wait for it to leave"
+    )
+
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
     )
@@ -146,6 +154,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.events < 0:
             raise ValueError("--events must be 0 or more")
         return asyncio.run(show_inspection(settings, args.conversation, args.json, args.events))
+    if command == "drain":
+        from fleet.drain import drain_worker
+
+        return asyncio.run(drain_worker(settings, args.worker, args.wait))
     configure(settings.log_level, command, settings.log_format)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM
