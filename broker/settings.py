@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # no worker had room) is asked for again by the reaper.
     claim_retry_after: float = Field(5.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
+    # ``fleet conversations --stuck`` lists conversations closing, or with input and no
+    # live owner, for longer than this.
+    stuck_after: float = Field(60.0, gt=0)
     # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
     # after losing them) exits non-zero, so that its supervisor notices.
     dependency_timeout: float = Field(60.0, gt=0)

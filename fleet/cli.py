@@ -82,6 +82,22 @@ def _parser() -> argparse.ArgumentParser:
         "--no-wait", dest="wait", action="store_false", help="ask, and do not wait for it to leave"
     )
 
+    conversations = commands.add_parser(
+        "conversations", help="conversations that need a human (--stuck)"
+    )
+    conversations.add_argument(
+        "--stuck",
+        action="store_true",
+        required=True,
+        help="closing too long, input with no live owner, log over its cap",
+    )
+    conversations.add_argument("--json", action="store_true", help="one JSON array")
+
+    close = commands.add_parser("close", help="close a conversation for good")
+    close.add_argument("conversation", metavar="CONVERSATION")
+    close.add_argument("--reason", default="closed by operator", help="logged in its closed event")
+    close.add_argument("--wait", action="store_true", help="until its owner has closed it")
+
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
     )
@@ -158,6 +174,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from fleet.drain import drain_worker
 
         return asyncio.run(drain_worker(settings, args.worker, args.wait))
+    if command == "conversations":
+        from fleet.stuck import show_stuck
+
+        return asyncio.run(show_stuck(settings, args.json))
+    if command == "close":
+        from fleet.close import close_conversation
+
+        return asyncio.run(close_conversation(settings, args.conversation, args.reason, args.wait))
     configure(settings.log_level, command, settings.log_format)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM
