@@ -240,6 +240,11 @@ class Broker:
                 return False
         return True
 
+    async def delete_queue(self, cid: str) -> None:
+        """Delete the conversation's queue, whatever it holds (a purged conversation's)."""
+        async with self._conn().channel(publisher_confirms=False) as channel:
+            await channel.queue_delete(self.names.conversation_queue(cid))
+
     # --- claim requests ---------------------------------------------------------------
     async def request_claim(self, cid: str) -> None:
         """Ask some worker with spare capacity to claim ``cid``."""

@@ -98,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
     close.add_argument("--reason", default="closed by operator", help="logged in its closed event")
     close.add_argument("--wait", action="store_true", help="until its owner has closed it")
 
+    purge = commands.add_parser(
+        "purge", help="delete closed and long-idle conversations for good (log, record, queue)"
+    )
+    purge.add_argument(
+        "--closed-before",
+        metavar="AGE|DATE",
+        help="closed longer ago than AGE (30d, 12h, ...) or before DATE (2026-01-31)",
+    )
+    purge.add_argument(
+        "--idle-for", metavar="AGE", help="idle (no input, owner or client) for longer than AGE"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
     )
@@ -182,6 +195,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from fleet.close import close_conversation
 
         return asyncio.run(close_conversation(settings, args.conversation, args.reason, args.wait))
+    if command == "purge":
+        from fleet.purge import purge_conversations
+
+        return asyncio.run(
+            purge_conversations(settings, args.closed_before, args.idle_for, args.dry_run)
+        )
     configure(settings.log_level, command, settings.log_format)
     if command == "fake-llm":
         from fleet.fake_llm.server import FakeLLM

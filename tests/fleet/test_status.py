@@ -18,12 +18,17 @@ from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, status_becomes, token
 
 
+def fleet_env(settings: Settings) -> dict[str, str]:
+    """The environment of an operator's shell for the fleet of ``settings``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    return {**clean, **settings.to_env(), "FLEET_DEPENDENCY_TIMEOUT": "3"}
+
+
 def fleet_command(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m fleet ARGS`` for the fleet of ``settings``, as an operator runs it."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     return subprocess.run(
         [sys.executable, "-m", "fleet", *args],
-        env={**clean, **settings.to_env(), "FLEET_DEPENDENCY_TIMEOUT": "3"},
+        env=fleet_env(settings),
         capture_output=True,
         text=True,
         timeout=30,
