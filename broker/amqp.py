@@ -15,6 +15,7 @@ Every message body is encoded and decoded in ``broker.events``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aio_pika
@@ -38,6 +39,8 @@ from aio_pika.exceptions import (
 from broker import connection
 from broker.errors import ConversationClosed, Unavailable
 from broker.events import (
+    ClaimCause,
+    ClaimRequest,
     CloseMarker,
     QueueItem,
     StreamFrame,
@@ -202,7 +205,7 @@ class Broker:
     async def publish_input(self, cid: str, item: QueueItem) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
         message = aio_pika.Message(
-            encode_input(item),
+            encode_input(item, sent_at=time.time()),
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=input_id(cid, item),
@@ -226,7 +229,7 @@ class Broker:
             await self.publish_input(cid, CloseMarker(reason))
         except ConversationClosed:
             return  # the queue is gone: it was finished already
-        await self.request_claim(cid)
+        await self.request_claim(cid, "close")
 
     async def delete_if_empty(self, cid: str) -> bool:
         """Delete the conversation's queue unless input is waiting in it.
@@ -246,9 +249,13 @@ class Broker:
             await channel.queue_delete(self.names.conversation_queue(cid))
 
     # --- claim requests ---------------------------------------------------------------
-    async def request_claim(self, cid: str) -> None:
-        """Ask some worker with spare capacity to claim ``cid``."""
-        message = aio_pika.Message(encode_claim_request(cid), delivery_mode=PERSISTENT)
+    async def request_claim(
+        self, cid: str, cause: ClaimCause = "input", since: float | None = None
+    ) -> None:
+        """Ask some worker with spare capacity to claim ``cid``, owed an owner because of
+        ``cause`` since ``since`` (epoch seconds; default now)."""
+        request = ClaimRequest(cid, cause, time.time() if since is None else since)
+        message = aio_pika.Message(encode_claim_request(request), delivery_mode=PERSISTENT)
         exchange = self._channel(self._confirmed).default_exchange
         try:
             await exchange.publish(

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -92,6 +92,8 @@ class Action:
     action_id: str
     kind: ActionKind
     content: str = ""
+    # When a gateway published it (epoch seconds; 0: unknown), for the action latency.
+    sent_at: float = field(default=0.0, compare=False)
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -152,13 +154,18 @@ class Malformed(ValueError):
     """A broker message that does not decode: rejected, never retried."""
 
 
-def encode_input(item: QueueItem) -> bytes:
-    """The body of a conversation-queue message."""
+def encode_input(item: QueueItem, sent_at: float = 0.0) -> bytes:
+    """The body of a conversation-queue message (an action carries ``sent_at``, if given)."""
     if isinstance(item, CloseMarker):
         return orjson.dumps({"kind": "close", "reason": item.reason})
-    return orjson.dumps(
-        {"action_id": item.action_id, "kind": item.kind, "data": {"content": item.content}}
-    )
+    body: dict[str, Any] = {
+        "action_id": item.action_id,
+        "kind": item.kind,
+        "data": {"content": item.content},
+    }
+    if sent_at:
+        body["sent_at"] = sent_at
+    return orjson.dumps(body)
 
 
 def decode_input(body: bytes) -> QueueItem:
@@ -170,7 +177,8 @@ def decode_input(body: bytes) -> QueueItem:
             return CloseMarker(str(obj["reason"]))
         if kind not in ACTION_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
-        return Action(str(obj["action_id"]), kind, str(obj["data"]["content"]))
+        sent_at = float(obj.get("sent_at", 0.0))
+        return Action(str(obj["action_id"]), kind, str(obj["data"]["content"]), sent_at)
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
@@ -181,19 +189,41 @@ def input_id(cid: str, item: QueueItem) -> str:
 
 
 # --- claim requests (the dispatch queue) -------------------------------------------
-def encode_claim_request(cid: str) -> bytes:
-    return orjson.dumps({"conversation_id": cid})
+# Why a conversation is owed an owner: input for it (or a passivated one's requeued
+# input), its owner died, its owner handed it over (drain, a failed loop), the reaper
+# asks again, it is closing, or a worker that fenced itself gives back what it held.
+ClaimCause = Literal["input", "failover", "handover", "retry", "close", "rejoin"]
+CLAIM_CAUSES: tuple[ClaimCause, ...] = get_args(ClaimCause)
 
 
-def decode_claim_request(body: bytes) -> str:
-    """The conversation id a claim request names."""
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Ask a worker with room to claim a conversation, owed an owner since ``since``
+    (epoch seconds; 0: unknown)."""
+
+    conversation_id: str
+    cause: ClaimCause = "input"
+    since: float = 0.0
+
+
+def encode_claim_request(request: ClaimRequest) -> bytes:
+    return orjson.dumps(
+        {"conversation_id": request.conversation_id, "cause": request.cause, "since": request.since}
+    )
+
+
+def decode_claim_request(body: bytes) -> ClaimRequest:
+    """What ``encode_claim_request`` wrote; an earlier version's names only the id."""
     try:
-        cid = orjson.loads(body)["conversation_id"]
-    except (ValueError, KeyError, TypeError) as exc:
+        obj = orjson.loads(body)
+        cid, cause, since = obj["conversation_id"], obj.get("cause", "input"), obj.get("since", 0)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise Malformed(f"claim request of {len(body)} bytes: {exc!r}") from None
     if not valid_conversation_id(cid):
         raise Malformed(f"claim request names no valid conversation: {cid!r}")
-    return str(cid)
+    if cause not in CLAIM_CAUSES or not isinstance(since, int | float):
+        raise Malformed(f"claim request of {cid} has cause {cause!r} since {since!r}")
+    return ClaimRequest(str(cid), cause, float(since))
 
 
 # --- live messages (the outbound exchange): batches of logged events, stream frames --

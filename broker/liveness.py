@@ -58,6 +58,11 @@ class Liveness:
         ids = await self._expired(keys=[self.names.deadlines(self.role)], args=[self.role, limit])
         return [text(i) for i in ids]
 
+    async def deadline(self, process_id: str) -> float | None:
+        """Until when its last heartbeat kept it alive (epoch seconds, Redis clock)."""
+        score = await self.redis.zscore(self.names.deadlines(self.role), process_id)
+        return None if score is None else score / 1000
+
     async def expire(self, process_id: str) -> None:
         """Declare a process dead now: the reaper deals with what it held."""
         await self.redis.delete(self.names.alive(self.role, process_id))

@@ -75,7 +75,7 @@ class Retention:
         elif not await self.broker.delete_if_empty(cid):
             restored = await self._step(cid, "restore", kind, cutoff_ms)
             if restored == "restored":
-                await self.broker.request_claim(cid)
+                await self.broker.request_claim(cid, "input")
             return restored
         return await self._step(cid, "delete", kind, cutoff_ms)
 

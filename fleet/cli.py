@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--reapers", type=int, default=1)
     dev.add_argument("--port", type=int, help="first gateway port (default FLEET_PORT, 8000)")
     dev.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="first worker's metrics port; the others follow (default FLEET_METRICS_PORT, 9400)",
+    )
+    dev.add_argument(
         "--llm",
         choices=["fake"],
         help="also run the fake LLM, with the LLM agent talking to it (no API key needed)",
@@ -169,7 +175,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "dev":
         from fleet.dev import Plan, run_dev
 
-        plan = Plan(args.gateways, args.workers, args.reapers, args.port, args.llm)
+        plan = Plan(
+            args.gateways, args.workers, args.reapers, args.port, args.llm, args.metrics_port
+        )
         return run_dev(settings, plan)
     if command == "status":
         from fleet.status import show_status

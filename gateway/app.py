@@ -202,7 +202,7 @@ class Gateway(Service):
             await self.sio.disconnect(sid)
             raise ClientGone(str(exc)) from None
         await self.sio.emit(name, payload, to=sid)
-        metrics.EVENTS_DELIVERED.inc()
+        (metrics.FRAMES_DELIVERED if name == "stream" else metrics.EVENTS_DELIVERED).inc()
 
     async def is_ready(self) -> bool:
         """Redis answers and the AMQP connection is open."""

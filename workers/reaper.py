@@ -22,6 +22,7 @@ from broker.amqp import Broker
 from broker.backoff import Backoff
 from broker.errors import Unavailable
 from broker.events import ProcessInfo
+from broker.exposition import STUCK_AFTER, Exposition
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -29,8 +30,12 @@ from broker.liveness import Liveness
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
+from workers import census
 
 log = structlog.get_logger()
+
+# Seconds between the leader's counts of the whole fleet (its metrics).
+CENSUS_EVERY = 2.0
 
 
 class Reaper(Service):
@@ -49,11 +54,16 @@ class Reaper(Service):
         self.reapers = Liveness(self.redis, self.names, "reaper")
         self._started_at = time.time()
         self._beat_at = 0.0  # monotonic time of our last liveness renewal
+        self._counted_at = 0.0  # ... and of our last census
+        self._ticked_at = time.monotonic()  # ... and of the last turn of our loop
+        self.exposition = Exposition(
+            metrics.REAPER, self.healthy, settings.host, settings.metrics_port
+        )
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
         self.broker = Broker(settings.amqp_url, self.names, name="reaper")
 
     async def serve(self) -> None:
-        metrics.serve(self.settings.host, self.settings.metrics_port)
+        self.exposition.start()
         try:
             if await self.connect(self.redis, self.broker):
                 log.info("reaper_started", reaper_id=self.reaper_id)
@@ -64,15 +74,22 @@ class Reaper(Service):
                 with contextlib.suppress(Exception):
                     await self.reapers.forget(self.reaper_id, leaving=True)
         finally:
+            self._lead(False)
+            self.exposition.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
+
+    def healthy(self) -> bool:
+        """For a liveness probe: the sweep loop turns."""
+        return time.monotonic() - self._ticked_at < STUCK_AFTER + self.settings.reaper_interval
 
     async def _loop(self) -> None:
         interval = self.settings.reaper_interval
         backoff = Backoff(first=interval)
         while not self._stop.is_set():
             delay, redis_error = interval, None
+            self._ticked_at = time.monotonic()
             try:
                 await self.tick()
                 backoff.reset()
@@ -112,9 +129,20 @@ class Reaper(Service):
             log.info(
                 "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
             )
-            self.leading = leading
+            self._lead(leading)
         if leading:
             await self.sweep()
+            if time.monotonic() - self._counted_at >= CENSUS_EVERY:
+                self._counted_at = time.monotonic()
+                metrics.FLEET.figures = await census.count(self.redis, self.names, self.broker)
+
+    def _lead(self, leading: bool) -> None:
+        """Only the leader exports the fleet's figures (a sum over reapers counts once)."""
+        if self.leading and not leading:
+            metrics.FLEET.figures = None
+            self._counted_at = 0.0
+        self.leading = leading
+        metrics.LEADER.set(1 if leading else 0)
 
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
@@ -131,11 +159,16 @@ class Reaper(Service):
                 log.warning("reaper_reaped", reaper_id=reaper_id)
         for cid in await self.leases.pending(self.settings.claim_retry_after):
             log.info("claim_requested_again", conversation_id=cid)
-            await self.broker.request_claim(cid)
+            await self.broker.request_claim(cid, "retry")
         moved = 0
         for worker_id in await self.workers.expired():
             cids = await self.leases.owned_by(worker_id)
-            await asyncio.gather(*(self.broker.request_claim(cid) for cid in cids))
+            # Its last heartbeat renewed its liveness until its deadline: it was alive then.
+            deadline = await self.workers.deadline(worker_id)
+            last_seen = None if deadline is None else deadline - self.settings.liveness_ttl
+            await asyncio.gather(
+                *(self.broker.request_claim(cid, "failover", last_seen) for cid in cids)
+            )
             if await self.workers.forget(worker_id) >= 0:
                 log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
                 metrics.WORKERS_REAPED.inc()

@@ -7,6 +7,7 @@ import pytest
 
 from broker.events import (
     Action,
+    ClaimRequest,
     CloseMarker,
     Malformed,
     NewEvent,
@@ -28,6 +29,9 @@ def test_queue_items_round_trip() -> None:
     close = CloseMarker("closed by user")
     assert decode_input(encode_input(action)) == action
     assert decode_input(encode_input(close)) == close
+    timed, untimed = decode_input(encode_input(action, 12.5)), decode_input(encode_input(action))
+    assert isinstance(timed, Action) and timed.sent_at == 12.5
+    assert isinstance(untimed, Action) and untimed.sent_at == 0
     assert (input_id("c", action), input_id("c", close)) == ("a-1", "close:c")
 
 
@@ -43,7 +47,9 @@ def test_stop_actions_round_trip() -> None:
 
 
 def test_claim_requests_round_trip() -> None:
-    assert decode_claim_request(encode_claim_request("conv-1")) == "conv-1"
+    request = ClaimRequest("conv-1", "failover", 1234.5)
+    assert decode_claim_request(encode_claim_request(request)) == request
+    assert decode_claim_request(b'{"conversation_id": "conv-1"}') == ClaimRequest("conv-1")
 
 
 def test_batches_round_trip_as_logged_json() -> None:
@@ -63,6 +69,8 @@ def test_batches_round_trip_as_logged_json() -> None:
         (decode_input, b'{"kind": "message"}'),
         (decode_claim_request, b"{}"),
         (decode_claim_request, b'{"conversation_id": "../etc"}'),
+        (decode_claim_request, b'{"conversation_id": "c", "cause": "whim"}'),
+        (decode_claim_request, b'{"conversation_id": "c", "since": "soon"}'),
         (decode_live, b"[]"),
         (decode_live, b'{"id": 1}'),
     ],
