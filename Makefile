@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services run test lint chaos bench clean status drain inspect stuck
+.PHONY: install services run test lint chaos bench clean status drain inspect stuck lock
 
 install: $(VENV)/.installed
 
@@ -48,6 +48,13 @@ inspect: install
 
 stuck: install
 	$(BIN)/fleet conversations --stuck
+
+# The image's pinned dependencies (deploy/requirements.lock), from pyproject.toml.
+lock: install
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	  --output-file deploy/requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -117,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
 
+    commands.add_parser(
+        "healthcheck", help="exit 0 if this host's fleet process says it is healthy (Docker)"
+    )
+
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
     )
@@ -172,6 +176,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "token":
         print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl))
         return 0
+    if command == "healthcheck":
+        from fleet.healthcheck import healthcheck
+
+        return healthcheck(settings)
     if command == "dev":
         from fleet.dev import Plan, run_dev
 
