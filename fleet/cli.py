@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from broker import tokens
 from broker.dependencies import Unreachable
@@ -28,8 +28,15 @@ SETTINGS_FLAGS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    parser = Parser(prog="fleet", description=__doc__)
     parser.add_argument("--namespace", help="FLEET_NAMESPACE: prefix of every key, queue, exchange")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
