@@ -63,6 +63,13 @@ async def test_purge_deletes_old_closed_conversations_and_nothing_else(
         await api.delete(f"/api/conversations/{recent}")
         await status_becomes(redis, names, recent, "closed")
     await status_becomes(redis, names, running, "running")
+    # A queue left behind (its owner deletes it on closing; one declared since is not).
+    broker = Broker(settings.amqp_url, names, name="test")
+    await broker.connect(declare=False)
+    try:
+        await broker.declare_conversation(old)
+    finally:
+        await broker.close()
     before = await keys(redis, names)
     logged = {cid: await redis.llen(names.log(cid)) for cid in (recent, running)}
     assert logged[running] >= 4
@@ -82,6 +89,7 @@ async def test_purge_deletes_old_closed_conversations_and_nothing_else(
     assert await redis.zrange(names.by_status("closed"), 0, -1) == [recent.encode()]
     assert {cid: await redis.llen(names.log(cid)) for cid in (recent, running)} == logged
     assert await queue_depth(settings, names, running) == 0
+    assert await queue_depth(settings, names, old) is None
     async with http(fleet.url, bearer) as api:
         assert (await api.get(f"/api/conversations/{old}")).status_code == 404
         assert (await api.get(f"/api/conversations/{recent}")).json()["status"] == "closed"
