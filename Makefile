@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services run test lint chaos bench clean
+.PHONY: install services run test lint chaos bench clean status drain inspect stuck lock
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,28 @@ chaos: install services
 
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# Ops, for the fleet of FLEET_NAMESPACE (and the FLEET_* URLs) in the environment.
+status: install
+	$(BIN)/fleet status $(if $(WATCH),--watch)
+
+drain: install
+	@test -n "$(WORKER)" || { echo "usage: make drain WORKER=<worker id from make status>"; exit 2; }
+	$(BIN)/fleet drain $(WORKER)
+
+inspect: install
+	@test -n "$(ID)" || { echo "usage: make inspect ID=<conversation id>"; exit 2; }
+	$(BIN)/fleet inspect $(ID)
+
+stuck: install
+	$(BIN)/fleet conversations --stuck
+
+# The image's pinned dependencies (deploy/requirements.lock), from pyproject.toml.
+lock: install
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	  --output-file deploy/requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) *.egg-info .mypy_cache .ruff_cache .pytest_cache

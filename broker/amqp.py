@@ -24,6 +24,7 @@ Every message body is encoded and decoded in ``broker.events``.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -50,6 +51,8 @@ from broker import connection, tracing
 from broker.errors import ConversationClosed, QueueGone, Unavailable
 from broker.events import (
     Action,
+    ClaimCause,
+    ClaimRequest,
     CloseMarker,
     Query,
     QueueItem,
@@ -229,12 +232,12 @@ class Broker:
     async def queue_depth(self, cid: str) -> int | None:
         """Messages waiting in the conversation's queue; None when it has none.
         Passive: declares nothing."""
-        return await self._passive_depth(self.names.conversation_queue(cid))
+        return await self.passive_depth(self.names.conversation_queue(cid))
 
     async def publish_input(self, cid: str, item: Action | CloseMarker | TimerFired) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
         message = aio_pika.Message(
-            encode_input(item),
+            encode_input(item, sent_at=time.time()),
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=input_id(cid, item),
@@ -331,7 +334,7 @@ class Broker:
             await self.publish_input(cid, CloseMarker(reason))
         except ConversationClosed:
             return  # the queue is gone: it was finished already
-        await self.request_claim(cid)
+        await self.request_claim(cid, "close")
 
     async def delete_if_empty(self, cid: str) -> bool:
         """Delete the conversation's queue unless input is waiting in it.
@@ -345,10 +348,19 @@ class Broker:
                 return False
         return True
 
+    async def delete_queue(self, cid: str) -> None:
+        """Delete the conversation's queue, whatever it holds (a purged conversation's)."""
+        async with self._conn().channel(publisher_confirms=False) as channel:
+            await channel.queue_delete(self.names.conversation_queue(cid))
+
     # --- claim requests ---------------------------------------------------------------
-    async def request_claim(self, cid: str) -> None:
-        """Ask some worker with spare capacity to claim ``cid``."""
-        message = aio_pika.Message(encode_claim_request(cid), delivery_mode=PERSISTENT)
+    async def request_claim(
+        self, cid: str, cause: ClaimCause = "input", since: float | None = None
+    ) -> None:
+        """Ask some worker with spare capacity to claim ``cid``, owed an owner because of
+        ``cause`` since ``since`` (epoch seconds; default now)."""
+        request = ClaimRequest(cid, cause, time.time() if since is None else since)
+        message = aio_pika.Message(encode_claim_request(request), delivery_mode=PERSISTENT)
         exchange = self._channel(self._confirmed).default_exchange
         try:
             await exchange.publish(
@@ -377,10 +389,11 @@ class Broker:
 
     async def dispatch_backlog(self) -> int | None:
         """Claim requests waiting; None when the dispatch queue does not exist. Passive."""
-        return await self._passive_depth(self.names.dispatch_queue)
+        return await self.passive_depth(self.names.dispatch_queue)
 
-    async def _passive_depth(self, queue_name: str) -> int | None:
-        # A passive declare of a missing queue closes its channel: use one of its own.
+    async def passive_depth(self, queue_name: str) -> int | None:
+        """Messages ready in a queue; None when it does not exist. Passive: declares
+        nothing (a missing queue closes the channel it was asked on: one of its own)."""
         channel = await self._conn().channel(publisher_confirms=False)
         try:
             queue = await channel.declare_queue(queue_name, passive=True)
@@ -457,10 +470,10 @@ class Broker:
     async def webhook_backlog(self) -> tuple[int | None, int | None]:
         """Deliveries waiting in the outbox (None: no outbox queue), and dead letters
         (None: no dead-letter queue). Passive."""
-        depths = [await self._passive_depth(name) for name in self.names.webhook_queues]
+        depths = [await self.passive_depth(name) for name in self.names.webhook_queues]
         found = [depth for depth in depths if depth is not None]
         waiting = sum(found) if found else None
-        return waiting, await self._passive_depth(self.names.webhook_dead_letters)
+        return waiting, await self.passive_depth(self.names.webhook_dead_letters)
 
     # --- live events ----------------------------------------------------------------
     def _exchange(self) -> AbstractExchange:

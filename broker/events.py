@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -97,6 +97,8 @@ class Action:
     content: str = ""
     request_id: str = ""
     choice: str = ""
+    # When a gateway published it (epoch seconds; 0: unknown), for the action latency.
+    sent_at: float = field(default=0.0, compare=False)
 
     @classmethod
     def parse(cls, payload: object) -> Action:
@@ -118,7 +120,13 @@ class Action:
             action_id = uuid.uuid4().hex
         elif not isinstance(action_id, str) or not ACTION_ID.fullmatch(action_id):
             raise BadRequest("user_action.action_id must match " + ACTION_ID.pattern)
-        return cls(action_id=action_id, kind=kind, **fields)
+        return cls(
+            action_id=action_id,
+            kind=kind,
+            content=fields.get("content", ""),
+            request_id=fields.get("request_id", ""),
+            choice=fields.get("choice", ""),
+        )
 
     def digest(self) -> str:
         """What the action says (not its id): an id is admitted with one content only."""
@@ -273,8 +281,8 @@ class Malformed(ValueError):
     """A broker message that does not decode: rejected, never retried."""
 
 
-def encode_input(item: QueueItem) -> bytes:
-    """The body of a conversation-queue message."""
+def encode_input(item: QueueItem, sent_at: float = 0.0) -> bytes:
+    """The body of a conversation-queue message (an action carries ``sent_at``, if given)."""
     if isinstance(item, CloseMarker):
         return orjson.dumps({"kind": "close", "reason": item.reason})
     if isinstance(item, TimerFired):
@@ -289,7 +297,10 @@ def encode_input(item: QueueItem) -> bytes:
         if item.kind == "approval"
         else {"content": item.content}
     )
-    return orjson.dumps({"action_id": item.action_id, "kind": item.kind, "data": data})
+    body: dict[str, Any] = {"action_id": item.action_id, "kind": item.kind, "data": data}
+    if sent_at:
+        body["sent_at"] = sent_at
+    return orjson.dumps(body)
 
 
 def decode_input(body: bytes) -> QueueItem:
@@ -307,14 +318,16 @@ def decode_input(body: bytes) -> QueueItem:
         if kind not in ACTION_KINDS:
             raise ValueError(f"unknown kind {kind!r}")
         data = obj["data"]
+        sent_at = float(obj.get("sent_at", 0.0))
         if kind == "approval":
             return Action(
                 str(obj["action_id"]),
                 kind,
                 request_id=str(data["request_id"]),
                 choice=str(data["choice"]),
+                sent_at=sent_at,
             )
-        return Action(str(obj["action_id"]), kind, str(data["content"]))
+        return Action(str(obj["action_id"]), kind, str(data["content"]), sent_at=sent_at)
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"conversation input of {len(body)} bytes: {exc!r}") from None
 
@@ -332,19 +345,41 @@ def turn_id_of(message: Event) -> str:
 
 
 # --- claim requests (the dispatch queue) -------------------------------------------
-def encode_claim_request(cid: str) -> bytes:
-    return orjson.dumps({"conversation_id": cid})
+# Why a conversation is owed an owner: input for it (or a passivated one's requeued
+# input), its owner died, its owner handed it over (drain, a failed loop), the reaper
+# asks again, it is closing, or a worker that fenced itself gives back what it held.
+ClaimCause = Literal["input", "failover", "handover", "retry", "close", "rejoin"]
+CLAIM_CAUSES: tuple[ClaimCause, ...] = get_args(ClaimCause)
 
 
-def decode_claim_request(body: bytes) -> str:
-    """The conversation id a claim request names."""
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Ask a worker with room to claim a conversation, owed an owner since ``since``
+    (epoch seconds; 0: unknown)."""
+
+    conversation_id: str
+    cause: ClaimCause = "input"
+    since: float = 0.0
+
+
+def encode_claim_request(request: ClaimRequest) -> bytes:
+    return orjson.dumps(
+        {"conversation_id": request.conversation_id, "cause": request.cause, "since": request.since}
+    )
+
+
+def decode_claim_request(body: bytes) -> ClaimRequest:
+    """What ``encode_claim_request`` wrote; an earlier version's names only the id."""
     try:
-        cid = orjson.loads(body)["conversation_id"]
-    except (ValueError, KeyError, TypeError) as exc:
+        obj = orjson.loads(body)
+        cid, cause, since = obj["conversation_id"], obj.get("cause", "input"), obj.get("since", 0)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise Malformed(f"claim request of {len(body)} bytes: {exc!r}") from None
     if not valid_conversation_id(cid):
         raise Malformed(f"claim request names no valid conversation: {cid!r}")
-    return str(cid)
+    if cause not in CLAIM_CAUSES or not isinstance(since, int | float):
+        raise Malformed(f"claim request of {cid} has cause {cause!r} since {since!r}")
+    return ClaimRequest(str(cid), cause, float(since))
 
 
 # --- live messages (the outbound exchange): batches of logged events, stream frames --
@@ -466,6 +501,39 @@ def decode_webhook(body: bytes) -> Webhook:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise Malformed(f"webhook of {len(body)} bytes: {exc!r}") from None
+
+
+# --- what a process tells ops about itself (its liveness key's value) ---------------
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """Who a live process is, kept as the value of its liveness key so that it vanishes
+    with it; ``fleet status`` shows it."""
+
+    role: str
+    process_id: str
+    host: str
+    pid: int
+    started_at: float  # epoch seconds
+    incarnation: int = 0  # workers: how many times it fenced itself and rejoined
+    capacity: int | None = None  # workers: conversations it may run
+    address: str | None = None  # gateways: host:port clients connect to
+    metrics: str | None = None  # host:port of its Prometheus metrics, when served
+
+
+def encode_process_info(info: ProcessInfo) -> bytes:
+    return orjson.dumps(info, option=orjson.OPT_OMIT_MICROSECONDS)
+
+
+def decode_process_info(raw: bytes | str | None) -> ProcessInfo | None:
+    """What ``encode_process_info`` wrote; None for anything else (a process of an
+    earlier version keeps ``1`` there)."""
+    if raw is None:
+        return None
+    try:
+        obj = orjson.loads(raw)
+        return ProcessInfo(**obj) if isinstance(obj, dict) else None
+    except (ValueError, TypeError):
+        return None
 
 
 # --- the client's side of the protocol (the SDK, fleet/client) ------------------------

@@ -82,9 +82,12 @@ class Inbox:
         self._closed = False
         self._queue: AbstractQueue | None = None
         self._tag: ConsumerTag | None = None
+        self.waiting = 0  # messages ready in the queue when consuming began
 
     async def consume(self, queue: AbstractQueue) -> None:
         self._queue = queue
+        result = queue.declaration_result
+        self.waiting = int(result.message_count or 0) if result is not None else 0
         self._tag = await queue.consume(self._deliver)
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:

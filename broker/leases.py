@@ -47,7 +47,14 @@ class Leases:
     async def claim(self, cid: str, worker_id: str, user_limit: int) -> Claim:
         n = self.names
         outcome, epoch, took_over, closing = await self._claim(
-            keys=[n.meta(cid), n.lease(cid), n.epoch(cid), n.owns(worker_id), n.pending],
+            keys=[
+                n.meta(cid),
+                n.lease(cid),
+                n.epoch(cid),
+                n.owns(worker_id),
+                n.pending,
+                n.by_status("idle"),
+            ],
             args=[cid, worker_id, user_limit],
         )
         return Claim(
@@ -71,7 +78,7 @@ class Leases:
         """Compare-and-delete: False when the lease had already moved on."""
         n = self.names
         released = await self._release(
-            keys=[n.lease(cid), n.meta(cid), n.owns(worker_id)],
+            keys=[n.lease(cid), n.meta(cid), n.owns(worker_id), n.by_status("idle")],
             args=[lease_value(worker_id, epoch), cid],
         )
         return bool(released)
@@ -79,7 +86,13 @@ class Leases:
     async def finish(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Mark a closing conversation closed (fenced); False when the lease moved on."""
         n = self.names
-        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id)]
+        keys = [
+            n.lease(cid),
+            n.meta(cid),
+            n.owns(worker_id),
+            n.by_status("closing"),
+            n.by_status("closed"),
+        ]
         return bool(await self._finish(keys=keys, args=[lease_value(worker_id, epoch), cid]))
 
     async def passivate(
@@ -88,7 +101,14 @@ class Leases:
         """Release an idle conversation's lease and slot, unless someone still needs it;
         then its queue is to be deleted (within ``deleting`` seconds: ``queue_deleted``)."""
         n = self.names
-        keys = [n.lease(cid), n.meta(cid), n.owns(worker_id), n.clients(cid), n.deleting(cid)]
+        keys = [
+            n.lease(cid),
+            n.meta(cid),
+            n.owns(worker_id),
+            n.clients(cid),
+            n.deleting(cid),
+            n.by_status("idle"),
+        ]
         lease = lease_value(worker_id, epoch)
         args: list[str | int] = [lease, cid, int(idle * 1000), int(deleting * 1000)]
         return one_of(await self._passivate(keys=keys, args=args), get_args(PassivationOutcome))

@@ -18,8 +18,12 @@ from typing import Literal
 
 CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-# A process kind with a liveness key and a deadline in its index.
-Role = Literal["worker", "gateway"]
+# A process kind with a liveness key (holding its ``ProcessInfo``) and a deadline in
+# its index.
+Role = Literal["worker", "gateway", "reaper"]
+
+# Statuses whose conversations are indexed by ``Names.by_status``.
+IndexedStatus = Literal["idle", "closing", "closed"]
 
 # A lease is "<worker_id>:<epoch>": who may write, and under which fencing token.
 LEASE_SEPARATOR = ":"
@@ -150,8 +154,30 @@ class Names:
         return f"{self.namespace}:gateway:index:{gateway_id}"
 
     def index(self, role: Role, process_id: str) -> str:
-        """What a process holds, forgotten with it: a worker's owns, a gateway's conversations."""
-        return self.owns(process_id) if role == "worker" else self.gateway_index(process_id)
+        """What a process holds, forgotten with it: a worker's owns, a gateway's
+        conversations; a reaper holds nothing (its liveness key stands in)."""
+        if role == "worker":
+            return self.owns(process_id)
+        if role == "gateway":
+            return self.gateway_index(process_id)
+        return self.alive(role, process_id)
+
+    def drain(self, role: Role, process_id: str) -> str:
+        """String with a TTL: an operator asked this process to drain and exit
+        (``fleet drain``); its heartbeat sees it."""
+        return f"{self.namespace}:{role}:drain:{process_id}"
+
+    # --- Redis: conversations by status, for ops (``fleet status``, ``purge``, ...) ---
+    def by_status(self, status: IndexedStatus) -> str:
+        """Sorted set: conversations with this status -> since when (ms, Redis clock).
+        Running ones are not indexed here: they are the workers' owns sets."""
+        return f"{self.namespace}:conversations:{status}"
+
+    @property
+    def full(self) -> str:
+        """Sorted set: conversations whose input was refused because their log reached
+        its cap -> first refusal (ms)."""
+        return f"{self.namespace}:conversations:full"
 
     @property
     def pending(self) -> str:
@@ -193,6 +219,12 @@ class Names:
         """Deliveries that ran out of retries, or whose callback_url now resolves privately."""
         return f"{self.namespace}.webhooks.dead"
 
+    @property
+    def dead_letter_queues(self) -> tuple[str, ...]:
+        """Queues of messages the fleet gave up on, counted by ``fleet status`` as dead
+        letters (0 for a queue that does not exist)."""
+        return (self.webhook_dead_letters,)
+
     # --- Lua ----------------------------------------------------------------------
     def lua_prelude(self, source: str | None = None) -> str:
         """Lua helpers a script starts with: the key builders scripts derive at run
@@ -221,6 +253,7 @@ class Names:
             "running": self.running,
             "owns": self.owns,
             "alive": self.alive,
+            "user_conversations": self.user_conversations,
         }
         helpers = {f"key_{name}": _lua_builder(name, build) for name, build in builders.items()}
         sep = LEASE_SEPARATOR

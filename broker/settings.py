@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     # before its queue is deleted.
     publish_timeout: float = Field(10.0, gt=0)
     shutdown_grace: float = Field(30.0, ge=0)
+    # ``fleet conversations --stuck`` lists conversations closing, or with input and no
+    # live owner, for longer than this.
+    stuck_after: float = Field(60.0, gt=0)
+    # What ``fleet purge`` deletes when run without flags: conversations closed, or idle
+    # (no input, owner or client), for longer than this many seconds (0: kept forever).
+    purge_closed_after: float = Field(0.0, ge=0)
+    purge_idle_after: float = Field(0.0, ge=0)
     # A process that cannot reach Redis or RabbitMQ for this long (at startup, or
     # after losing them) exits non-zero, so that its supervisor notices.
     dependency_timeout: float = Field(60.0, gt=0)

@@ -22,7 +22,8 @@ from broker.settings import BusyPolicy, OverLimitPolicy
 
 SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
 
-Status = Literal["idle", "running", "closing", "closed"]
+# "purging": ``fleet purge`` is deleting it (see lua/purge.lua); it takes no input.
+Status = Literal["idle", "running", "closing", "closed", "purging"]
 # See lua/admit.lua for what each outcome means.
 AdmissionOutcome = Literal[
     "ok",
@@ -189,6 +190,9 @@ class Store:
             n.pending,
             n.approvals(cid),
             n.deleting(cid),
+            n.by_status("idle"),
+            n.by_status("closing"),
+            n.full,
         ]
         args = [
             cid,
@@ -228,7 +232,14 @@ class Store:
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
-        keys = [self.names.meta(cid), self.names.running(user), self.names.pending]
+        n = self.names
+        keys = [
+            n.meta(cid),
+            n.running(user),
+            n.pending,
+            n.by_status("idle"),
+            n.by_status("closing"),
+        ]
         before = await self._close(keys=keys, args=[cid, reason])
         return one_of(before, get_args(Status)) if before else None
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from broker import tokens, tracing
 from broker.dependencies import Unreachable
@@ -28,8 +28,15 @@ SETTINGS_FLAGS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    parser = Parser(prog="fleet", description=__doc__)
     parser.add_argument("--namespace", help="FLEET_NAMESPACE: prefix of every key, queue, exchange")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -51,12 +58,75 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--reapers", type=int, default=1)
     dev.add_argument("--port", type=int, help="first gateway port (default FLEET_PORT, 8000)")
     dev.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="first worker's metrics port; the others follow (default FLEET_METRICS_PORT, 9400)",
+    )
+    dev.add_argument(
         "--llm",
         choices=["fake"],
         help="also run the fake LLM, with the LLM agent talking to it (no API key needed)",
     )
 
-    commands.add_parser("status", help="show live workers and the dispatch backlog")
+    status = commands.add_parser(
+        "status", help="gateways, workers, reapers, conversations, backlog, dead letters"
+    )
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.add_argument("--watch", action="store_true", help="show it again every --interval")
+    status.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS", help="for --watch (default 2)"
+    )
+
+    inspect = commands.add_parser(
+        "inspect", help="a conversation: record, owner, epoch, queue, clients, last events"
+    )
+    inspect.add_argument("conversation", metavar="CONVERSATION")
+    inspect.add_argument("--json", action="store_true", help="one JSON object")
+    inspect.add_argument(
+        "--events", type=int, default=10, metavar="N", help="how many last events (default 10)"
+    )
+
+    drain = commands.add_parser(
+        "drain", help="make a worker drain and exit, as SIGTERM would, wherever it runs"
+    )
+    drain.add_argument("worker", metavar="WORKER", help="its id, as fleet status shows it")
+    drain.add_argument(
+        "--no-wait", dest="wait", action="store_false", help="ask, and do not wait for it to leave"
+    )
+
+    conversations = commands.add_parser(
+        "conversations", help="conversations that need a human (--stuck)"
+    )
+    conversations.add_argument(
+        "--stuck",
+        action="store_true",
+        required=True,
+        help="closing too long, input with no live owner, log over its cap",
+    )
+    conversations.add_argument("--json", action="store_true", help="one JSON array")
+
+    close = commands.add_parser("close", help="close a conversation for good")
+    close.add_argument("conversation", metavar="CONVERSATION")
+    close.add_argument("--reason", default="closed by operator", help="logged in its closed event")
+    close.add_argument("--wait", action="store_true", help="until its owner has closed it")
+
+    purge = commands.add_parser(
+        "purge", help="delete closed and long-idle conversations for good (log, record, queue)"
+    )
+    purge.add_argument(
+        "--closed-before",
+        metavar="AGE|DATE",
+        help="closed longer ago than AGE (30d, 12h, ...) or before DATE (2026-01-31)",
+    )
+    purge.add_argument(
+        "--idle-for", metavar="AGE", help="idle (no input, owner or client) for longer than AGE"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+
+    commands.add_parser(
+        "healthcheck", help="exit 0 if this host's fleet process says it is healthy (Docker)"
+    )
 
     fake = commands.add_parser(
         "fake-llm", help="serve a local OpenAI-compatible chat model, scriptable for tests"
@@ -114,15 +184,47 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if command == "token":
         print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl, args.admin))
         return 0
+    if command == "healthcheck":
+        from fleet.healthcheck import healthcheck
+
+        return healthcheck(settings)
     if command == "dev":
         from fleet.dev import Plan, run_dev
 
-        plan = Plan(args.gateways, args.workers, args.reapers, args.port, args.llm)
+        plan = Plan(
+            args.gateways, args.workers, args.reapers, args.port, args.llm, args.metrics_port
+        )
         return run_dev(settings, plan)
     if command == "status":
         from fleet.status import show_status
 
-        return asyncio.run(show_status(settings))
+        if args.interval <= 0:
+            raise ValueError("--interval must be more than 0")
+        return asyncio.run(show_status(settings, args.json, args.watch, args.interval))
+    if command == "inspect":
+        from fleet.inspect import show_inspection
+
+        if args.events < 0:
+            raise ValueError("--events must be 0 or more")
+        return asyncio.run(show_inspection(settings, args.conversation, args.json, args.events))
+    if command == "drain":
+        from fleet.drain import drain_worker
+
+        return asyncio.run(drain_worker(settings, args.worker, args.wait))
+    if command == "conversations":
+        from fleet.stuck import show_stuck
+
+        return asyncio.run(show_stuck(settings, args.json))
+    if command == "close":
+        from fleet.close import close_conversation
+
+        return asyncio.run(close_conversation(settings, args.conversation, args.reason, args.wait))
+    if command == "purge":
+        from fleet.purge import purge_conversations
+
+        return asyncio.run(
+            purge_conversations(settings, args.closed_before, args.idle_for, args.dry_run)
+        )
     configure(settings.log_level, command, settings.log_format)
     if command in ("gateway", "worker", "reaper"):
         tracing.configure(command)

@@ -13,7 +13,7 @@ import secrets
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker import tokens
 from broker.backoff import Backoff
@@ -24,6 +24,9 @@ READY_TIMEOUT = 30.0
 BAD_CONFIG = 2  # the exit code of a process whose configuration is bad (fleet.cli)
 # A child that ran at least this long before dying is restarted at once again.
 HEALTHY_RUN = 10.0
+# Workers and reapers serve their metrics on consecutive ports from this one, unless
+# FLEET_METRICS_PORT (or --metrics-port) says otherwise.
+METRICS_PORT = 9400
 
 
 @dataclass
@@ -32,6 +35,8 @@ class Child:
 
     name: str
     args: list[str]
+    env: dict[str, str] = field(default_factory=dict)  # on top of the fleet's
+    metrics: str | None = None  # where its metrics are served
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
@@ -96,7 +101,7 @@ class DevFleet:
             "-m",
             "fleet",
             *child.args,
-            env=self.env,
+            env={**self.env, **child.env},
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -125,6 +130,7 @@ class Plan:
     reapers: int = 1
     port: int | None = None
     llm: str | None = None  # "fake": the fake LLM, and the LLM agent talking to it
+    metrics_port: int | None = None  # the first worker's; the others follow
 
 
 def run_dev(settings: Settings, plan: Plan) -> int:
@@ -138,11 +144,29 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
     env = {**os.environ, **settings.to_env(), "FLEET_JWT_SECRET": secret}
     if settings.log_format == "auto" and sys.stdout.isatty():
         env["FLEET_LOG_FORMAT"] = "console"  # the children write to our pipe, not a terminal
-    children = (
-        [Child(f"gateway-{i}", ["gateway", "--port", str(port + i)]) for i in range(plan.gateways)]
-        + [Child(f"worker-{i}", ["worker"]) for i in range(plan.workers)]
-        + [Child(f"reaper-{i}", ["reaper"]) for i in range(plan.reapers)]
-    )
+    host = settings.host
+    children = [
+        Child(
+            f"gateway-{i}",
+            ["gateway", "--port", str(port + i)],
+            metrics=f"http://{host}:{port + i}/metrics",
+        )
+        for i in range(plan.gateways)
+    ]
+    # One metrics port each, consecutive: the same port for all would fail all but one.
+    metrics = plan.metrics_port or settings.metrics_port or METRICS_PORT
+    roles = [("worker", i) for i in range(plan.workers)] + [
+        ("reaper", i) for i in range(plan.reapers)
+    ]
+    for offset, (role, i) in enumerate(roles):
+        children.append(
+            Child(
+                f"{role}-{i}",
+                [role],
+                env={"FLEET_METRICS_PORT": str(metrics + offset)},
+                metrics=f"http://{host}:{metrics + offset}/metrics",
+            )
+        )
     if plan.llm == "fake":
         children.append(Child("fake-llm", ["fake-llm"]))
         env |= {
@@ -156,7 +180,7 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
         loop.add_signal_handler(sig, fleet.stop.set)
     running = asyncio.create_task(fleet.run())
     if await _wait_ready(settings.host, port, plan.gateways, fleet.stop):
-        _banner(settings, secret, port, plan.gateways)
+        _banner(settings, secret, port, plan.gateways, children)
     await running
     if fleet.failed:
         print(f"fleet dev: {fleet.failed}", file=sys.stderr)
@@ -175,14 +199,20 @@ async def _wait_ready(host: str, port: int, gateways: int, stop: asyncio.Event) 
     return True
 
 
-def _banner(settings: Settings, secret: str, port: int, gateways: int) -> None:
+def _banner(
+    settings: Settings, secret: str, port: int, gateways: int, children: list[Child]
+) -> None:
     token = tokens.issue(secret, "dev")
     urls = ", ".join(f"http://{settings.host}:{port + i}" for i in range(gateways))
+    metrics = "".join(
+        f"    {child.name:<10} {child.metrics}\n" for child in children if child.metrics
+    )
     print(
         "\n"
         f"  agent-fleet is up (namespace {settings.namespace!r}): {urls}\n"
         f"  token for user 'dev':  {token}\n"
         f"  fleet token needs:     export FLEET_JWT_SECRET={secret}\n"
+        f"  metrics (Prometheus):\n{metrics}"
         "  Ctrl-C stops every process.\n",
         flush=True,
     )

@@ -1,74 +1,244 @@
-"""``fleet status``: live workers, what they own, the dispatch backlog and the webhook
-outbox (deliveries waiting, and dead letters)."""
+"""``fleet status``: gateways, workers and reapers, conversations by status, the
+dispatch backlog, webhook deliveries waiting and dead letters; ``--json`` for tools,
+``--watch`` to follow it.
+
+Read-only: Redis reads and passive queue checks, nothing declared or written.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from typing import cast
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
-from redis.exceptions import RedisError
+import orjson
 
-from broker.amqp import Broker
-from broker.dependencies import describe, redact
-from broker.names import Names
-from broker.redis import connect, text
+from broker.events import ProcessInfo, decode_process_info
+from broker.names import Role
+from broker.redis import text
 from broker.settings import Settings
+from fleet.ops import Ops, ago, run, table
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
-async def show_status(settings: Settings) -> int:
-    """Print the fleet's state; 1 (and one line saying which) when a server is down."""
-    try:
-        await _show(settings)
-    except (RedisError, OSError) as exc:
-        return _unreachable("Redis", settings.redis_url, exc)
-    except AMQPUnreachable as exc:
-        return _unreachable("RabbitMQ", settings.amqp_url, exc)
-    return 0
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    """One process in a role's index: alive (its liveness key is there) or dead for a
+    while (not yet forgotten by a reaper)."""
+
+    process_id: str
+    alive: bool
+    dead_for: float | None  # seconds since its deadline passed, when dead
+    info: ProcessInfo | None  # what it registered (None: an earlier version)
+    owned: int | None = None  # workers: conversations they own
+    connections: int | None = None  # gateways: Socket.IO clients connected
+    leader: bool = False  # reapers: the one that acts
+
+    def to_dict(self) -> dict[str, Any]:
+        found = asdict(self.info) if self.info is not None else {}
+        found.pop("process_id", None)
+        found.pop("role", None)
+        return {
+            "id": self.process_id,
+            "alive": self.alive,
+            "dead_for_s": self.dead_for,
+            **found,
+            "owned": self.owned,
+            "connections": self.connections,
+            "leader": self.leader,
+        }
 
 
-def _unreachable(name: str, url: str, exc: BaseException) -> int:
-    print(f"fleet status: {name} at {redact(url)} is unreachable: {describe(exc)}", file=sys.stderr)
-    return 1
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """A fleet at one moment, as ``fleet status`` shows it."""
+
+    namespace: str
+    at: float  # epoch seconds (Redis clock)
+    gateways: list[ProcessStatus]
+    workers: list[ProcessStatus]
+    reapers: list[ProcessStatus]
+    leader: str | None  # the reaper that leads
+    conversations: dict[str, int]  # status -> how many
+    dispatch_backlog: int | None  # None: no dispatch queue (no fleet ever ran here)
+    dead_letters: int = 0  # messages in the fleet's dead-letter queues
+    webhooks_waiting: int | None = None  # in the webhook outbox (None: no outbox)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "at": self.at,
+            "gateways": [p.to_dict() for p in self.gateways],
+            "workers": [p.to_dict() for p in self.workers],
+            "reapers": [p.to_dict() for p in self.reapers],
+            "leader": self.leader,
+            "conversations": self.conversations,
+            "dispatch_backlog": self.dispatch_backlog,
+            "dead_letters": self.dead_letters,
+            "webhooks_waiting": self.webhooks_waiting,
+        }
 
 
-async def _show(settings: Settings) -> None:
-    names = Names(settings.namespace)
-    redis = connect(settings.redis_url)
-    try:
-        seconds, micros = await redis.time()
-        now_ms = seconds * 1000 + micros // 1000
-        workers = cast(
-            list[tuple[bytes, float]],
-            await redis.zrange(names.deadlines("worker"), 0, -1, withscores=True),
+async def gather(ops: Ops) -> FleetStatus:
+    """Read the fleet's state: a few Redis round trips and one passive check per queue."""
+    n = ops.names
+    now = await ops.now_ms()
+    leader = await ops.redis.get(n.reaper_leader)
+    leader_id = text(leader) if leader is not None else None
+    gateways = await _processes(ops, "gateway", now)
+    workers = await _processes(ops, "worker", now)
+    reapers = await _processes(ops, "reaper", now, leader_id)
+    async with ops.redis.pipeline(transaction=False) as pipe:
+        for status in ("idle", "closing", "closed"):
+            pipe.zcard(n.by_status(status))
+        idle, closing, closed = await pipe.execute()
+    running = sum(w.owned or 0 for w in workers)
+    broker = await ops.broker()
+    backlog = await broker.dispatch_backlog()
+    dead = [await broker.passive_depth(queue) for queue in n.dead_letter_queues]
+    webhooks, _ = await broker.webhook_backlog()
+    return FleetStatus(
+        namespace=ops.settings.namespace,
+        at=now / 1000,
+        gateways=gateways,
+        workers=workers,
+        reapers=reapers,
+        leader=leader_id,
+        conversations={"running": running, "idle": idle, "closing": closing, "closed": closed},
+        dispatch_backlog=backlog,
+        dead_letters=sum(depth or 0 for depth in dead),
+        webhooks_waiting=webhooks,
+    )
+
+
+async def _processes(
+    ops: Ops, role: Role, now_ms: int, leader: str | None = None
+) -> list[ProcessStatus]:
+    n = ops.names
+    entries = cast(
+        list[tuple[bytes, float]],
+        await ops.redis.zrange(n.deadlines(role), 0, -1, withscores=True),
+    )
+    ids = [text(raw) for raw, _ in entries]
+    async with ops.redis.pipeline(transaction=False) as pipe:
+        for process_id in ids:
+            pipe.get(n.alive(role, process_id))
+            if role == "worker":
+                pipe.scard(n.owns(process_id))
+            elif role == "gateway":
+                pipe.hgetall(n.gateway_index(process_id))
+        replies = await pipe.execute()
+    per = 1 if role == "reaper" else 2
+    found = []
+    for i, (process_id, (_, deadline)) in enumerate(zip(ids, entries, strict=True)):
+        value, *extra = replies[i * per : (i + 1) * per]
+        alive = value is not None
+        found.append(
+            ProcessStatus(
+                process_id=process_id,
+                alive=alive,
+                dead_for=None if alive else max(0.0, (now_ms - deadline) / 1000),
+                info=decode_process_info(value),
+                owned=int(extra[0]) if role == "worker" else None,
+                connections=_connections(extra[0]) if role == "gateway" else None,
+                leader=role == "reaper" and process_id == leader,
+            )
         )
-        print(f"namespace {settings.namespace!r}: {len(workers)} worker(s)")
-        for raw_id, deadline in workers:
-            worker_id = text(raw_id)
-            owned = await redis.scard(names.owns(worker_id))
-            alive = await redis.exists(names.alive("worker", worker_id))
-            state = "alive" if alive else f"dead for {(now_ms - deadline) / 1000:.1f}s"
-            print(f"  {worker_id:<40} {state:<18} {owned} conversation(s)")
-    finally:
-        await redis.aclose()
-    broker = Broker(settings.amqp_url, names, name="fleet-status")
-    try:
-        await broker.connect(declare=False)
-    except Exception as exc:
-        raise AMQPUnreachable(str(exc)) from exc
-    try:
-        backlog = await broker.dispatch_backlog()
-        webhooks, dead = await broker.webhook_backlog()
-    finally:
-        await broker.close()
-    if backlog is None:
-        print("dispatch backlog: no dispatch queue (no fleet has run in this namespace)")
-    else:
-        print(f"dispatch backlog: {backlog} claim request(s)")
-    if webhooks is None and dead is None:
-        print("webhooks: no webhook outbox (webhooks have not run in this namespace)")
-    else:
-        print(f"webhooks: {webhooks or 0} delivery(ies) waiting, {dead or 0} dead letter(s)")
+    return found
 
 
-class AMQPUnreachable(Exception):
-    """RabbitMQ did not answer."""
+def _connections(index: dict[bytes, bytes]) -> int:
+    """A gateway's clients: its presence index counts them per user (``u:`` fields)."""
+    return sum(int(count) for key, count in index.items() if key.startswith(b"u:"))
+
+
+def render(status: FleetStatus) -> str:
+    """The status as text, one section per kind of process."""
+    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.at))
+    lines = [f"fleet {status.namespace!r} at {at}"]
+    lines.append(f"gateways: {len(status.gateways)}")
+    if status.gateways:
+        rows = [
+            [g.process_id, _info(g, "address"), str(g.connections), _liveness(g)]
+            for g in status.gateways
+        ]
+        lines += table(["ID", "ADDRESS", "CONNECTIONS", "LIVENESS"], rows)
+    lines.append(f"workers: {len(status.workers)}")
+    if status.workers:
+        rows = [
+            [
+                w.process_id,
+                _info(w, "incarnation"),
+                str(w.owned),
+                _info(w, "capacity"),
+                _utilisation(w),
+                _liveness(w),
+            ]
+            for w in status.workers
+        ]
+        header = ["ID", "INCARNATION", "OWNED", "CAPACITY", "UTILISATION", "LIVENESS"]
+        lines += table(header, rows)
+    leads = f" (leader: {status.leader})" if status.leader else " (no leader)"
+    lines.append(f"reapers: {len(status.reapers)}{leads}")
+    if status.reapers:
+        rows = [
+            [r.process_id, "leader" if r.leader else "standby", _liveness(r)]
+            for r in status.reapers
+        ]
+        lines += table(["ID", "ROLE", "LIVENESS"], rows)
+    counts = ", ".join(f"{count} {name}" for name, count in status.conversations.items())
+    lines.append(f"conversations: {counts}")
+    if status.dispatch_backlog is None:
+        lines.append("dispatch backlog: no dispatch queue (no fleet has run in this namespace)")
+    else:
+        lines.append(f"dispatch backlog: {status.dispatch_backlog} claim request(s)")
+    if status.webhooks_waiting is None:
+        lines.append("webhooks: no webhook outbox (webhooks have not run in this namespace)")
+    else:
+        lines.append(f"webhooks: {status.webhooks_waiting} delivery(ies) waiting")
+    lines.append(f"dead letters: {status.dead_letters}")
+    return "\n".join(lines)
+
+
+def _liveness(process: ProcessStatus) -> str:
+    if process.alive:
+        return "alive"
+    return f"dead for {ago(process.dead_for or 0)}"
+
+
+def _info(process: ProcessStatus, name: str) -> str:
+    value = getattr(process.info, name, None) if process.info is not None else None
+    return "?" if value is None else str(value)
+
+
+def _utilisation(worker: ProcessStatus) -> str:
+    capacity = worker.info.capacity if worker.info is not None else None
+    if not capacity or worker.owned is None:
+        return "?"
+    return f"{100 * worker.owned / capacity:.1f}%"
+
+
+async def show_status(
+    settings: Settings, as_json: bool = False, watch: bool = False, interval: float = 2.0
+) -> int:
+    """Print the fleet's state (again every ``interval`` with ``watch``); 1 and one
+    line saying which when a server is down."""
+
+    async def show(ops: Ops) -> int:
+        while True:
+            status = await gather(ops)
+            if as_json:
+                print(orjson.dumps(status.to_dict()).decode(), flush=True)
+            else:
+                clear = CLEAR_SCREEN if watch and sys.stdout.isatty() else ""
+                print(clear + render(status), flush=True)
+            if not watch:
+                return 0
+            await asyncio.sleep(interval)
+            if not as_json and not sys.stdout.isatty():
+                print(flush=True)
+
+    return await run(settings, "status", show)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.events import ProcessInfo
 from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
 from broker.names import Names
@@ -66,6 +69,7 @@ class Gateway(Service):
         self.settings = settings
         self.names = Names(settings.namespace)
         self.gateway_id = process_id()
+        self._started_at = time.time()
         verifier = Verifier.from_settings(settings)
         origins = settings.cors_origins
         self.sio = FleetServer(
@@ -139,7 +143,7 @@ class Gateway(Service):
         await self.feed.start()
         await self.broker.listen_answers()
         ttl = self.settings.gateway_liveness_ttl
-        await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
+        await self.liveness.heartbeat(self.gateway_id, ttl, register=True, info=self.info())
         heartbeat = asyncio.create_task(self._beat())
         serving = asyncio.create_task(self.server.serve())
         listening = asyncio.ensure_future(self.server.listening.wait())
@@ -172,7 +176,9 @@ class Gateway(Service):
             failure: Exception | None = None
             try:
                 if not await self.liveness.heartbeat(self.gateway_id, ttl):
-                    await self.liveness.heartbeat(self.gateway_id, ttl, register=True)
+                    await self.liveness.heartbeat(
+                        self.gateway_id, ttl, register=True, info=self.info()
+                    )
                     for user, cid in self.sockets.sessions():
                         await self.presence.joined(cid, user, enforce=False)
                     log.warning("gateway_presence_restored", gateway_id=self.gateway_id)
@@ -180,6 +186,18 @@ class Gateway(Service):
                 failure = exc
             if not self.watch(self.broker, failure):
                 return
+
+    def info(self) -> ProcessInfo:
+        """This gateway, as ``fleet status`` shows it (its connections are counted in
+        its presence index)."""
+        return ProcessInfo(
+            role="gateway",
+            process_id=self.gateway_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            address=f"{self.settings.host}:{self.settings.port}",
+        )
 
     async def _emit(self, sid: str, name: str, payload: dict[str, Any]) -> None:
         try:
@@ -191,7 +209,7 @@ class Gateway(Service):
             await self.sio.disconnect(sid)
             raise ClientGone(str(exc)) from None
         await self.sio.emit(name, payload, to=sid)
-        metrics.EVENTS_DELIVERED.inc()
+        (metrics.FRAMES_DELIVERED if name == "stream" else metrics.EVENTS_DELIVERED).inc()
 
     async def is_ready(self) -> bool:
         """Redis answers and the AMQP connection is open."""

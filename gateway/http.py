@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from broker import metrics
 from broker.errors import (
     BadRequest,
     FleetError,
@@ -155,9 +156,11 @@ class HttpApi:
                 log.info(
                     "request_refused", path=request.url.path, code=exc.code, reason=exc.message
                 )
+                metrics.REFUSALS.labels(exc.code).inc()
                 return error(exc)
             except Exception:
                 log.exception("request_failed", path=request.url.path)
+                metrics.REFUSALS.labels(Unavailable.code).inc()
                 return error(Unavailable("the request could not be completed; retry"))
 
         return endpoint
@@ -189,7 +192,7 @@ class HttpApi:
         return ORJSONResponse({"ok": ready}, status_code=200 if ready else 503)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics.GATEWAY), media_type=CONTENT_TYPE_LATEST)
 
     async def create(self, request: Request, user: str) -> Response:
         body = await self._json_body(request)

@@ -103,6 +103,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
                 )
         except FleetError as exc:
             log.info("connect_refused", code=exc.code, reason=exc.message)
+            metrics.REFUSALS.labels(exc.code).inc()
             # Clients see ``message``, and ``data`` = {code, message} (JS: err.message, err.data).
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.as_dict()) from None
         self._sessions[sid] = (user, cid)
@@ -138,8 +139,10 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             action_id = await self._operations.act(user, cid, payload)
         except FleetError as exc:
             log.info("action_refused", conversation_id=cid, code=exc.code, reason=exc.message)
+            metrics.REFUSALS.labels(exc.code).inc()
             return {"ok": False, "error": exc.as_dict()}
         except Exception:
             log.exception("action_failed", conversation_id=cid)
+            metrics.REFUSALS.labels(Unavailable.code).inc()
             return {"ok": False, "error": Unavailable("action not queued; retry").as_dict()}
         return {"ok": True, "action_id": action_id}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import structlog
 
-from broker import tracing
+from broker import metrics, tracing
 from broker.amqp import INTERRUPTED, Broker
 from broker.backoff import Backoff
 from broker.errors import LeaseLost
@@ -137,6 +137,7 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
+        metrics.CLAIMED_BACKLOG.observe(inbox.waiting)
         if self._owed_marker is not None:
             await self._broker.publish_input(self.conversation_id, CloseMarker(self._owed_marker))
             self._owed_marker = None
@@ -188,6 +189,8 @@ class ConversationLoop:
         # Acknowledged once logged: from then on the log is the record (a crash now
         # leaves an unfinished turn that the next owner resumes). Requeued on any
         # failure before that: logged here or by the next owner, once (dedupe keys).
+        if isinstance(item, Action) and item.kind == "message" and item.sent_at:
+            self.scribe.expect_reply(item.action_id, item.sent_at)
         try:
             async with delivery.processing():
                 with tracing.span(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import time
 
 import structlog
@@ -20,6 +22,8 @@ from broker import metrics
 from broker.amqp import Broker
 from broker.backoff import Backoff
 from broker.errors import ConversationClosed, Unavailable
+from broker.events import ProcessInfo
+from broker.exposition import STUCK_AFTER, Exposition
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -29,9 +33,12 @@ from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
 from broker.timers import DueTimer, Timers
+from workers import census
 
 log = structlog.get_logger()
 
+# Seconds between the leader's counts of the whole fleet (its metrics).
+CENSUS_EVERY = 2.0
 # Timers fired per sweep, at most: after downtime, a backlog goes out in batches.
 TIMER_BATCH = 500
 # A timer whose firing is not confirmed is fired again after this long (seconds).
@@ -52,6 +59,14 @@ class Reaper(Service):
         self.timers = Timers(self.redis, self.names)
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
+        self.reapers = Liveness(self.redis, self.names, "reaper")
+        self._started_at = time.time()
+        self._beat_at = 0.0  # monotonic time of our last liveness renewal
+        self._counted_at = 0.0  # ... and of our last census
+        self._ticked_at = time.monotonic()  # ... and of the last turn of our loop
+        self.exposition = Exposition(
+            metrics.REAPER, self.healthy, settings.host, settings.metrics_port
+        )
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
         store = Store(self.redis, self.names)
         self.broker = Broker(
@@ -63,7 +78,7 @@ class Reaper(Service):
         )
 
     async def serve(self) -> None:
-        metrics.serve(self.settings.host, self.settings.metrics_port)
+        self.exposition.start()
         try:
             if await self.connect(self.redis, self.broker):
                 log.info("reaper_started", reaper_id=self.reaper_id)
@@ -71,16 +86,25 @@ class Reaper(Service):
                 await self._loop()
                 with contextlib.suppress(Exception):
                     await self.leader.resign()
+                with contextlib.suppress(Exception):
+                    await self.reapers.forget(self.reaper_id, leaving=True)
         finally:
+            self._lead(False)
+            self.exposition.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
+
+    def healthy(self) -> bool:
+        """For a liveness probe: the sweep loop turns."""
+        return time.monotonic() - self._ticked_at < STUCK_AFTER + self.settings.reaper_interval
 
     async def _loop(self) -> None:
         interval = self.settings.reaper_interval
         backoff = Backoff(first=interval)
         while not self._stop.is_set():
             delay, redis_error = interval, None
+            self._ticked_at = time.monotonic()
             try:
                 delay = await self.tick()
                 backoff.reset()
@@ -96,21 +120,49 @@ class Reaper(Service):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
+    def info(self) -> ProcessInfo:
+        """This reaper, as ``fleet status`` shows it."""
+        port = self.settings.metrics_port
+        return ProcessInfo(
+            role="reaper",
+            process_id=self.reaper_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            metrics=f"{self.settings.host}:{port}" if port else None,
+        )
+
     async def tick(self) -> float:
-        """Keep (or take) the leadership; sweep when leading. How long to wait for the
-        next tick: the sweep interval, or less when a timer falls due sooner."""
+        """Say we are alive (for ``fleet status``), keep (or take) the leadership; sweep
+        when leading. How long to wait for the next tick: the sweep interval, or less
+        when a timer falls due sooner."""
+        ttl = self.settings.reaper_lease_ttl
+        if time.monotonic() - self._beat_at >= ttl / 4:
+            await self.reapers.heartbeat(self.reaper_id, ttl, register=True, info=self.info())
+            self._beat_at = time.monotonic()
         leading = await self.leader.hold()
         if leading != self.leading:
             log.info(
                 "reaper_leading" if leading else "reaper_standing_by", reaper_id=self.reaper_id
             )
-            self.leading = leading
+            self._lead(leading)
         interval = self.settings.reaper_interval
         if not leading:
             return interval
         await self.sweep()
+        if time.monotonic() - self._counted_at >= CENSUS_EVERY:
+            self._counted_at = time.monotonic()
+            metrics.FLEET.figures = await census.count(self.redis, self.names, self.broker)
         due = await self.timers.next_due()
         return interval if due is None else min(interval, max(0.0, due - time.time()))
+
+    def _lead(self, leading: bool) -> None:
+        """Only the leader exports the fleet's figures (a sum over reapers counts once)."""
+        if self.leading and not leading:
+            metrics.FLEET.figures = None
+            self._counted_at = 0.0
+        self.leading = leading
+        metrics.LEADER.set(1 if leading else 0)
 
     async def sweep(self) -> int:
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
@@ -122,14 +174,22 @@ class Reaper(Service):
             forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
                 log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
+        for reaper_id in await self.reapers.expired():
+            if await self.reapers.forget(reaper_id) >= 0:
+                log.warning("reaper_reaped", reaper_id=reaper_id)
         for cid in await self.leases.pending(self.settings.claim_retry_after):
             log.info("claim_requested_again", conversation_id=cid)
-            await self.broker.request_claim(cid)
+            await self.broker.request_claim(cid, "retry")
         await self.fire_timers()
         moved = 0
         for worker_id in await self.workers.expired():
             cids = await self.leases.owned_by(worker_id)
-            await asyncio.gather(*(self.broker.request_claim(cid) for cid in cids))
+            # Its last heartbeat renewed its liveness until its deadline: it was alive then.
+            deadline = await self.workers.deadline(worker_id)
+            last_seen = None if deadline is None else deadline - self.settings.liveness_ttl
+            await asyncio.gather(
+                *(self.broker.request_claim(cid, "failover", last_seen) for cid in cids)
+            )
             if await self.workers.forget(worker_id) >= 0:
                 log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
                 metrics.WORKERS_REAPED.inc()

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from broker import metrics
 from broker.amqp import Broker
 from broker.errors import LeaseLost
 from broker.events import Event, NewEvent, StreamFrame, with_id
 from broker.store import NO_REQUEST_CHANGE, RequestChange, Store
 from broker.timers import Timers
+
+# Messages whose reply is being timed, per conversation: the oldest are forgotten first.
+AWAITED = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,32 @@ class Scribe:
         self._alive = alive
         # Told of every append that may have logged a state change (the webhook relay).
         self._on_state = on_state
+        self._awaited: OrderedDict[str, float] = OrderedDict()  # action id -> sent_at
+
+    def expect_reply(self, action_id: str, sent_at: float) -> None:
+        """Time the reply to this message, from when its gateway published it."""
+        self._awaited[action_id] = sent_at
+        self._awaited.move_to_end(action_id)
+        while len(self._awaited) > AWAITED:
+            self._awaited.popitem(last=False)
+
+    def _observe(self, events: Sequence[NewEvent]) -> None:
+        """Metrics of what was just logged (once): replies timed, stops and aborted turns
+        counted; a turn that ended without a reply is timed no more."""
+        now = time.time()
+        for event in events:
+            data = event.data
+            if event.source == "user" and event.kind == "stop":
+                metrics.STOPS.inc()
+            elif event.source == "agent" and event.kind == "message":
+                for action_id in [data.get("in_reply_to"), *data.get("steered", ())]:
+                    sent_at = self._awaited.pop(str(action_id), None)
+                    if sent_at is not None:
+                        metrics.ACTION_LATENCY.observe(max(0.0, now - sent_at))
+            elif event.kind in ("turn_aborted", "error"):
+                if event.kind == "turn_aborted":
+                    metrics.TURNS_ABORTED.labels(str(data.get("reason"))).inc()
+                self._awaited.pop(str(data.get("turn_id", data.get("action_id"))), None)
 
     def _check(self) -> None:
         if not self._alive():
@@ -82,6 +114,7 @@ class Scribe:
             first = appended.first_id
             entries = [with_id(first + i, body) for i, body in enumerate(bodies)]
             logged = [event.logged(first + i, cid) for i, event in enumerate(events)]
+            self._observe(events)
         if entries:
             await self._broker.publish_events(cid, entries)
         return Logged(logged, not appended.duplicate)
@@ -92,6 +125,7 @@ class Scribe:
         if not await self._store.stream(self.conversation_id, self.lease, frame):
             raise LeaseLost(f"lease {self.lease} is no longer current")
         await self._broker.publish_frame(frame)
+        metrics.FRAMES.inc()
 
     async def schedule(self, timer_id: str, at: float, payload: object) -> None:
         self._check()

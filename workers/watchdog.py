@@ -34,6 +34,10 @@ class Watchdog:
         finally:
             self._stop.set()
 
+    def silent_for(self) -> float:
+        """Seconds since the loop last proved it turns (thread-safe: one float)."""
+        return time.monotonic() - self._last
+
     def _watch(self) -> None:
         while not self._stop.wait(self.budget / 4):
             if time.monotonic() - self._last > self.budget:

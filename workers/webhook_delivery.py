@@ -23,6 +23,7 @@ from typing import Literal
 import httpx
 import structlog
 
+from broker import metrics
 from broker.amqp import Broker, Consumer
 from broker.backoff import Backoff
 from broker.events import Malformed, Webhook, WebhookTarget, decode_webhook
@@ -155,6 +156,9 @@ class WebhookDeliverer:
                     await delivery.ack()  # a copy of one delivered (or given up on) before
                     return
                 outcome, error = await self._attempt(webhook)
+                metrics.WEBHOOK_ATTEMPTS.labels(
+                    "delivered" if outcome == "delivered" else "failed"
+                ).inc()
                 if outcome == "delivered":
                     await self._cursors.mark_delivered(cid, target, event_id)
                     await delivery.ack()
@@ -169,6 +173,7 @@ class WebhookDeliverer:
                     # Later deliveries go on, in order behind this one.
                     await self._cursors.mark_delivered(cid, target, event_id)
                     await delivery.ack()
+                    metrics.WEBHOOK_ATTEMPTS.labels("dead_lettered").inc()
                     bound.warning("webhook_dead_lettered", reason=reason, error=error)
                     return
                 if not lane.failing:

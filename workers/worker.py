@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 
 import structlog
@@ -10,11 +12,12 @@ import structlog
 from broker import metrics
 from broker.amqp import Broker, Consumer
 from broker.errors import LeaseLost
-from broker.events import Malformed, decode_claim_request
+from broker.events import Malformed, ProcessInfo, decode_claim_request
+from broker.exposition import STUCK_AFTER, Exposition
 from broker.inbox import Delivery
 from broker.leases import Leases
 from broker.lifecycle import Service, first_of, process_id
-from broker.liveness import Liveness
+from broker.liveness import Beat, Liveness
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
@@ -78,6 +81,9 @@ class Worker(Service):
             if settings.webhook_signing_key
             else None
         )
+        self.exposition = Exposition(
+            metrics.WORKER, self.healthy, settings.host, settings.metrics_port
+        )
         self.loops: dict[str, tuple[ConversationLoop, asyncio.Task[None]]] = {}
         self._tasks = asyncio.TaskGroup()
         self._claiming = 0
@@ -85,19 +91,36 @@ class Worker(Service):
         self._stopping = False
         self._dispatch: Consumer | None = None
         self._dispatch_lock = asyncio.Lock()
+        self._started_at = time.time()
 
     @property
     def worker_id(self) -> str:
         return self.fencing.worker_id
 
+    def info(self) -> ProcessInfo:
+        """This incarnation, as ``fleet status`` shows it."""
+        port = self.settings.metrics_port
+        return ProcessInfo(
+            role="worker",
+            process_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            incarnation=self.fencing.incarnation,
+            capacity=self.settings.worker_capacity,
+            metrics=f"{self.settings.host}:{port}" if port else None,
+        )
+
     # --- lifecycle --------------------------------------------------------------------
     async def serve(self) -> None:
         """Run until stopped (SIGTERM, SIGINT), then drain."""
-        metrics.serve(self.settings.host, self.settings.metrics_port)
+        self.exposition.start()
+        metrics.CAPACITY.set(self.settings.worker_capacity)
         try:
             if await self.connect(self.redis, self.broker):
                 await self._run()
         finally:
+            self.exposition.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("worker_stopped", worker_id=self.worker_id)
@@ -143,6 +166,11 @@ class Worker(Service):
             self.deliverer.reconnected()
 
     # --- liveness -----------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """For a liveness probe: the event loop turns (a fenced worker rejoins by itself;
+        one stuck this long will not)."""
+        return self.watchdog.silent_for() < STUCK_AFTER
+
     def alive(self) -> bool:
         """Whether this incarnation is surely still alive in the fleet's eyes."""
         return self.fencing.alive(time.monotonic()) and not self.watchdog.stalled.is_set()
@@ -158,11 +186,16 @@ class Worker(Service):
                 self.watchdog.stalled.clear()
             sent = time.monotonic()
             renewed: bool | None = None
+            registering = not self.fencing.registered
             try:
                 async with asyncio.timeout(interval):
-                    renewed = await self.liveness.heartbeat(
-                        self.worker_id, ttl, register=not self.fencing.registered
+                    beat = await self.liveness.heartbeat(
+                        self.worker_id,
+                        ttl,
+                        register=registering,
+                        info=self.info() if registering else None,
                     )
+                renewed = bool(beat)
                 metrics.HEARTBEAT_SECONDS.observe(time.monotonic() - sent)
             except Exception as exc:
                 failure: Exception | None = exc
@@ -170,6 +203,9 @@ class Worker(Service):
                 failure = None
             if not self.watch(self.broker, failure):
                 return
+            if renewed and beat is Beat.DRAIN and not self._stop.is_set():
+                log.info("drain_requested", worker_id=self.worker_id)
+                self.stop()  # as SIGTERM does: drain, release, exit 0
             if renewed:
                 if self.fencing.renewed(sent):
                     self._registered.set()
@@ -183,7 +219,7 @@ class Worker(Service):
     async def _after_registering(self) -> None:
         try:
             for cid in list(self.fencing.orphans):
-                await self.broker.request_claim(cid)
+                await self.broker.request_claim(cid, "rejoin")
                 self.fencing.orphans.discard(cid)
         except Exception as exc:  # retried after the next fence or by the reaper
             log.warning("redispatch_failed", worker_id=self.worker_id, error=repr(exc))
@@ -200,6 +236,7 @@ class Worker(Service):
         log.warning(
             "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
         )
+        metrics.FENCES.labels(reason).inc()
         fenced_id = self.fencing.fence(self.loops)
         await self._update_dispatch()
         await self._stop_loops()
@@ -240,11 +277,12 @@ class Worker(Service):
 
     async def _on_claim_request(self, delivery: Delivery) -> None:
         try:
-            cid = decode_claim_request(delivery.body)
+            request = decode_claim_request(delivery.body)
         except Malformed as exc:
             log.warning("claim_request_malformed", error=str(exc))
             await delivery.reject()
             return
+        cid = request.conversation_id
         if cid in self.loops:
             await delivery.ack()
             return
@@ -260,7 +298,10 @@ class Worker(Service):
                 )
                 if claim.outcome in ("claimed", "owned") and cid not in self.loops:
                     metrics.CLAIMS.inc()
-                    metrics.TAKEOVERS.inc(claim.took_over)
+                    metrics.FAILOVERS.inc(claim.took_over)
+                    if request.since:
+                        waited = max(0.0, time.time() - request.since)
+                        metrics.CLAIM_LATENCY.labels(request.cause).observe(waited)
                     self._start(cid, claim.epoch, claim.closing)
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
@@ -290,7 +331,7 @@ class Worker(Service):
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
-        metrics.CONVERSATIONS_OWNED.set(len(self.loops))
+        self._owned_changed()
 
     def _relay(self, cid: str) -> WebhookRelay | None:
         """The conversation's webhook relay, when webhooks are on (a secret to sign with)."""
@@ -317,14 +358,18 @@ class Worker(Service):
         finally:
             if self.loops.get(cid, (None,))[0] is loop:
                 del self.loops[cid]
-                metrics.CONVERSATIONS_OWNED.set(len(self.loops))
+                self._owned_changed()
         await self._update_dispatch()
+
+    def _owned_changed(self) -> None:
+        metrics.CONVERSATIONS_OWNED.set(len(self.loops))
+        metrics.UTILIZATION.set(len(self.loops) / self.settings.worker_capacity)
 
     async def _hand_over(self, loop: ConversationLoop) -> None:
         """Release the lease (compare-and-delete) and ask another worker to claim."""
         cid = loop.conversation_id
         if await self.leases.release(cid, loop.worker_id, loop.epoch):
-            await self.broker.request_claim(cid)
+            await self.broker.request_claim(cid, "handover")
             loop.log.info("lease_released")
 
     # --- passivation -------------------------------------------------------------------

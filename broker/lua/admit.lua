@@ -9,7 +9,8 @@
 --       user_conversations, lease, rate (the user's), log, actions (id -> digest),
 --       pending (conversations owed an owner: the reaper asks again for stale ones),
 --       approvals (open request id -> options as JSON), deleting (its queue is being
---       deleted, having been passivated)
+--       deleted, having been passivated), idle, closing (conversations by status, for
+--       ops), full (refused: log at its cap)
 -- ARGV: conversation_id, mode, user, limit, policy ('reject' | 'evict_oldest'),
 --       rate_interval_ms, rate_burst, rate_cost, action_id ('' for none), digest,
 --       max_log_events, max_log_bytes,
@@ -27,7 +28,7 @@
 --   bad_choice   an approval whose choice is not one of the request's options
 --   busy         a message while a turn runs, and the conversation rejects those
 --   over_limit   the user runs `limit` conversations already (policy 'reject')
---   closed       closing or closed: it takes no more input
+--   closed       closing, closed or being purged: it takes no more input
 --   unknown      no such conversation
 local wait = gcra(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
 if wait > 0 then return {'rate_limited', 0, '', wait} end
@@ -40,7 +41,9 @@ if ARGV[2] == 'create' then
 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {'unknown', 0, '', 0} end
-if status == 'closing' or status == 'closed' then return {'closed', 0, '', 0} end
+if status == 'closing' or status == 'closed' or status == 'purging' then
+  return {'closed', 0, '', 0}
+end
 local action_id = ARGV[9]
 if action_id ~= '' then
   local seen = redis.call('HGET', KEYS[7], action_id)
@@ -55,6 +58,7 @@ if ARGV[13] == 'message' and redis.call('HGET', KEYS[1], 'on_busy') == 'reject'
 end
 if ARGV[13] ~= 'query' and (redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
    or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12])) then
+  redis.call('ZADD', KEYS[13], 'NX', now, cid)
   return {'log_full', 0, '', 0}
 end
 local answering = ARGV[13] == 'approval' and action_id ~= ''
@@ -81,9 +85,12 @@ if not redis.call('ZSCORE', KEYS[2], cid) and redis.call('ZCARD', KEYS[2]) >= to
   redis.call('HSET', key_meta(evicted), 'status', 'closing',
              'reason', 'evicted: too many conversations')
   redis.call('ZADD', KEYS[8], now, evicted)
+  redis.call('ZREM', KEYS[11], evicted)
+  redis.call('ZADD', KEYS[12], now, evicted)
 end
 redis.call('ZADD', KEYS[2], now, cid)
 redis.call('HSET', KEYS[1], 'active', now)
+if ARGV[2] == 'create' then redis.call('ZADD', KEYS[11], now, cid) end
 if action_id ~= '' then redis.call('HSET', KEYS[7], action_id, ARGV[10]) end
 if answering then redis.call('HDEL', KEYS[9], ARGV[15]) end
 local needs_owner = 1

@@ -2,7 +2,8 @@
 -- in one step. A lease held by a worker whose liveness key is gone is taken over.
 -- Epochs only grow, even if Redis lost its latest writes: a new one is at least the
 -- Redis clock in ms, which is past any epoch handed out before a restart.
--- KEYS: meta, lease, epoch, owns (of the claimant), pending (conversations owed an owner)
+-- KEYS: meta, lease, epoch, owns (of the claimant), pending (conversations owed an owner),
+--       idle (idle conversations: a claimed one runs)
 -- ARGV: conversation_id, worker_id, limit
 -- Returns {outcome, epoch, took_over, closing}; took_over is 1 when a dead holder's
 -- lease was taken over, closing the reason when it is closing for good ('' if not);
@@ -10,7 +11,7 @@
 --   claimed    the lease is now worker_id:epoch
 --   owned      the claimant already holds it (epoch unchanged)
 --   busy       a live worker holds it
---   closed     the conversation was closed; nothing may run it again
+--   closed     the conversation was closed (or is being purged); nothing may run it again
 --   unknown    no such conversation
 --   not_alive  the claimant's own liveness lapsed: it must not claim anything
 --   over_limit its user runs `limit` conversations already
@@ -18,7 +19,7 @@
 -- and the record, so they cannot be in KEYS.
 local cid, worker = ARGV[1], ARGV[2]
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'closed' then
+if not status or status == 'closed' or status == 'purging' then
   redis.call('ZREM', KEYS[5], cid)
   return {status and 'closed' or 'unknown', 0, 0, ''}
 end
@@ -49,6 +50,7 @@ if status == 'closing' then
   closing = redis.call('HGET', KEYS[1], 'reason') or 'closed'
 else
   redis.call('HSET', KEYS[1], 'status', 'running')
+  redis.call('ZREM', KEYS[6], cid)
 end
 redis.call('HSET', KEYS[1], 'owner', worker)
 return {'claimed', epoch, holder and 1 or 0, closing}

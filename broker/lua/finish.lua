@@ -1,11 +1,14 @@
 -- Mark a closing conversation closed, by its owner only (fenced): the lease is
 -- deleted and nothing can ever claim it again.
--- KEYS: lease, meta, owns (of the owner)
+-- KEYS: lease, meta, owns (of the owner), closing, closed (conversations by status)
 -- ARGV: lease_value, conversation_id
 -- Returns 1 when closed, 0 when the lease had moved on.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'closed')
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'status', 'closed', 'closed_at', now / 1000)
 redis.call('HDEL', KEYS[2], 'owner')
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('ZADD', KEYS[5], now, ARGV[2])
 return 1

@@ -2,13 +2,13 @@
 -- A gateway's index counts its clients per conversation ('c:' fields) and per user
 -- ('u:'); those counts are also removed from each conversation's clients hash and each
 -- user's connections hash, so passivation and the connection limit see the truth.
--- KEYS: deadlines, alive, index (a worker's owns set, a gateway's index hash)
+-- KEYS: deadlines, alive, index (a worker's owns set, a gateway's index hash; for a
+--       reaper, which holds nothing, its alive key again)
 -- ARGV: process_id, role, leaving ('1': forget even if alive)
 -- Returns how many conversations its index held, or -1 when it is alive after all.
 if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
-local held
+local held = 0
 if ARGV[2] == 'gateway' then
-  held = 0
   for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
     local kind, id = string.sub(field, 1, 1), string.sub(field, 3)
     if kind == 'c' then
@@ -18,7 +18,7 @@ if ARGV[2] == 'gateway' then
       redis.call('HDEL', key_connections(id), ARGV[1])
     end
   end
-else
+elseif ARGV[2] == 'worker' then
   held = redis.call('SCARD', KEYS[3])
 end
 redis.call('DEL', KEYS[2], KEYS[3])

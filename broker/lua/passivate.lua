@@ -4,7 +4,7 @@
 -- take, so no input admitted before is still on its way to the queue). Its owner then
 -- deletes its queue: `deleting` (expiring after deleting_ms) makes input admitted
 -- meanwhile wait until the queue is gone before it declares it again.
--- KEYS: lease, meta, owns (of the owner), clients, deleting
+-- KEYS: lease, meta, owns (of the owner), clients, deleting, idle (conversations by status)
 -- ARGV: lease_value, conversation_id, idle_ms, deleting_ms
 -- Returns 'passivated', or why not: 'moved' (not our lease), 'closing', 'watched', 'active'.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'moved' end
@@ -15,6 +15,7 @@ if now_ms() - active < tonumber(ARGV[3]) then return 'active' end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('HSET', KEYS[2], 'status', 'idle')
+redis.call('ZADD', KEYS[6], now_ms(), ARGV[2])
 redis.call('HDEL', KEYS[2], 'owner')
 redis.call('ZREM', key_running(redis.call('HGET', KEYS[2], 'user')), ARGV[2])
 redis.call('SET', KEYS[5], '1', 'PX', tonumber(ARGV[4]))

@@ -8,6 +8,7 @@ import pytest
 from broker.events import (
     Action,
     ChatMessage,
+    ClaimRequest,
     CloseMarker,
     Malformed,
     NewEvent,
@@ -33,6 +34,9 @@ def test_queue_items_round_trip() -> None:
     close = CloseMarker("closed by user")
     assert decode_input(encode_input(action)) == action
     assert decode_input(encode_input(close)) == close
+    timed, untimed = decode_input(encode_input(action, 12.5)), decode_input(encode_input(action))
+    assert isinstance(timed, Action) and timed.sent_at == 12.5
+    assert isinstance(untimed, Action) and untimed.sent_at == 0
     assert (input_id("c", action), input_id("c", close)) == ("a-1", "close:c")
 
 
@@ -60,7 +64,9 @@ def test_queries_and_their_answers_round_trip() -> None:
 
 
 def test_claim_requests_round_trip() -> None:
-    assert decode_claim_request(encode_claim_request("conv-1")) == "conv-1"
+    request = ClaimRequest("conv-1", "failover", 1234.5)
+    assert decode_claim_request(encode_claim_request(request)) == request
+    assert decode_claim_request(b'{"conversation_id": "conv-1"}') == ClaimRequest("conv-1")
 
 
 def test_batches_round_trip_as_logged_json() -> None:
@@ -80,6 +86,8 @@ def test_batches_round_trip_as_logged_json() -> None:
         (decode_input, b'{"kind": "message"}'),
         (decode_claim_request, b"{}"),
         (decode_claim_request, b'{"conversation_id": "../etc"}'),
+        (decode_claim_request, b'{"conversation_id": "c", "cause": "whim"}'),
+        (decode_claim_request, b'{"conversation_id": "c", "since": "soon"}'),
         (decode_live, b"[]"),
         (decode_live, b'{"id": 1}'),
         (decode_input, b'{"kind": "query", "timeout": 1}'),

@@ -65,8 +65,10 @@ async def test_the_readme_tour(
         "FLEET_FAKE_LLM_PACE": "200",  # the tour's answers, without the human pace
         "PYTHONUNBUFFERED": "1",
     }
-    # make run: fleet dev --llm fake
-    dev = FleetProcess("fleet-dev", ["dev", "--port", str(port), "--llm", "fake"], env)
+    # make run: fleet dev --llm fake (with metrics on ports of the test's own)
+    metrics_port = free_port()
+    args = ["dev", "--port", str(port), "--llm", "fake", "--metrics-port", str(metrics_port)]
+    dev = FleetProcess("fleet-dev", args, env)
     await dev.start()
     try:
         await until(lambda: any(BANNER_SECRET.search(line) for line in dev.raw), timeout=60)
@@ -139,7 +141,20 @@ async def test_the_readme_tour(
         # fleet status (same FLEET_NAMESPACE) and fleet token (FLEET_JWT_SECRET exported)
         status = await run_fleet(["status"], env)
         assert status.returncode == 0, status.stderr
-        assert status.stdout.count(" alive ") == 2, status.stdout
+        alive = re.findall(r"^  \S+ .* alive$", status.stdout, re.MULTILINE)
+        assert len(alive) == 4, status.stdout  # the gateway, both workers, the reaper
+
+        # every process's metrics, on the ports the banner lists, each its role's only
+        async with httpx.AsyncClient(timeout=10) as scraper:
+            for name, offset in (("worker-0", 0), ("worker-1", 1), ("reaper-0", 2)):
+                metrics_url = f"http://127.0.0.1:{metrics_port + offset}/metrics"
+                assert re.search(rf"^    {name} +{metrics_url}$", text, re.MULTILINE), text
+                scraped = (await scraper.get(metrics_url)).text
+                assert ("fleet_conversations_owned " in scraped) == name.startswith("worker")
+                assert ("fleet_reaper_leader " in scraped) == name.startswith("reaper")
+            gateway_metrics = (await scraper.get(f"{url}/metrics")).text
+        assert "fleet_connected_clients " in gateway_metrics
+        assert "fleet_conversations_owned" not in gateway_metrics
         token = await run_fleet(["token", "someone"], {**env, "FLEET_JWT_SECRET": secret})
         assert token.returncode == 0 and token.stdout.count(".") == 2
 

@@ -130,3 +130,29 @@ def test_webhook_settings_are_checked_at_start() -> None:
     short = fleet("worker", FLEET_WEBHOOK_RETRY_FOR="0", FLEET_WEBHOOK_TIMEOUT="-1")
     assert "FLEET_WEBHOOK_RETRY_FOR='0'" in one_line(short)
     assert "FLEET_WEBHOOK_TIMEOUT='-1'" in one_line(short)
+
+
+async def test_read_only_ops_commands_write_and_declare_nothing(
+    settings: Settings, redis: Redis
+) -> None:
+    namespace = f"{settings.namespace}-typo"
+    for args in (["status", "--json"], ["conversations", "--stuck"], ["inspect", "c1"]):
+        result = await asyncio.to_thread(fleet, *args, FLEET_NAMESPACE=namespace)
+        assert result.returncode == (1 if args[0] == "inspect" else 0), result.stderr
+    broker = Broker(settings.amqp_url, Names(namespace), name="test")
+    await broker.connect(declare=False)
+    try:
+        assert await broker.dispatch_backlog() is None
+        assert await broker.queue_depth("c1") is None
+    finally:
+        await broker.close()
+    assert [key async for key in redis.scan_iter(match=f"{namespace}*")] == []
+
+
+def test_a_usage_error_is_one_line() -> None:
+    result = fleet("conversations")
+    assert result.returncode == 2
+    assert one_line(result) == (
+        "fleet conversations: the following arguments are required: --stuck "
+        "(see fleet conversations --help)"
+    )
