@@ -22,26 +22,43 @@ class FleetError(Exception):
 
 
 class BadRequest(FleetError):
+    """The request is malformed; the message says how."""
+
     code = "bad_request"
     status = 400
 
 
 class PayloadTooLarge(FleetError):
+    """The body (or action) is over FLEET_MAX_PAYLOAD_BYTES."""
+
     code = "payload_too_large"
     status = 413
 
 
 class Unauthorized(FleetError):
+    """No token, or one that is invalid or expired."""
+
     code = "unauthorized"
     status = 401
 
 
+class Forbidden(FleetError):
+    """The token is valid but lacks the right (an admin route without ``admin: true``)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class NotFound(FleetError):
+    """No such conversation, or another user's."""
+
     code = "not_found"
     status = 404
 
 
 class ConversationClosed(FleetError):
+    """The conversation is closed (or closing): it takes no more input."""
+
     code = "conversation_closed"
     status = 409
 
@@ -72,16 +89,22 @@ class LogFull(FleetError):
 
 
 class TooManyConversations(FleetError):
+    """The user runs FLEET_MAX_CONVERSATIONS_PER_USER conversations already."""
+
     code = "too_many_conversations"
     status = 429
 
 
 class TooManyConnections(FleetError):
+    """The user has FLEET_MAX_CONNECTIONS_PER_USER Socket.IO connections already."""
+
     code = "too_many_connections"
     status = 429
 
 
 class RateLimited(FleetError):
+    """Over the user's FLEET_RATE_LIMIT, across every gateway."""
+
     code = "rate_limited"
     status = 429
 

@@ -534,3 +534,71 @@ def decode_process_info(raw: bytes | str | None) -> ProcessInfo | None:
         return ProcessInfo(**obj) if isinstance(obj, dict) else None
     except (ValueError, TypeError):
         return None
+
+
+# --- the client's side of the protocol (the SDK, fleet/client) ------------------------
+def client_event(obj: Mapping[str, Any]) -> Event:
+    """A Socket.IO ``event`` as received (fields beyond the protocol's are ignored)."""
+    return Event(
+        obj["id"], obj["conversation_id"], obj["source"], obj["kind"], obj["data"], obj["ts"]
+    )
+
+
+def client_frame(obj: Mapping[str, Any]) -> StreamFrame:
+    """A Socket.IO ``stream`` frame as received."""
+    return StreamFrame(
+        obj["conversation_id"],
+        obj["turn_id"],
+        obj["epoch"],
+        obj["step"],
+        obj["seq"],
+        obj["delta"],
+        obj.get("ts", 0.0),
+    )
+
+
+def client_action(
+    kind: str, action_id: str, data: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A ``user_action`` payload: ``message`` (data ``{"content"}``), ``stop``, or
+    ``approval`` (data ``{"request_id", "choice"}``)."""
+    payload: dict[str, Any] = {"kind": kind, "action_id": action_id}
+    if data is not None:
+        payload["data"] = dict(data)
+    return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an action or a connection was refused: the protocol's ``{code, message}``."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The answer to a ``user_action``: queued (``ok``) or refused, with ``error``."""
+
+    action_id: str
+    error: Refusal | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.error is None:
+            return {"ok": True, "action_id": self.action_id}
+        return {"ok": False, "error": {"code": self.error.code, "message": self.error.message}}
+
+    @classmethod
+    def from_wire(cls, obj: object, action_id: str) -> Ack:
+        """What ``to_wire`` wrote, for the action sent as ``action_id`` (a refusal does
+        not repeat it)."""
+        if isinstance(obj, dict) and obj.get("ok") is True:
+            return cls(str(obj.get("action_id", action_id)))
+        error = obj.get("error") if isinstance(obj, dict) else None
+        if isinstance(error, dict):
+            return cls(action_id, Refusal(str(error.get("code")), str(error.get("message"))))
+        return cls(action_id, Refusal("bad_response", f"not an acknowledgement: {obj!r}"[:200]))

@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     namespace: str = Field("fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: SecretStr | None = None
+    # Tokens of an identity provider (RS256, ES256): its JWKS, and the issuer and
+    # audience its tokens must name (both required with a JWKS URL).
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
     agent: str = "workers.agents.echo:EchoAgent"
     # What a conversation does with a message sent while its agent is busy, unless it
     # chose at creation: enqueue, reject, interrupt or steer.

@@ -150,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a token for USER")
     token.add_argument("user")
     token.add_argument("--ttl", type=float, default=24 * 3600, help="seconds (default 1 day)")
+    token.add_argument("--admin", action="store_true", help="an admin token (the dashboard)")
     return parser
 
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command == "token":
-        print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl))
+        print(tokens.issue(settings.require_jwt_secret(), args.user, args.ttl, args.admin))
         return 0
     if command == "healthcheck":
         from fleet.healthcheck import healthcheck

@@ -29,6 +29,7 @@ from broker.ratelimit import RateLimiter
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
+from broker.tokens import Verifier
 from gateway.feed import ClientGone, Feed
 from gateway.http import HttpApi, route_error
 from gateway.operations import Operations
@@ -69,7 +70,7 @@ class Gateway(Service):
         self.names = Names(settings.namespace)
         self.gateway_id = process_id()
         self._started_at = time.time()
-        secret = settings.require_jwt_secret()
+        verifier = Verifier.from_settings(settings)
         origins = settings.cors_origins
         self.sio = FleetServer(
             async_mode="asgi",
@@ -97,9 +98,9 @@ class Gateway(Service):
         operations = Operations(store, self.broker, settings)
         self.feed = Feed(self.broker, store, self._emit)
         rates = RateLimiter(self.redis, self.names, operations.limits.rate)
-        self.sockets = FleetNamespace(operations, self.feed, secret, self.presence, self.outbox)
+        self.sockets = FleetNamespace(operations, self.feed, verifier, self.presence, self.outbox)
         self.sio.register_namespace(self.sockets)
-        http = HttpApi(operations, secret, settings.max_payload_bytes, self.is_ready, rates)
+        http = HttpApi(operations, verifier, settings.max_payload_bytes, self.is_ready, rates)
         cors = Middleware(
             CORSMiddleware,
             allow_origins=origins,

@@ -15,9 +15,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker import metrics, tokens
-from broker.errors import BadRequest, FleetError, PayloadTooLarge, Unavailable
+from broker import metrics
+from broker.errors import (
+    BadRequest,
+    FleetError,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from broker.names import valid_conversation_id
+from broker.overview import read_overview
 from broker.ratelimit import RateLimiter
+from broker.tokens import Verifier
+from gateway import pages
 from gateway.operations import MAX_PAGE, Operations
 
 log = structlog.get_logger()
@@ -73,13 +84,13 @@ class HttpApi:
     def __init__(
         self,
         operations: Operations,
-        jwt_secret: str,
+        verifier: Verifier,
         max_payload: int,
         is_ready: Callable[[], Awaitable[bool]],
         rates: RateLimiter,
     ) -> None:
         self._operations = operations
-        self._secret = jwt_secret
+        self._verifier = verifier
         self._max_payload = max_payload
         self._is_ready = is_ready
         self._rates = rates
@@ -90,6 +101,10 @@ class HttpApi:
             Route("/healthz", self.healthz),
             Route("/readyz", self.readyz),
             Route("/metrics", self.metrics),
+            Route("/", pages.home),
+            Route("/docs", pages.docs),
+            Route("/openapi.json", pages.openapi),
+            Route("/dashboard", pages.dashboard),
             Route("/api/conversations", api(self.create, admits=True), methods=["POST"]),
             Route("/api/conversations", api(self.list), methods=["GET"]),
             Route("/api/conversations/{cid}", api(self.get), methods=["GET"]),
@@ -101,19 +116,39 @@ class HttpApi:
                 methods=["POST"],
             ),
             Route("/api/conversations/{cid}", api(self.close), methods=["DELETE"]),
+            Route("/api/admin/fleet", api(self.fleet, admin=True), methods=["GET"]),
+            Route(
+                "/api/admin/conversations/{cid}/events",
+                api(self.any_events, admin=True),
+                methods=["GET"],
+            ),
+            Route(
+                "/api/admin/conversations/{cid}/stream",
+                api(self.any_stream, admin=True),
+                methods=["GET"],
+            ),
         ]
 
     def _api(
-        self, handler: Callable[[Request, str], Awaitable[Response]], admits: bool = False
+        self,
+        handler: Callable[[Request, str], Awaitable[Response]],
+        admits: bool = False,
+        admin: bool = False,
     ) -> Handler:
-        """Authenticate, count against the user's rate (``admits``: the admission does),
-        run, and turn domain errors into JSON errors (logged once)."""
+        """Authenticate (``admin``: an admin token only), count against the user's rate
+        (``admits``: the admission does), run, and turn domain errors into JSON errors
+        (logged once)."""
 
         async def endpoint(request: Request) -> Response:
             try:
                 header = request.headers.get("authorization", "")
                 scheme, _, token = header.partition(" ")
-                user = tokens.verify(self._secret, token if scheme.lower() == "bearer" else None)
+                identity = await self._verifier.verify(
+                    token if scheme.lower() == "bearer" else None
+                )
+                if admin and not identity.admin:
+                    raise Forbidden("this needs an admin token")
+                user = identity.user
                 if not admits:
                     await self._rates.take(user)
                 return await handler(request, user)
@@ -200,3 +235,25 @@ class HttpApi:
     async def close(self, request: Request, user: str) -> Response:
         await self._operations.close(user, request.path_params["cid"])
         return ORJSONResponse({"ok": True}, status_code=202)
+
+    # --- the dashboard's reads (admin tokens only): any user's conversations ----------
+    async def fleet(self, request: Request, user: str) -> Response:
+        store = self._operations.store
+        return ORJSONResponse((await read_overview(store.redis, store.names)).to_dict())
+
+    async def any_events(self, request: Request, user: str) -> Response:
+        cid = await self._any_conversation(request)
+        after = int_param(request, "after", -1, -1, 2**62)
+        limit = int_param(request, "limit", MAX_PAGE, 1, MAX_PAGE)
+        return raw_events(await self._operations.store.read(cid, after, limit))
+
+    async def any_stream(self, request: Request, user: str) -> Response:
+        """The step being streamed now, as one frame holding its text so far (or null)."""
+        frame = await self._operations.store.streaming(await self._any_conversation(request))
+        return ORJSONResponse({"stream": frame.to_client() if frame is not None else None})
+
+    async def _any_conversation(self, request: Request) -> str:
+        cid = request.path_params["cid"]
+        if not valid_conversation_id(cid) or await self._operations.store.owner_of(cid) is None:
+            raise NotFound("no such conversation")
+        return str(cid)

@@ -9,9 +9,10 @@ from urllib.parse import parse_qs
 import socketio
 import structlog
 
-from broker import metrics, tokens
+from broker import metrics
 from broker.errors import BadRequest, FleetError, TooManyConnections, Unavailable
 from broker.presence import Presence
+from broker.tokens import Verifier
 from gateway.feed import Feed
 from gateway.operations import Operations
 from gateway.outbox import Outbox
@@ -78,14 +79,14 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self,
         operations: Operations,
         feed: Feed,
-        jwt_secret: str,
+        verifier: Verifier,
         presence: Presence,
         outbox: Outbox,
     ) -> None:
         super().__init__("/")
         self._operations = operations
         self._feed = feed
-        self._secret = jwt_secret
+        self._verifier = verifier
         self._presence = presence
         self._outbox = outbox
         self._sessions: dict[str, tuple[str, str]] = {}  # sid -> (user, conversation id)
@@ -93,7 +94,7 @@ class FleetNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: object = None) -> None:
         params = connect_params(environ, auth)
         try:
-            user = tokens.verify(self._secret, params.get("token"))
+            user = (await self._verifier.verify(params.get("token"))).user
             cid = await self._operations.authorize(user, params.get("conversation_id"))
             after = parse_latest_event_id(params.get("latest_event_id"))
             if not await self._presence.joined(cid, user):

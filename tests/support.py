@@ -18,8 +18,8 @@ from broker.settings import Settings
 EventList = list[dict[str, Any]]
 
 
-def token(settings: Settings, user: str, ttl: float = 3600) -> str:
-    return tokens.issue(settings.require_jwt_secret(), user, ttl)
+def token(settings: Settings, user: str, ttl: float = 3600, admin: bool = False) -> str:
+    return tokens.issue(settings.require_jwt_secret(), user, ttl, admin)
 
 
 def http(base_url: str, bearer: str | None = None) -> httpx.AsyncClient:

@@ -1,16 +1,19 @@
 """The README's tour, step by step, against ``fleet dev`` as a user runs it: create a
-conversation over HTTP, talk to it over Socket.IO, ask its model a completion, kill -9
-the worker that runs it, watch another take over and ``fleet dev`` start the dead one
-again, ``fleet status``, ``fleet token``, then Ctrl-C stops every process."""
+conversation over HTTP, talk to it with the README's Python client as printed, ask its
+model a completion, kill -9 the worker that runs it (the client goes on), watch another
+take over and ``fleet dev`` start the dead one again, ``fleet status``, ``fleet token``,
+then Ctrl-C stops every process."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +22,11 @@ from redis.asyncio import Redis
 
 from broker.names import Names
 from broker.settings import Settings
+from fleet.client import Conversation
 from fleet.harness import FleetProcess, free_port
-from tests.support import Client, http, replied_to
+from tests.support import http
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 BANNER_TOKEN = re.compile(r"token for user 'dev':\s+(\S+)")
 BANNER_SECRET = re.compile(r"export FLEET_JWT_SECRET=(\S+)")
 
@@ -45,7 +50,9 @@ async def until(condition: Any, timeout: float = 20) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -> None:
+async def test_the_readme_tour(
+    settings: Settings, redis: Redis, names: Names, tmp_path: Path
+) -> None:
     port = free_port()
     env = {
         key: value
@@ -86,37 +93,44 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
         ]
         assert events[2]["data"]["content"].startswith('You said: "hello".')
 
-        # talk.py: replay, then an action, then the agent's answer, streamed then logged
-        client = await Client().connect(url, bearer, cid)
-        ack = await client.act("hi")
-        assert ack["ok"], ack
-        events = await client.wait_for(replied_to(ack["action_id"]))
-        answer = next(e for e in events if e["data"].get("in_reply_to") == ack["action_id"])
-        assert client.text.shown == {(ack["action_id"], 0): answer["data"]["content"]}
+        # talk.py, as printed: the ack, the replay, then the answer streamed, then logged
+        talk = await run_talk(tmp_path, url, bearer, cid)
+        assert talk.returncode == 0, talk.stderr
+        printed = talk.stdout.splitlines()
+        assert printed[0].startswith("Ack(action_id=") and "error=None" in printed[0]
+        ids = [int(line.split(" ", 1)[0]) for line in printed[1:] if not line.startswith(" ")]
+        assert ids == list(range(ids[-1] + 1))  # the log so far, then live, each once
+        streamed = "".join(line.removeprefix("  ... ") for line in printed if line[:1] == " ")
+        answer = printed[-1].split(" ", 3)
+        assert answer[1:3] == ["agent", "message"]
+        reply = ast.literal_eval(answer[3])  # printed as a Python dict
+        assert streamed == reply["content"]  # the reply, streamed before it was logged
 
-        # curl .../completions: its owner asks the conversation's model; nothing is logged
-        async with http(url, bearer) as api:
-            before = await read_events(api, cid)
-            question = {"messages": [{"role": "user", "content": "Say hello in French"}]}
-            asked = await api.post(f"/api/conversations/{cid}/completions", json=question)
-            assert asked.status_code == 200, asked.text
-            assert asked.json()["content"].startswith('You said: "Say hello in French".')
-            assert await read_events(api, cid) == before
-            one = (await api.get(f"/api/conversations/{cid}")).json()
-        assert (one["agent_state"], one["connections"]) == ("awaiting_user_input", 1)
+        async with Conversation(url, bearer, cid, latest_event_id=ids[-1]) as chat:
+            # curl .../completions: its owner asks the conversation's model; nothing is logged
+            async with http(url, bearer) as api:
+                before = await read_events(api, cid)
+                question = {"messages": [{"role": "user", "content": "Say hello in French"}]}
+                asked = await api.post(f"/api/conversations/{cid}/completions", json=question)
+                assert asked.status_code == 200, asked.text
+                assert asked.json()["content"].startswith('You said: "Say hello in French".')
+                assert await read_events(api, cid) == before
+                one = (await api.get(f"/api/conversations/{cid}")).json()
+            assert (one["agent_state"], one["connections"]) == ("awaiting_user_input", 1)
 
-        # kill -9 the worker that claimed it (its pid is in its worker_id)
-        [(owner_name, claim)] = logged(dev, "lease_claimed")
-        assert claim["conversation_id"] == cid
-        owner_pid = int(claim["worker_id"].split("-")[-2])
-        os.kill(owner_pid, signal.SIGKILL)
-        await until(lambda: len(logged(dev, "lease_claimed")) == 2)
-        _, takeover = logged(dev, "lease_claimed")[1]
-        assert takeover["epoch"] > claim["epoch"]
-        assert takeover["worker_id"] != claim["worker_id"]
-        again = await client.act("still there?")
-        await client.wait_for(replied_to(again["action_id"]))
-        await client.close()
+            # kill -9 the worker that claimed it last (its pid is in its worker_id; on a
+            # loaded machine a worker whose loop stalled may have handed it over already)
+            claims = logged(dev, "lease_claimed")
+            owner_name, claim = claims[-1]
+            assert claim["conversation_id"] == cid
+            owner_pid = int(claim["worker_id"].split("-")[-2])
+            os.kill(owner_pid, signal.SIGKILL)
+            await until(lambda: len(logged(dev, "lease_claimed")) > len(claims))
+            taker, takeover = logged(dev, "lease_claimed")[len(claims)]
+            assert takeover["epoch"] > claim["epoch"]
+            assert taker != owner_name  # the other worker (process)
+            again = await chat.ask("still there?", timeout=20)
+        assert again.kind == "message" and "still there?" in again.data["content"]
 
         # fleet dev started the dead worker again, and said so; the rest kept running
         await until(lambda: any(f"{owner_name} restarted" in line for line in dev.raw))
@@ -154,6 +168,30 @@ async def test_the_readme_tour(settings: Settings, redis: Redis, names: Names) -
         assert stopped == {"gateway-0", "worker-0", "worker-1", "reaper-0"}
     finally:
         await dev.stop()
+
+
+def talk_py(url: str) -> str:
+    """The tour's Python client, as printed, talking to ``url`` instead of port 8000."""
+    tour = README.read_text().split("## A short tour", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```python\n(.*?)```", tour, re.DOTALL)
+    assert found is not None, "the README's tour lost its Python client"
+    return found.group(1).replace("http://127.0.0.1:8000", url)
+
+
+async def run_talk(
+    directory: Path, url: str, bearer: str, cid: str
+) -> subprocess.CompletedProcess[str]:
+    """``.venv/bin/python talk.py $TOKEN <conversation id>``."""
+    script = directory / "talk.py"
+    script.write_text(talk_py(url))
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(script), bearer, cid],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 async def read_events(api: httpx.AsyncClient, cid: str) -> list[dict[str, Any]]:

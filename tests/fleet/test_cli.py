@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jwt
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
@@ -99,6 +100,16 @@ def test_status_with_redis_down_is_one_line() -> None:
     result = fleet("status", FLEET_REDIS_URL=url)
     assert result.returncode == 1
     assert one_line(result).startswith(f"fleet status: Redis at {url} is unreachable: ")
+
+
+def test_an_admin_token_says_so() -> None:
+    secret = "s" * 40
+    plain = fleet("token", "alice", FLEET_JWT_SECRET=secret)
+    admin = fleet("token", "root", "--admin", FLEET_JWT_SECRET=secret)
+    assert plain.returncode == admin.returncode == 0
+    claims = [jwt.decode(r.stdout.strip(), secret, algorithms=["HS256"]) for r in (plain, admin)]
+    assert ("admin" in claims[0], claims[1].get("admin")) == (False, True)
+    assert claims[1]["sub"] == "root"
 
 
 def test_webhook_settings_are_checked_at_start() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,41 +18,19 @@ from broker.settings import Settings
 from fleet.harness import free_port
 from tests.conftest import InProcessFleet
 from tests.gateway.test_echo_round_trip import reply
+from tests.nodejs import node_with_modules
 from tests.support import create_conversation, token
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 CLIENT = JS_DIR / "client.mjs"
 STREAM = JS_DIR / "stream.mjs"
 NODE_TIMEOUT = 90.0  # the script bounds every step (15 s) and itself (60 s)
-NPM_TIMEOUT = 300.0
 
 
 @pytest.fixture(scope="session")
 def node() -> str:
     """The ``node`` executable, with ``tests/js``'s npm dependencies installed."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.fail(
-            "tests/gateway/test_js_client.py needs Node.js 18+ and npm on PATH "
-            f"(node: {node}, npm: {npm}); install them (e.g. apt-get install nodejs npm)",
-            pytrace=False,
-        )
-    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
-        command = "ci" if (JS_DIR / "package-lock.json").is_file() else "install"
-        result = subprocess.run(
-            [npm, command, "--prefix", str(JS_DIR), "--no-audit", "--no-fund"],
-            capture_output=True,
-            text=True,
-            timeout=NPM_TIMEOUT,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"`npm {command} --prefix {JS_DIR}` failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}",
-                pytrace=False,
-            )
-    return node
+    return node_with_modules(JS_DIR)
 
 
 async def run_js_client(node: str, *args: str) -> dict[str, Any]:
