@@ -100,6 +100,7 @@ class TurnState:
 
     on_busy: BusyPolicy
     since: list[bytes]  # the log from the oldest unfinished turn's first event
+    next_id: int = 0  # the id the next event logged gets
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,11 +333,14 @@ class Store:
     async def turns(self, cid: str) -> TurnState:
         """Where the oldest unfinished turn starts, what the conversation does with
         input while busy, and every event since that turn (empty when none is)."""
-        turn_from, on_busy = await self.redis.hmget(self.names.meta(cid), "turn_from", "on_busy")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.names.meta(cid), "turn_from", "on_busy")
+            pipe.llen(self.names.log(cid))
+            (turn_from, on_busy), length = await pipe.execute()
         policy: BusyPolicy = one_of(on_busy, get_args(BusyPolicy)) if on_busy else "enqueue"
         if turn_from is None:
-            return TurnState(policy, [])
-        return TurnState(policy, await self.read(cid, int(turn_from) - 1))
+            return TurnState(policy, [], length)
+        return TurnState(policy, await self.read(cid, int(turn_from) - 1), length)
 
     async def stream(self, cid: str, lease: str, frame: StreamFrame) -> bool:
         """Keep the snapshot of a streaming step (fenced); False when the lease moved on."""

@@ -113,6 +113,7 @@ class ConversationLoop:
                 relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
             self.turns.policy = state.on_busy
+            self.turns.first_new_id = state.next_id
             await self.turns.resume([Event.from_json(raw) for raw in state.since])
             backoff = Backoff()
             while not self._draining and not self.finished:

@@ -7,8 +7,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from broker import metrics
-from broker.amqp import Broker
+from broker.amqp import NOT_TAKEN, Broker
+from broker.backoff import Backoff
 from broker.errors import LeaseLost
 from broker.events import Event, NewEvent, StreamFrame, with_id
 from broker.store import NO_REQUEST_CHANGE, RequestChange, Store
@@ -16,6 +19,8 @@ from broker.timers import Timers
 
 # Messages whose reply is being timed, per conversation: the oldest are forgotten first.
 AWAITED = 1000
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +121,26 @@ class Scribe:
             logged = [event.logged(first + i, cid) for i, event in enumerate(events)]
             self._observe(events)
         if entries:
-            await self._broker.publish_events(cid, entries)
+            await self._publish(entries)
         return Logged(logged, not appended.duplicate)
+
+    async def _publish(self, entries: list[bytes]) -> None:
+        """Send what was just logged to the gateways, retrying while the broker is away:
+        it is logged, so failing the caller now would leave its work half done (its input
+        comes again, finds itself logged, and is skipped). Gives up only with the lease."""
+        retry, warned = Backoff(first=0.05), False
+        while True:
+            try:
+                await self._broker.publish_events(self.conversation_id, entries)
+                return
+            except NOT_TAKEN as exc:
+                self._check()
+                if not warned:
+                    log.warning(
+                        "publish_retrying", conversation_id=self.conversation_id, error=repr(exc)
+                    )
+                    warned = True
+                await retry.sleep()
 
     async def stream(self, frame: StreamFrame) -> None:
         """Publish a stream frame, and keep the step's snapshot for late joiners."""

@@ -28,7 +28,7 @@ from broker.events import Action, Event, NewEvent, TimerFired, state, turn_id_of
 from broker.settings import BusyPolicy
 from broker.store import RequestChange
 from workers.agents import Agent, TurnFailed
-from workers.scribe import Scribe
+from workers.scribe import Logged, Scribe
 from workers.stream import Streamer
 from workers.turn import LiveTurn
 
@@ -68,6 +68,11 @@ class TurnRunner:
         self._lock = asyncio.Lock()
         self._running: Running | None = None
         self._pending: deque[Event] = deque()  # messages and timers waiting for a turn
+        # Events from this id on were logged by this runner; the turns it took (started,
+        # queued or resumed). An input that finds itself logged by this runner but not
+        # taken had its first handling cut short after the append (a lost reply): take it.
+        self.first_new_id = 0
+        self._taken: set[str] = set()
         self.last_end = time.monotonic()
 
     @property
@@ -87,7 +92,8 @@ class TurnRunner:
                 logged = await self.scribe.log(
                     action.event(steered_into=running.turn.turn_id), once=once
                 )
-                if logged.fresh:
+                if self._new(logged, action.action_id):
+                    self._taken.add(action.action_id)
                     running.turn.steer_in(logged.events[0])
                 return
             fresh = await self._take(action.event(), action.action_id, once)
@@ -104,17 +110,23 @@ class TurnRunner:
 
     async def _take(self, event: NewEvent, turn_id: str, once: str) -> bool:
         """Lock held: log what starts a turn; start it if none runs or waits, else
-        queue it. False if it was logged before."""
-        if self._running is None and not self._pending:
-            running = state("running", turn_id=turn_id)
-            logged = await self.scribe.log(event, running, once=once, turn_from="=")
-            if logged.fresh:
-                self._start(logged.events[0], [], [])
-            return logged.fresh
-        logged = await self.scribe.log(event, once=once)
-        if logged.fresh:
+        queue it. False if it was taken before."""
+        idle = self._running is None and not self._pending
+        extra = (state("running", turn_id=turn_id),) if idle else ()
+        logged = await self.scribe.log(event, *extra, once=once, turn_from="=" if idle else "")
+        if not self._new(logged, turn_id):
+            return False
+        self._taken.add(turn_id)
+        if idle:
+            self._start(logged.events[0], [], [])
+        else:
             self._pending.append(logged.events[0])
-        return logged.fresh
+        return True
+
+    def _new(self, logged: Logged, key: str) -> bool:
+        """Whether what was just logged (under ``key``) is this runner's to act on: logged
+        now, or by an earlier attempt of this runner that did not get to act on it."""
+        return logged.fresh or (logged.first_id >= self.first_new_id and key not in self._taken)
 
     async def approve(self, action: Action) -> None:
         """Log the user's answer to an approval request; the turn that asked goes on."""
@@ -126,7 +138,8 @@ class TurnRunner:
             if asked and turn is not None:
                 events.append(state("running", turn_id=turn.turn_id))
             logged = await self.scribe.log(*events, once=f"action:{action.action_id}")
-            if asked and turn is not None and logged.fresh:
+            if asked and turn is not None and self._new(logged, action.action_id):
+                self._taken.add(action.action_id)
                 turn.answer(request, action.choice)
 
     async def stop(self, action: Action) -> None:
@@ -168,6 +181,7 @@ class TurnRunner:
                     await self.scribe.log(turn_from="-")  # nothing left to resume
                 return
             first, *rest = found.order
+            self._taken.update(found.order)
             self._pending.extend(found.messages[t] for t in rest)
             turn = LiveTurn(
                 self, found.messages[first], found.steps[first], found.steered[first], found.answers
