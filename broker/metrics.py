@@ -36,6 +36,10 @@ TIMER_LATENESS_SECONDS = Histogram(
 # Reapers
 TIMERS_FIRED = Counter("fleet_timers_fired_total", "Due timers queued to their conversations")
 WORKERS_REAPED = Counter("fleet_workers_reaped_total", "Dead workers whose conversations moved")
+# Workers and reapers, with history in PostgreSQL
+HISTORY_ARCHIVED = Counter(
+    "fleet_history_archived_events_total", "Events moved from Redis to PostgreSQL"
+)
 
 
 def serve(host: str, port: int) -> None:

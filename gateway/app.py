@@ -18,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.archive import archive_for
 from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
 from broker.names import Names
@@ -77,7 +78,8 @@ class Gateway(Service):
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
         self.redis = connect(settings.redis_url)
-        store = Store(self.redis, self.names)
+        self.archive = archive_for(settings)  # archived history, for replay and paging
+        store = Store(self.redis, self.names, self.archive)
         self.broker = Broker(
             settings.amqp_url,
             self.names,
@@ -127,9 +129,11 @@ class Gateway(Service):
     async def serve(self) -> None:
         """Reach Redis and RabbitMQ, then serve until stopped."""
         try:
-            if await self.connect(self.redis, self.broker):
+            if await self.connect(self.redis, self.broker, self.archive):
                 await self._serve()
         finally:
+            if self.archive is not None:
+                await self.archive.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("gateway_stopped")

@@ -1,5 +1,5 @@
-"""The reaper: re-dispatches the conversations of workers whose liveness lapsed, and
-fires agents' timers when due.
+"""The reaper: re-dispatches the conversations of workers whose liveness lapsed, fires
+agents' timers when due, and (with history in PostgreSQL) does the moves owed too long.
 
 Several reapers may run; a leader lease lets one act at a time and a standby take
 over within ``reaper_lease_ttl``. The fleet does not depend on it for recovery:
@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.archive import archive_for
+from broker.archiver import Archiver
 from broker.backoff import Backoff
 from broker.errors import ConversationClosed, Unavailable
 from broker.leader import LeaderLease
@@ -53,7 +55,12 @@ class Reaper(Service):
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
-        store = Store(self.redis, self.names)
+        self.archive = archive_for(settings)
+        self.archiver = (
+            Archiver(self.redis, self.names, self.archive) if self.archive is not None else None
+        )
+        self._archiving: asyncio.Task[None] | None = None  # a sweep of owed moves
+        store = Store(self.redis, self.names, self.archive)
         self.broker = Broker(
             settings.amqp_url,
             self.names,
@@ -65,13 +72,19 @@ class Reaper(Service):
     async def serve(self) -> None:
         metrics.serve(self.settings.host, self.settings.metrics_port)
         try:
-            if await self.connect(self.redis, self.broker):
+            if await self.connect(self.redis, self.broker, self.archive):
                 log.info("reaper_started", reaper_id=self.reaper_id)
                 self.started.set()
                 await self._loop()
                 with contextlib.suppress(Exception):
                     await self.leader.resign()
         finally:
+            if self._archiving is not None:  # a move cut short stays owed
+                self._archiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._archiving
+            if self.archive is not None:
+                await self.archive.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
@@ -109,6 +122,9 @@ class Reaper(Service):
         if not leading:
             return interval
         await self.sweep()
+        if self.archiver is not None and (self._archiving is None or self._archiving.done()):
+            # Beside the sweeps, not in them: a long history must not delay failover.
+            self._archiving = asyncio.create_task(self._archive_owed(self.archiver))
         due = await self.timers.next_due()
         return interval if due is None else min(interval, max(0.0, due - time.time()))
 
@@ -135,6 +151,16 @@ class Reaper(Service):
                 metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved
+
+    async def _archive_owed(self, archiver: Archiver) -> None:
+        """Move the histories owed a move for longer than ``archive_retry_after``."""
+        try:
+            moved = await archiver.sweep(self.settings.archive_retry_after)
+        except Exception as exc:  # tried again at the next tick
+            log.warning("archive_sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
+        else:
+            if moved:
+                log.info("owed_history_archived", reaper_id=self.reaper_id, conversations=moved)
 
     async def fire_timers(self) -> int:
         """Queue each due timer as input of its conversation (asking for an owner if it
