@@ -6,8 +6,9 @@ local Redis, RabbitMQ and PostgreSQL, one with ``FLEET_POSTGRES_URL`` and one wi
 each given the same conversations of the same turns over HTTP. Once every
 conversation is passivated (and, with PostgreSQL, its history moved), it prints the
 bytes Redis spends per conversation: ``MEMORY USAGE`` of the conversation's own keys,
-and the growth of ``used_memory`` over the run divided by the conversations. Each
-fleet's keys, queues and schema are deleted at the end.
+and of every key of the fleet's namespace (per-user sets, indexes, liveness: all of it)
+divided by the conversations (not ``used_memory``: the Redis is shared). Each fleet's
+keys, queues and schema are deleted at the end.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Figures:
     conversations: int
     events: int  # per conversation
     key_bytes: float  # mean MEMORY USAGE of a conversation's keys, once passivated
-    used_memory: float  # growth of used_memory per conversation
+    namespace_bytes: float  # MEMORY USAGE of every key of the fleet, per conversation
 
 
 async def drive(url: str, bearer: str, turns: int) -> str:
@@ -80,7 +81,6 @@ async def measure(mode: str, conversations: int, turns: int) -> Figures:
     names = Names(namespace)
     redis = Redis.from_url(settings.redis_url)
     try:
-        start = int((await redis.info("memory"))["used_memory"])
         async with LocalFleet(settings) as fleet:
             _, url = await fleet.gateway()
             await fleet.worker()
@@ -97,9 +97,9 @@ async def measure(mode: str, conversations: int, turns: int) -> Figures:
                 while not await settled(redis, names, cids, archived):  # noqa: ASYNC110
                     await asyncio.sleep(0.2)
             sizes = [await key_bytes(redis, names, cid) for cid in cids]
-            end = int((await redis.info("memory"))["used_memory"])
+            everything = await key_bytes(redis, names, "")
         return Figures(
-            mode, conversations, 4 * turns, statistics.mean(sizes), (end - start) / conversations
+            mode, conversations, 4 * turns, statistics.mean(sizes), everything / conversations
         )
     finally:
         await purge(namespace, settings.redis_url, settings.amqp_url)
@@ -119,9 +119,11 @@ async def settled(redis: Redis, names: Names, cids: list[str], archived: bool) -
 
 
 async def key_bytes(redis: Redis, names: Names, cid: str) -> int:
-    """``MEMORY USAGE`` summed over the conversation's own keys."""
+    """``MEMORY USAGE`` summed over the conversation's own keys (every key of the
+    namespace when ``cid`` is empty)."""
     total = 0
-    async for key in redis.scan_iter(match=f"{names.conv(cid)}:*"):
+    pattern = f"{names.conv(cid)}:*" if cid else f"{names.namespace}:*"
+    async for key in redis.scan_iter(match=pattern):
         total += await redis.memory_usage(key, samples=0) or 0
     return total
 
@@ -130,12 +132,12 @@ async def main(conversations: int, turns: int) -> None:
     rows = [await measure(mode, conversations, turns) for mode in ("redis", "postgres")]
     print(
         f"{'history in':<12}{'conversations':>14}{'events each':>13}{'keys B/conv':>13}"
-        f"{'used_memory B/conv':>20}"
+        f"{'namespace B/conv':>18}"
     )
     for row in rows:
         print(
             f"{row.mode:<12}{row.conversations:>14}{row.events:>13}{row.key_bytes:>13,.0f}"
-            f"{row.used_memory:>20,.0f}"
+            f"{row.namespace_bytes:>18,.0f}"
         )
 
 

@@ -130,3 +130,27 @@ async def conversation_memory(redis: Redis, names: Names, cid: str) -> int:
     async for key in redis.scan_iter(match=f"{names.conv(cid)}:*"):
         total += await redis.memory_usage(key, samples=0) or 0
     return total
+
+
+async def test_a_closed_conversation_moves_and_stays_readable(
+    fleet: InProcessFleet, pg_settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = pg_settings.model_copy(update={"passivate_after": 60.0})
+    await fleet.start_gateway()
+    await fleet.start_worker()
+    bearer = token(pg_settings, "alice")
+    cid = await create_conversation(fleet.url, bearer, initial="hello")
+    client = await Client().connect(fleet.url, bearer, cid)
+    await client.wait_for(lambda ev: len(ev) == 4)
+    async with http(fleet.url, bearer) as api:
+        assert (await api.delete(f"/api/conversations/{cid}")).status_code == 202
+        await client.wait_for(lambda ev: bool(of_kind(ev, "closed")))
+        await status_becomes(redis, names, cid, "closed")
+        await archived_becomes(redis, names, cid, 5)  # its turn, then `closed`
+        events = (await api.get(f"/api/conversations/{cid}/events")).json()["events"]
+    await client.close()
+
+    assert events == client.events
+    assert [e["id"] for e in events] == list(range(5))
+    assert not await redis.exists(names.log(cid))
+    assert await redis.zcard(names.archive_owed) == 0
