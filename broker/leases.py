@@ -35,9 +35,11 @@ class Claim:
 class Leases:
     """Claim, release, passivate and finish conversations; list what a worker owns."""
 
-    def __init__(self, redis: Redis, names: Names) -> None:
+    def __init__(self, redis: Redis, names: Names, archiving: bool = False) -> None:
         self.redis = redis
         self.names = names
+        # History archiving is on: passivated and closed conversations are owed a move.
+        self._archive = "1" if archiving else ""
         self._claim = scripts.load(redis, names, "claim")
         self._release = scripts.load(redis, names, "release")
         self._finish = scripts.load(redis, names, "finish")
@@ -92,8 +94,10 @@ class Leases:
             n.owns(worker_id),
             n.by_status("closing"),
             n.by_status("closed"),
+            n.archive_owed,
         ]
-        return bool(await self._finish(keys=keys, args=[lease_value(worker_id, epoch), cid]))
+        args = [lease_value(worker_id, epoch), cid, self._archive]
+        return bool(await self._finish(keys=keys, args=args))
 
     async def passivate(
         self, cid: str, worker_id: str, epoch: int, idle: float, deleting: float
@@ -108,9 +112,10 @@ class Leases:
             n.clients(cid),
             n.deleting(cid),
             n.by_status("idle"),
+            n.archive_owed,
         ]
         lease = lease_value(worker_id, epoch)
-        args: list[str | int] = [lease, cid, int(idle * 1000), int(deleting * 1000)]
+        args: list[str | int] = [lease, cid, int(idle * 1000), int(deleting * 1000), self._archive]
         return one_of(await self._passivate(keys=keys, args=args), get_args(PassivationOutcome))
 
     async def queue_deleted(self, cid: str) -> None:

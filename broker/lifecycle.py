@@ -14,6 +14,7 @@ import structlog
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
+from broker.archive import Archive
 from broker.dependencies import Dependency, Unreachable
 from broker.redis import require_durable
 from broker.settings import Settings
@@ -59,6 +60,9 @@ class Service:
         self.fatal: Unreachable | None = None
         self.redis_health = Dependency("Redis", settings.redis_url, settings.dependency_timeout)
         self.amqp_health = Dependency("RabbitMQ", settings.amqp_url, settings.dependency_timeout)
+        self.postgres_health = Dependency(
+            "PostgreSQL", settings.postgres_url or "", settings.dependency_timeout
+        )
         self._main: asyncio.Task[None] | None = None
         self._forced = False  # signalled twice: the graceful stop was cut short
         self._redis_durable = settings.redis_durable
@@ -101,14 +105,17 @@ class Service:
         if self.fatal is not None:
             raise self.fatal
 
-    async def connect(self, redis: Redis, broker: Broker) -> bool:
-        """Reach Redis, then RabbitMQ, retrying with backoff; False when stopped first,
+    async def connect(self, redis: Redis, broker: Broker, archive: Archive | None = None) -> bool:
+        """Reach Redis, then RabbitMQ, then PostgreSQL if there is an ``archive`` (its
+        schema brought up to date), retrying with backoff; False when stopped first,
         ``Unreachable`` when one stays down for ``dependency_timeout``."""
         if not await self.redis_health.reach(redis.ping, self._stop):
             return False
         if self._redis_durable:
             await require_durable(redis)
-        return await self.amqp_health.reach(broker.connect, self._stop)
+        if not await self.amqp_health.reach(broker.connect, self._stop):
+            return False
+        return archive is None or await self.postgres_health.reach(archive.open, self._stop)
 
     def watch(self, broker: Broker, redis_error: Exception | None = None) -> bool:
         """Count a periodic loop's round: its Redis call failed with ``redis_error`` (or

@@ -144,6 +144,16 @@ TIMERS_FIRED = Counter(
     "fleet_timers_fired_total", "Due timers queued to their conversations", registry=REAPER
 )
 
+# --- workers and reapers, with history in PostgreSQL ------------------------------------
+HISTORY_ARCHIVED = {
+    role: Counter(
+        "fleet_history_archived_events_total",
+        "Events moved from Redis to PostgreSQL",
+        registry=registry,
+    )
+    for role, registry in (("worker", WORKER), ("reaper", REAPER))
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Figures:

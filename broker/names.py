@@ -191,8 +191,22 @@ class Names:
         return f"{self.namespace}:timers"
 
     @property
+    def archive_owed(self) -> str:
+        """Sorted set: passivated or closed conversations whose log is owed a move to
+        PostgreSQL -> since (ms); the move removes them, the reaper does those left too
+        long (their mover died)."""
+        return f"{self.namespace}:archive"
+
+    @property
     def reaper_leader(self) -> str:
         return f"{self.namespace}:reaper:leader"
+
+    # --- PostgreSQL ---------------------------------------------------------------
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema of this fleet's archived history: the namespace itself,
+        so fleets sharing a database keep apart as they do in Redis and RabbitMQ."""
+        return self.namespace
 
     # --- AMQP ---------------------------------------------------------------------
     @property

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+MAX_SCHEMA_BYTES = 63  # PostgreSQL identifiers
 ENV_PREFIX = "FLEET_"
 
 OverLimitPolicy = Literal["reject", "evict_oldest"]
@@ -134,6 +135,13 @@ class Settings(BaseSettings):
     # A conversation's log takes no more input past either cap (error conversation_full).
     max_log_events: int = Field(100_000, ge=1)
     max_log_bytes: int = Field(64 * 2**20, ge=1024)
+    # History beyond RAM: with a PostgreSQL URL, the log of a passivated or closed
+    # conversation moves there (in the schema named like the namespace) and Redis keeps
+    # only active conversations' tails. None: every log stays in Redis.
+    postgres_url: str | None = None
+    # A move owed for this long (its mover died, or PostgreSQL was down) is done by the
+    # leading reaper.
+    archive_retry_after: float = Field(60.0, gt=0)
     # Origins allowed to call the HTTP API and Socket.IO from a browser, comma-separated
     # ('*' for any); none by default: same-origin pages and non-browser clients only.
     cors_origins: Annotated[list[str], NoDecode] = []
@@ -172,6 +180,20 @@ class Settings(BaseSettings):
         secret = info.data.get("webhook_secret")
         if not isinstance(secret, SecretStr) or not secret.get_secret_value():
             raise ValueError("webhooks are signed: set FLEET_WEBHOOK_SECRET too")
+        return value
+
+    @field_validator("postgres_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme not in ("postgres", "postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        if len(str(info.data.get("namespace", "")).encode()) > MAX_SCHEMA_BYTES:
+            raise ValueError(
+                "the archive's schema is named like FLEET_NAMESPACE: "
+                f"at most {MAX_SCHEMA_BYTES} bytes"
+            )
         return value
 
     @field_validator("cors_origins", mode="before")

@@ -7,13 +7,14 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 import orjson
 from redis.asyncio import Redis
 
 from broker import metrics, scripts
-from broker.errors import LeaseLost
+from broker.archive import Archive
+from broker.errors import LeaseLost, Unavailable
 from broker.events import Action, CloseMarker, QueueItem, StreamFrame
 from broker.names import Names
 from broker.ratelimit import Rate
@@ -21,6 +22,9 @@ from broker.redis import one_of, text
 from broker.settings import BusyPolicy, OverLimitPolicy
 
 SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
+# Looking an action id or a dedupe key up in the archive and asking again can meet a
+# move that just finished (only while no owner runs the conversation): a few tries.
+ARCHIVE_LOOKUPS = 5
 
 # "purging": ``fleet purge`` is deleting it (see lua/purge.lua); it takes no input.
 Status = Literal["idle", "running", "closing", "closed", "purging"]
@@ -129,12 +133,18 @@ class Appended:
 
 
 class Store:
-    """Create, find and list conversations; append to and read their logs."""
+    """Create, find and list conversations; append to and read their logs.
 
-    def __init__(self, redis: Redis, names: Names) -> None:
+    With an ``archive`` (history in PostgreSQL), a log's ids below ``meta.archived``
+    were moved there (``broker.archiver``): reads and dedupe look there for them.
+    """
+
+    def __init__(self, redis: Redis, names: Names, archive: Archive | None = None) -> None:
         self.redis = redis
         self.names = names
+        self.archive = archive
         self._append = scripts.load(redis, names, "append")
+        self._tail = scripts.load(redis, names, "tail")
         self._admit = scripts.load(redis, names, "admit")
         self._close = scripts.load(redis, names, "close")
         self._stream = scripts.load(redis, names, "stream")
@@ -195,32 +205,48 @@ class Store:
             n.by_status("closing"),
             n.full,
         ]
-        args = [
-            cid,
-            mode,
-            user,
-            limits.conversations,
-            limits.policy,
-            *limits.rate.args(),
-            limits.cost(size),
-            action.action_id if action else "",
-            action.digest() if action else "",
-            limits.log_events,
-            limits.log_bytes,
-            action.kind if action else kind,
-            on_busy,
-            action.request_id if action else "",
-            action.choice if action else "",
-            *(part for pair in (record or {}).items() for part in pair),
-        ]
-        outcome, needs_owner, evicted, wait_ms, *settling = await self._admit(keys=keys, args=args)
-        return Admission(
-            one_of(outcome, get_args(AdmissionOutcome)),
-            bool(needs_owner),
-            text(evicted) or None,
-            int(wait_ms),
-            bool(settling and settling[0]),
-        )
+        checked, digest = "", ""
+        for _ in range(ARCHIVE_LOOKUPS):
+            args = [
+                cid,
+                mode,
+                user,
+                limits.conversations,
+                limits.policy,
+                *limits.rate.args(),
+                limits.cost(size),
+                action.action_id if action else "",
+                action.digest() if action else "",
+                limits.log_events,
+                limits.log_bytes,
+                action.kind if action else kind,
+                on_busy,
+                action.request_id if action else "",
+                action.choice if action else "",
+                checked,
+                digest,
+                *(part for pair in (record or {}).items() for part in pair),
+            ]
+            outcome, needs_owner, evicted, wait_ms, *rest = await self._admit(keys=keys, args=args)
+            if outcome != b"archived":
+                return Admission(
+                    one_of(outcome, get_args(AdmissionOutcome)),
+                    bool(needs_owner),
+                    text(evicted) or None,
+                    int(wait_ms),
+                    bool(rest and rest[0]),
+                )
+            # The action id may have been admitted before the history moved: was it?
+            assert action is not None
+            checked = text(rest[1])
+            digest = await self._archived().digest(cid, action.action_id) or ""
+        raise Unavailable("the conversation's history kept moving; retry")
+
+    def _archived(self) -> Archive:
+        """The archive, which a conversation with archived history needs."""
+        if self.archive is None:
+            raise Unavailable("this conversation's history is archived: set FLEET_POSTGRES_URL")
+        return self.archive
 
     async def settled(self, cid: str, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until the passivated conversation's queue
@@ -245,7 +271,7 @@ class Store:
         return one_of(before, get_args(Status)) if before else None
 
     async def get(self, cid: str) -> ConversationRecord | None:
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self.names.meta(cid))
             pipe.llen(self.names.log(cid))
             pipe.hvals(self.names.clients(cid))  # per gateway; the dead ones are forgotten
@@ -260,7 +286,7 @@ class Store:
             status=one_of(meta[b"status"], get_args(Status)),
             owner=owner.decode() if owner else None,
             created_at=float(meta[b"created_at"]),
-            last_event_id=length - 1,
+            last_event_id=int(meta.get(b"archived", 0)) + length - 1,
             agent_state=agent_state.decode() if agent_state else None,
             connections=sum(int(count) for count in clients),
         )
@@ -291,10 +317,19 @@ class Store:
         return [text(i) for i in cast(list[bytes], ids)]
 
     async def read(self, cid: str, after: int = -1, limit: int | None = None) -> list[bytes]:
-        """Logged events with ``id > after``, oldest first, as their JSON."""
-        stop = -1 if limit is None else after + limit
-        entries = await self.redis.lrange(self.names.log(cid), after + 1, stop)
-        return cast(list[bytes], entries)
+        """Logged events with ``id > after`` (at most ``limit``), oldest first, as their
+        JSON: from the archive, then from Redis, seamlessly."""
+        keys = [self.names.meta(cid), self.names.log(cid)]
+        base, tail = await self._tail(keys=keys, args=[after, -1 if limit is None else limit])
+        if after + 1 >= base:
+            return cast(list[bytes], tail)
+        # Redis said where it starts before the archive is read: every id below that
+        # was committed there before Redis let go of it.
+        upto = base - 1 if limit is None else min(base - 1, after + limit)
+        archived = await self._archived().read(cid, after, upto)
+        if len(archived) != upto - after:
+            raise RuntimeError(f"archived history of {cid} lacks events in ({after}, {upto}]")
+        return archived + cast(list[bytes], tail)
 
     async def append(
         self,
@@ -312,35 +347,46 @@ class Store:
         ``lua/append.lua``."""
         n = self.names
         keys = [n.lease(cid), n.log(cid), n.once(cid), n.meta(cid), n.stream(cid), n.approvals(cid)]
-        args: list[str | bytes] = [
-            lease,
-            once,
-            turn_from,
-            logged_step,
-            agent_state,
-            *requests.args(),
-            *bodies,
-        ]
-        reply = await self._append(keys=keys, args=args)
+
+        async def call(checked: str) -> list[Any]:
+            args = [lease, once, checked, turn_from, logged_step, agent_state]
+            reply: list[Any] = await self._append(
+                keys=keys, args=[*args, *requests.args(), *bodies]
+            )
+            return reply
+
+        reply = await call("")
+        if reply[0] == -4:
+            # The key may be among the archived ones. While our lease holds no move can
+            # run, so what the archive says stays true until we call again.
+            found = await self._archived().once(cid, once)
+            if found is not None:
+                reply = [-3, *found]
+            else:
+                reply = await call("1")
         code = reply[0]
         if code == -1:
             metrics.FENCED_WRITES.inc()
             raise LeaseLost(f"lease {lease} of {cid} is no longer current")
         if code == -2:
             return Appended(first_id=reply[1], entries=reply[2:], duplicate=True)
+        if code == -3:  # logged before, and archived since
+            first, count = reply[1], reply[2]
+            return Appended(first, await self.read(cid, first - 1, count), duplicate=True)
         return Appended(first_id=code, entries=[], duplicate=False)
 
     async def turns(self, cid: str) -> TurnState:
         """Where the oldest unfinished turn starts, what the conversation does with
         input while busy, and every event since that turn (empty when none is)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.names.meta(cid), "turn_from", "on_busy")
+            pipe.hmget(self.names.meta(cid), "turn_from", "on_busy", "archived")
             pipe.llen(self.names.log(cid))
-            (turn_from, on_busy), length = await pipe.execute()
+            (turn_from, on_busy, archived), length = await pipe.execute()
         policy: BusyPolicy = one_of(on_busy, get_args(BusyPolicy)) if on_busy else "enqueue"
+        next_id = int(archived or 0) + length  # the archived part comes first
         if turn_from is None:
-            return TurnState(policy, [], length)
-        return TurnState(policy, await self.read(cid, int(turn_from) - 1), length)
+            return TurnState(policy, [], next_id)
+        return TurnState(policy, await self.read(cid, int(turn_from) - 1), next_id)
 
     async def stream(self, cid: str, lease: str, frame: StreamFrame) -> bool:
         """Keep the snapshot of a streaming step (fenced); False when the lease moved on."""

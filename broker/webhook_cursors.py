@@ -52,8 +52,11 @@ class WebhookCursors:
         """Relay from the end of the log as it is now: for a conversation created before
         webhooks were turned on (its owner holds the lease, so nothing is appended
         meanwhile). Where the relay starts (its cursor)."""
-        end = await self.redis.llen(self.names.log(cid)) - 1
-        return await self.outboxed(cid, end)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.names.meta(cid), "archived")  # ids below it are in PostgreSQL
+            pipe.llen(self.names.log(cid))
+            archived, length = await pipe.execute()
+        return await self.outboxed(cid, int(archived or 0) + length - 1)
 
     async def outboxed(self, cid: str, event_id: int) -> int:
         """Every state change up to ``event_id`` is in the outbox; the cursor now."""

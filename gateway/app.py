@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.archive import archive_for
 from broker.events import ProcessInfo
 from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
@@ -82,7 +83,8 @@ class Gateway(Service):
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
         self.redis = connect(settings.redis_url)
-        store = Store(self.redis, self.names)
+        self.archive = archive_for(settings)  # archived history, for replay and paging
+        store = Store(self.redis, self.names, self.archive)
         self.broker = Broker(
             settings.amqp_url,
             self.names,
@@ -132,9 +134,11 @@ class Gateway(Service):
     async def serve(self) -> None:
         """Reach Redis and RabbitMQ, then serve until stopped."""
         try:
-            if await self.connect(self.redis, self.broker):
+            if await self.connect(self.redis, self.broker, self.archive):
                 await self._serve()
         finally:
+            if self.archive is not None:
+                await self.archive.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("gateway_stopped")

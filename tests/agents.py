@@ -135,3 +135,17 @@ class Alarms:
             await turn.finish(await turn.schedule(at, {"name": name}, key=name))
         else:
             await turn.finish(str(await turn.cancel_timer(args[0])))
+
+
+class Recall:
+    """Answers each message with what ``turn.history()`` says: whether its ids run
+    from 0 with no gap, and every user message so far ("ids ok: m0 m1 m2")."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def run_turn(self, turn: Turn) -> None:
+        history = await turn.history()
+        consecutive = [event.id for event in history] == list(range(len(history)))
+        said = [e.data["content"] for e in history if e.source == "user" and e.kind == "message"]
+        await turn.finish(f"{'ids ok' if consecutive else 'ids broken'}: {' '.join(said)}")

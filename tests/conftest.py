@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from broker import postgres
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import free_port, purge
@@ -20,6 +21,7 @@ from workers.worker import Worker
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 JWT_SECRET = "test-secret-" + "x" * 32
 
 
@@ -81,9 +83,18 @@ def settings(namespace: str, redis_url: str) -> Settings:
 
 
 @pytest.fixture(autouse=True)
-async def _cleanup(settings: Settings) -> AsyncIterator[None]:
+async def _cleanup(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
     await purge(settings.namespace, settings.redis_url, settings.amqp_url)
+    if "pg_settings" in request.fixturenames:  # last, once every process is gone
+        await postgres.drop(POSTGRES_URL, [Names(settings.namespace).schema])
+
+
+@pytest.fixture
+def pg_settings(settings: Settings) -> Settings:
+    """The test's settings with history in PostgreSQL: in a schema of its own (named
+    like its namespace), dropped when the test ends."""
+    return settings.model_copy(update={"postgres_url": POSTGRES_URL})
 
 
 @pytest.fixture

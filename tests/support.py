@@ -173,3 +173,21 @@ async def status_becomes(redis: Redis, names: Names, cid: str, status: str) -> N
     async with asyncio.timeout(10):
         while (await redis.hget(names.meta(cid), "status")) != status.encode():
             await asyncio.sleep(0.05)
+
+
+async def archived_becomes(redis: Redis, names: Names, cid: str, count: int) -> None:
+    """Poll (with a deadline) until the conversation's first ``count`` events moved to
+    PostgreSQL and Redis holds none of them."""
+    async with asyncio.timeout(15):
+        while (await redis.hget(names.meta(cid), "archived")) != str(count).encode():
+            await asyncio.sleep(0.05)
+
+
+async def say(
+    base_url: str, bearer: str, cid: str, content: str, action_id: str | None = None
+) -> None:
+    """Send a message over HTTP (its action id is its content unless given)."""
+    async with http(base_url, bearer) as api:
+        body = {"kind": "message", "data": {"content": content}, "action_id": action_id or content}
+        response = await api.post(f"/api/conversations/{cid}/actions", json=body)
+        assert response.status_code == 200, response.text

@@ -1,5 +1,5 @@
-"""The reaper: re-dispatches the conversations of workers whose liveness lapsed, and
-fires agents' timers when due.
+"""The reaper: re-dispatches the conversations of workers whose liveness lapsed, fires
+agents' timers when due, and (with history in PostgreSQL) does the moves owed too long.
 
 Several reapers may run; a leader lease lets one act at a time and a standby take
 over within ``reaper_lease_ttl``. The fleet does not depend on it for recovery:
@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 
 from broker import metrics
 from broker.amqp import Broker
+from broker.archive import archive_for
+from broker.archiver import Archiver
 from broker.backoff import Backoff
 from broker.errors import ConversationClosed, Unavailable
 from broker.events import ProcessInfo
@@ -68,7 +70,14 @@ class Reaper(Service):
             metrics.REAPER, self.healthy, settings.host, settings.metrics_port
         )
         self.leader = LeaderLease(self.redis, self.names, self.reaper_id, settings.reaper_lease_ttl)
-        store = Store(self.redis, self.names)
+        self.archive = archive_for(settings)
+        self.archiver = (
+            Archiver(self.redis, self.names, self.archive, "reaper")
+            if self.archive is not None
+            else None
+        )
+        self._archiving: asyncio.Task[None] | None = None  # a sweep of owed moves
+        store = Store(self.redis, self.names, self.archive)
         self.broker = Broker(
             settings.amqp_url,
             self.names,
@@ -80,7 +89,7 @@ class Reaper(Service):
     async def serve(self) -> None:
         self.exposition.start()
         try:
-            if await self.connect(self.redis, self.broker):
+            if await self.connect(self.redis, self.broker, self.archive):
                 log.info("reaper_started", reaper_id=self.reaper_id)
                 self.started.set()
                 await self._loop()
@@ -91,6 +100,12 @@ class Reaper(Service):
         finally:
             self._lead(False)
             self.exposition.close()
+            if self._archiving is not None:  # a move cut short stays owed
+                self._archiving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._archiving
+            if self.archive is not None:
+                await self.archive.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("reaper_stopped", reaper_id=self.reaper_id)
@@ -153,6 +168,9 @@ class Reaper(Service):
         if time.monotonic() - self._counted_at >= CENSUS_EVERY:
             self._counted_at = time.monotonic()
             metrics.FLEET.figures = await census.count(self.redis, self.names, self.broker)
+        if self.archiver is not None and (self._archiving is None or self._archiving.done()):
+            # Beside the sweeps, not in them: a long history must not delay failover.
+            self._archiving = asyncio.create_task(self._archive_owed(self.archiver))
         due = await self.timers.next_due()
         return interval if due is None else min(interval, max(0.0, due - time.time()))
 
@@ -195,6 +213,16 @@ class Reaper(Service):
                 metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved
+
+    async def _archive_owed(self, archiver: Archiver) -> None:
+        """Move the histories owed a move for longer than ``archive_retry_after``."""
+        try:
+            moved = await archiver.sweep(self.settings.archive_retry_after)
+        except Exception as exc:  # tried again at the next tick
+            log.warning("archive_sweep_failed", reaper_id=self.reaper_id, error=repr(exc))
+        else:
+            if moved:
+                log.info("owed_history_archived", reaper_id=self.reaper_id, conversations=moved)
 
     async def fire_timers(self) -> int:
         """Queue each due timer as input of its conversation (asking for an owner if it

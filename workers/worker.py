@@ -11,6 +11,8 @@ import structlog
 
 from broker import metrics
 from broker.amqp import Broker, Consumer
+from broker.archive import archive_for
+from broker.archiver import Archiver
 from broker.errors import LeaseLost
 from broker.events import Malformed, ProcessInfo, decode_claim_request
 from broker.exposition import STUCK_AFTER, Exposition
@@ -56,9 +58,16 @@ class Worker(Service):
         self.agent_factory(settings)  # a misconfigured agent fails now, not at its first turn
         self.fencing = Fencing(process_id(), settings.liveness_ttl)
         self.redis = connect(settings.redis_url)
-        self.store = Store(self.redis, self.names)
+        # History in PostgreSQL: this worker moves what it passivates or closes.
+        self.archive = archive_for(settings)
+        self.archiver = (
+            Archiver(self.redis, self.names, self.archive, "worker")
+            if self.archive is not None
+            else None
+        )
+        self.store = Store(self.redis, self.names, self.archive)
         self.timers = Timers(self.redis, self.names)
-        self.leases = Leases(self.redis, self.names)
+        self.leases = Leases(self.redis, self.names, archiving=self.archive is not None)
         self.liveness = Liveness(self.redis, self.names, "worker")
         # The broker gives up on a worker that stopped answering about as soon as the
         # fleet does (its liveness TTL), and hands what it held to the next owner.
@@ -117,10 +126,14 @@ class Worker(Service):
         self.exposition.start()
         metrics.CAPACITY.set(self.settings.worker_capacity)
         try:
-            if await self.connect(self.redis, self.broker):
+            if await self.connect(self.redis, self.broker, self.archive):
                 await self._run()
         finally:
             self.exposition.close()
+            if self.archiver is not None:  # moves cut short stay owed, for the reaper
+                await self.archiver.close()
+            if self.archive is not None:
+                await self.archive.close()
             await self.broker.close()
             await self.redis.aclose()
         log.info("worker_stopped", worker_id=self.worker_id)
@@ -343,6 +356,8 @@ class Worker(Service):
         cid = loop.conversation_id
         try:
             await loop.run()
+            if loop.finished and self.archiver is not None:
+                self.archiver.soon(cid)  # closed for good: its history moves
         except LeaseLost as exc:
             loop.log.warning("lease_lost", reason=str(exc))
             if not self.alive():
@@ -409,6 +424,8 @@ class Worker(Service):
                     await self.broker.request_claim(cid)
             finally:
                 await self.leases.queue_deleted(cid)
+            if self.archiver is not None:
+                self.archiver.soon(cid)  # its history moves; Redis keeps its record
         elif outcome != "moved" and self.alive():
             self._start(cid, loop.epoch)  # a client or fresh input still needs it
 

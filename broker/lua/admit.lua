@@ -17,10 +17,15 @@
 --       kind ('message' | 'stop' | 'approval' | 'query' | ''; a query logs nothing: no
 --       log cap), on_busy (kept in the record at 'create'), request_id, choice (of an
 --       approval),
+--       archive_checked ('' or the meta.archived at which the action id was looked up
+--       among the archived ones), archived_digest (what that found: '' for nothing),
 --       field1, value1, ...  (more of the record at 'create': callback_url, outboxed)
--- Returns {outcome, needs_owner, evicted_id, retry_after_ms[, settling]}; outcome is one of
+-- Returns {outcome, needs_owner, evicted_id, retry_after_ms[, settling, archived]};
+-- outcome is one of
 --   ok           admitted; needs_owner is 1 when no live worker owns it, settling 1
 --                when its queue is being deleted (wait until it is, then queue the input)
+--   archived     the action id may be among those moved to PostgreSQL with the history
+--                (when meta.archived was `archived`): look it up there, then call again
 --   rate_limited the user sends too fast: retry after retry_after_ms
 --   conflict     this action id was admitted before with another content
 --   log_full     the conversation's log reached its cap
@@ -30,13 +35,19 @@
 --   over_limit   the user runs `limit` conversations already (policy 'reject')
 --   closed       closing, closed or being purged: it takes no more input
 --   unknown      no such conversation
+if ARGV[2] == 'act' and ARGV[9] ~= '' then
+  local archived = redis.call('HGET', KEYS[1], 'archived')
+  if archived and archived ~= ARGV[17] and redis.call('HEXISTS', KEYS[7], ARGV[9]) == 0 then
+    return {'archived', 0, '', 0, 0, archived}
+  end
+end
 local wait = gcra(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
 if wait > 0 then return {'rate_limited', 0, '', wait} end
 local now = now_ms()
 local cid = ARGV[1]
 if ARGV[2] == 'create' then
   redis.call('HSET', KEYS[1], 'user', ARGV[3], 'status', 'idle', 'created_at', now / 1000,
-             'on_busy', ARGV[14], unpack(ARGV, 17))
+             'on_busy', ARGV[14], unpack(ARGV, 19))
   redis.call('ZADD', KEYS[3], now, cid)
 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -47,6 +58,7 @@ end
 local action_id = ARGV[9]
 if action_id ~= '' then
   local seen = redis.call('HGET', KEYS[7], action_id)
+  if not seen and ARGV[18] ~= '' then seen = ARGV[18] end
   if seen then
     if seen ~= ARGV[10] then return {'conflict', 0, '', 0} end
     action_id = ''  -- sent again: admitted again, logged and answered once (dedupe)
@@ -56,7 +68,8 @@ if ARGV[13] == 'message' and redis.call('HGET', KEYS[1], 'on_busy') == 'reject'
    and redis.call('HEXISTS', KEYS[1], 'turn_from') == 1 then
   return {'busy', 0, '', 0}
 end
-if ARGV[13] ~= 'query' and (redis.call('LLEN', KEYS[6]) >= tonumber(ARGV[11])
+local logged = tonumber(redis.call('HGET', KEYS[1], 'archived') or 0) + redis.call('LLEN', KEYS[6])
+if ARGV[13] ~= 'query' and (logged >= tonumber(ARGV[11])
    or tonumber(redis.call('HGET', KEYS[1], 'log_bytes') or 0) >= tonumber(ARGV[12])) then
   redis.call('ZADD', KEYS[13], 'NX', now, cid)
   return {'log_full', 0, '', 0}
