@@ -4,7 +4,6 @@ and tracing stays off unless the standard OTEL_* variables turn it on."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -19,8 +18,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from broker import tracing
 from broker.settings import Settings
 from fleet.fake_llm.server import FakeLLM
-from fleet.harness import free_port
-from tests.conftest import InProcessFleet, wait_for_event
+from tests.conftest import InProcessFleet
+from tests.llm import llm_agent, serving
 from tests.support import Client, create_conversation, replied_to, token
 
 EXPORTER = InMemorySpanExporter()
@@ -40,24 +39,14 @@ def traced() -> Iterator[None]:
 
 @pytest.fixture
 async def fake_llm() -> AsyncIterator[FakeLLM]:
-    server = FakeLLM("127.0.0.1", free_port(), 500.0)
-    task = asyncio.create_task(server.main())
-    await wait_for_event(server.listening, task)
-    yield server
-    server.stop()
-    await task
+    async with serving(500.0) as server:
+        yield server
 
 
 async def test_an_action_is_one_trace_from_gateway_to_llm(
     fleet: InProcessFleet, settings: Settings, fake_llm: FakeLLM
 ) -> None:
-    fleet.settings = settings.model_copy(
-        update={
-            "agent": "workers.agents.llm:LLMAgent",
-            "llm_base_url": f"{fake_llm.url}/v1",
-            "llm_model": "fleet-fake",
-        }
-    )
+    fleet.settings = settings.model_copy(update=llm_agent(fake_llm))
     await fleet.start_gateway()
     await fleet.start_worker()
     bearer = token(settings, "alice")

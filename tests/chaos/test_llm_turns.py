@@ -11,7 +11,6 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -19,7 +18,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.fake_llm.server import FakeLLM
 from fleet.harness import LocalFleet, free_port
-from tests.conftest import wait_for_event
+from tests.llm import requests_for, script, serving
 from tests.support import Client, EventList, create_conversation, replied_to, token
 
 ANSWER = " ".join(f"word{i}" for i in range(30))
@@ -27,12 +26,8 @@ ANSWER = " ".join(f"word{i}" for i in range(30))
 
 @pytest.fixture
 async def fake_llm() -> AsyncIterator[FakeLLM]:
-    server = FakeLLM("127.0.0.1", free_port(), 200.0)
-    task = asyncio.create_task(server.main())
-    await wait_for_event(server.listening, task)
-    yield server
-    server.stop()
-    await task
+    async with serving() as server:
+        yield server
 
 
 def llm_env(fake: FakeLLM) -> dict[str, str]:
@@ -43,18 +38,6 @@ def llm_env(fake: FakeLLM) -> dict[str, str]:
         "FLEET_LLM_RETRIES": "0",
         "FLEET_TOOLS": "workers.agents.tools:BUILTIN",
     }
-
-
-async def script(fake: FakeLLM, match: str, *replies: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(base_url=fake.url) as http:
-        response = await http.post("/fake/script", json={"match": match, "replies": list(replies)})
-        assert response.status_code == 201, response.text
-
-
-async def requests_for(fake: FakeLLM, match: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=fake.url) as http:
-        records: list[dict[str, Any]] = (await http.get("/fake/requests")).json()["requests"]
-    return [r for r in records if r["match"] == match]
 
 
 def steps_of(events: EventList, turn_id: str) -> list[dict[str, Any]]:
