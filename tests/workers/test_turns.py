@@ -63,8 +63,12 @@ async def test_a_reply_streams_word_by_word_then_is_logged(
     events = await client.wait_for(lambda ev: "t-1" in replies(ev))
 
     frames = client.frames
-    assert [f["delta"] for f in frames] == ["one ", "two ", "three ", "four ", "five"]
-    assert [f["seq"] for f in frames] == [0, 1, 2, 3, 4]
+    # A frame a word; two words may share one if the machine is slow (coalescing).
+    deltas = [f["delta"] for f in frames]
+    assert "".join(deltas) == "one two three four five"
+    assert all(d.strip() and not d.startswith(" ") for d in deltas), deltas
+    assert len(frames) >= 3, deltas
+    assert [f["seq"] for f in frames] == list(range(len(frames)))
     assert {(f["turn_id"], f["step"], f["conversation_id"]) for f in frames} == {("t-1", 0, cid)}
     assert client.text.shown == {("t-1", 0): "one two three four five"}
     assert client.text.faults == []
@@ -86,11 +90,13 @@ async def test_a_client_joining_mid_step_through_another_gateway_misses_nothing(
     events = await late.wait_for(lambda ev: "t-1" in replies(ev))
 
     joined = late.frames[0]
+    # Frames of one epoch (a slow machine may see its owner fence itself and the turn
+    # resume under a new one, which replaces what it streamed: checked by late.text).
+    epoch = [f for f in late.frames if f["epoch"] == joined["epoch"]]
+    before = [f for f in first.frames if f["epoch"] == joined["epoch"]]
     assert joined["seq"] >= 4  # one frame holding the whole text so far
-    assert joined["delta"] == "".join(f["delta"] for f in first.frames[: joined["seq"] + 1])
-    assert [f["seq"] for f in late.frames] == list(
-        range(joined["seq"], joined["seq"] + len(late.frames))
-    )
+    assert joined["delta"] == "".join(f["delta"] for f in before[: joined["seq"] + 1])
+    assert [f["seq"] for f in epoch] == list(range(joined["seq"], joined["seq"] + len(epoch)))
     assert late.text.shown == {("t-1", 0): WORDS}
     assert late.text.faults == []
     assert kinds(events)[:2] == [("user", "message"), ("agent", "state")]  # logged first
