@@ -93,4 +93,7 @@ async def test_silent_clients_cost_the_gateway_bounded_memory(settings: Settings
 
     grown = (max(samples) - before) / MB
     print(f"\ngateway RSS {before / MB:.0f} MB, at most {max(samples) / MB:.0f} MB")
-    assert grown < 60, f"the gateway grew by {grown:.0f} MB"
+    # Bounded: five replay pages (200 events of 10 KB, held raw, parsed and encoded)
+    # and fifteen windows of 64 packets come to about 45 MB, allocator slack on top.
+    # Unbounded, the five replays (100 MB) and ten live backlogs (100 MB) would be held.
+    assert grown < 90, f"the gateway grew by {grown:.0f} MB"
