@@ -75,6 +75,7 @@ class Liveness:
             n.deadlines(self.role),
             n.alive(self.role, process_id),
             n.index(self.role, process_id),
+            n.pending,
         ]
         args = [process_id, self.role, "1" if leaving else "0"]
         return int(await self._forget(keys=keys, args=args))

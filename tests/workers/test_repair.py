@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 
+import aio_pika
 import httpx
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
+from broker.leases import Leases
+from broker.liveness import Liveness
 from broker.names import Names, new_conversation_id
 from broker.ratelimit import Rate
 from broker.settings import Settings
@@ -109,3 +112,41 @@ async def test_evictions_under_a_burst_all_finish(
             await asyncio.sleep(0.1)
     assert b"closing" not in statuses
     assert await redis.zcard(names.running("alice")) == 3
+
+
+async def test_a_failover_whose_claim_request_was_lost_still_gets_an_owner(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    """A worker dies owning a conversation with input queued; the claim request the
+    reaper sends for it is lost. The reaper asks again: the input is answered."""
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    await fleet.start_reaper()
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    # A worker that claims it, then stops beating (it died): its liveness lasts 1 s.
+    ghost = Liveness(redis, names, "worker")
+    await ghost.heartbeat("ghost", 1.0, register=True)
+    claim = await Leases(redis, names).claim(cid, "ghost", settings.max_conversations_per_user)
+    assert claim.outcome == "claimed"
+    await purge_dispatch(settings, names)  # creation's request, taken by the ghost
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("still there?")
+    assert ack["ok"], ack
+
+    async with asyncio.timeout(10):  # the reaper re-dispatches, then forgets the ghost
+        while await redis.zscore(names.deadlines("worker"), "ghost") is not None:
+            await asyncio.sleep(0.05)
+    await purge_dispatch(settings, names)  # the claim request is lost
+    await fleet.start_worker()
+
+    await client.wait_for(replied_to(ack["action_id"]))
+    await client.close()
+
+
+async def purge_dispatch(settings: Settings, names: Names) -> None:
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.dispatch_queue, passive=True)
+        await queue.purge()
