@@ -377,7 +377,8 @@ class Broker:
     ) -> Consumer:
         """Take claim requests, at most ``prefetch`` unacked at a time; ``cancel`` the
         consumer to stop (a robust channel restores it after a reconnect)."""
-        if self._dispatch is None:
+        if self._dispatch is None or self._dispatch.channel.is_closed:
+            # Closed for good (not by a reconnect, which restores it): a new one.
             channel = await self._conn().channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)
             self._dispatch = await channel.declare_queue(self.names.dispatch_queue, durable=True)

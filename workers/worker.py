@@ -100,6 +100,7 @@ class Worker(Service):
         self._stopping = False
         self._dispatch: Consumer | None = None
         self._dispatch_lock = asyncio.Lock()
+        self._dispatch_failing = False  # the last update of the consumer failed
         self._started_at = time.time()
 
     @property
@@ -224,17 +225,20 @@ class Worker(Service):
                     self._registered.set()
                     if self.fencing.incarnation:
                         log.info("worker_rejoined", worker_id=self.worker_id)
-                    await self._after_registering()
+                await self._keep_up()
             elif reason := self.fencing.verdict(renewed, time.monotonic()):
                 await self._fence(reason)
             await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
 
-    async def _after_registering(self) -> None:
+    async def _keep_up(self) -> None:
+        """After each confirmed heartbeat, what a failure may have left undone: the
+        conversations of a fenced incarnation re-dispatched, and claim requests consumed
+        when there is room (a channel closed under the consumer as it started)."""
         try:
             for cid in list(self.fencing.orphans):
                 await self.broker.request_claim(cid, "rejoin")
                 self.fencing.orphans.discard(cid)
-        except Exception as exc:  # retried after the next fence or by the reaper
+        except Exception as exc:  # retried at the next heartbeat
             log.warning("redispatch_failed", worker_id=self.worker_id, error=repr(exc))
         await self._update_dispatch()
 
@@ -283,10 +287,14 @@ class Worker(Service):
                         self._on_claim_request, DISPATCH_PREFETCH
                     )
                 elif not self._has_room() and self._dispatch is not None:
-                    await self._dispatch.cancel()
-                    self._dispatch = None
-            except Exception as exc:  # the robust channel restores the consumer it had
-                log.warning("dispatch_update_failed", error=repr(exc))
+                    consumer, self._dispatch = self._dispatch, None
+                    await consumer.cancel()  # if this fails, the channel took it along
+            except Exception as exc:  # tried again at the next heartbeat
+                if not self._dispatch_failing:  # once per outage, not once per beat
+                    log.warning("dispatch_update_failed", error=repr(exc))
+                self._dispatch_failing = True
+            else:
+                self._dispatch_failing = False
 
     async def _on_claim_request(self, delivery: Delivery) -> None:
         try:

@@ -5,12 +5,14 @@ Nothing stays holding a user's slot, nor stays closing forever."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
 import httpx
+from aio_pika.exceptions import ChannelInvalidStateError
 from redis.asyncio import Redis
 
-from broker.amqp import Broker
+from broker.amqp import Broker, Consumer
 from broker.leases import Leases
 from broker.liveness import Liveness
 from broker.names import Names, new_conversation_id
@@ -150,3 +152,37 @@ async def purge_dispatch(settings: Settings, names: Names) -> None:
         channel = await connection.channel()
         queue = await channel.declare_queue(names.dispatch_queue, passive=True)
         await queue.purge()
+
+
+async def test_a_worker_whose_claim_consumer_failed_to_restart_consumes_at_its_next_beat(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    """A worker is fenced (its liveness key vanished) and, as it rejoins, starting to
+    consume claim requests again fails once (as when a channel closes under it): it
+    does not stay deaf to them."""
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    consume = worker.broker.consume_claim_requests
+    failures = 0
+
+    async def fails_once(*args: Any) -> Consumer:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise ChannelInvalidStateError("the channel closed under the consumer")
+        return await consume(*args)
+
+    worker.broker.consume_claim_requests = fails_once  # type: ignore[method-assign,assignment]
+    first_id = worker.worker_id
+    await redis.delete(names.alive("worker", first_id))
+    async with asyncio.timeout(10):  # fenced, rejoined as a new incarnation
+        while worker.worker_id == first_id or not worker.alive() or failures == 0:
+            await asyncio.sleep(0.05)
+
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("anyone?")
+    assert ack["ok"], ack
+    await client.wait_for(replied_to(ack["action_id"]))
+    await client.close()
