@@ -22,6 +22,7 @@ from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
 from bench.scenarios import (
+    celery,
     completions,
     durable,
     failover,
@@ -38,6 +39,7 @@ from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = (
+    "celery",
     "latency",
     "throughput",
     "start",
@@ -133,6 +135,8 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
             plan, f"{base}-raw", redis, settings.amqp_url, pids.get("rabbitmq")
         )
         results.append(ctx.ceilings.result())
+        if "celery" in wanted:  # first: the fleet's latency and throughput rows need it
+            results += await phase("celery", plan.scenario_timeout, lambda: celery.run(ctx))
         if wanted & {"latency", "throughput", "start"}:
             results += await main_fleet(ctx, wanted)
         if "streaming" in wanted:
