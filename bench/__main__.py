@@ -27,6 +27,7 @@ from bench.scenarios import (
     durable,
     failover,
     latency,
+    load,
     scale,
     start_rate,
     streaming,
@@ -42,6 +43,7 @@ SCENARIOS = (
     "celery",
     "latency",
     "throughput",
+    "load",
     "start",
     "streaming",
     "timers",
@@ -73,7 +75,8 @@ async def phase(
 
 
 async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
-    """Latency, throughput and start rate share one fleet: a gateway, two workers, a reaper."""
+    """Latency, throughput, offered load and start rate share one fleet: a gateway, two
+    workers, a reaper."""
     results: list[Result] = []
     async with ctx.fleet("main", FLEET_WORKER_CAPACITY="5000") as fleet:
         _, url = await fleet.gateway()
@@ -82,7 +85,12 @@ async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
         if "latency" in wanted:
             results += await phase("latency", timeout, lambda: latency.run(ctx, url))
         if "throughput" in wanted:
-            results += await phase("throughput", timeout, lambda: throughput.run(ctx, fleet, url))
+            saturated = await phase("throughput", timeout, lambda: throughput.run(ctx, fleet, url))
+            results += saturated
+            top = saturated[0].figure("answered actions/s")
+            if "load" in wanted and top is not None and top.value:
+                rate = top.value  # the offered load is a fraction of it
+                results += await phase("load", timeout, lambda: load.run(ctx, fleet, url, rate))
         if "start" in wanted:
             results += await phase("start rate", timeout, lambda: start_rate.run(ctx, fleet, url))
     return results
@@ -137,7 +145,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         results.append(ctx.ceilings.result())
         if "celery" in wanted:  # first: the fleet's latency and throughput rows need it
             results += await phase("celery", plan.scenario_timeout, lambda: celery.run(ctx))
-        if wanted & {"latency", "throughput", "start"}:
+        if wanted & {"latency", "throughput", "load", "start"}:
             results += await main_fleet(ctx, wanted)
         if "streaming" in wanted:
             timeout = plan.scenario_timeout
@@ -193,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=SCENARIOS,
-        help="run only these scenarios (repeatable); the ceilings always run",
+        help="run only these scenarios (repeatable); the ceilings always run, and "
+        "load brings throughput (it offers half the maximum measured there)",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the fleet's logs even when all went well"
@@ -210,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(teardown(args.purge, Settings.model_validate({})))
         return 0
     wanted = set(args.only or SCENARIOS)
+    if "load" in wanted:
+        wanted.add("throughput")  # the offered load is half the maximum it measures
     return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs))
 
 

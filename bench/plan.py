@@ -21,6 +21,7 @@ class Plan:
     throughput_conversations: int = 100
     throughput_seconds: float = 30.0
     throughput_warmup: float = 3.0
+    load_seconds: float = 20.0  # open loop at half the maximum
     users: int = 10
     start_conversations: int = 600
     start_concurrency: int = 32
@@ -51,6 +52,7 @@ class Plan:
             latency_actions=200,
             throughput_seconds=5.0,
             throughput_warmup=1.0,
+            load_seconds=5.0,
             start_conversations=150,
             failover_conversations=200,
             scale_conversations=2000,

@@ -106,6 +106,7 @@ def write_chart(path: Path, results: Sequence[Result], round_trips: Sequence[flo
     named = (
         ("latency", "echo, one client"),
         ("throughput", "echo under load"),
+        ("load", "echo at 50% of max load"),
         ("celery", "Celery echo, one client"),
     )
     for name, label in named:
