@@ -26,6 +26,7 @@ from bench.scenarios import (
     completions,
     durable,
     failover,
+    growth,
     latency,
     load,
     scale,
@@ -51,6 +52,7 @@ SCENARIOS = (
     "durable",
     "failover",
     "scale",
+    "growth",
 )
 PURGE_TRIES = 3
 
@@ -164,6 +166,8 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
             results += await phase("durable", timeout, lambda: durable.run(ctx, measured))
         if "scale" in wanted:
             results += await phase("scale", plan.scenario_timeout, lambda: scale.run(ctx))
+        if "growth" in wanted:
+            results += await phase("growth", plan.scenario_timeout, lambda: growth.run(ctx))
         described["interruptions"] = await watch.stop()
     finally:
         await teardown(f"{base}-", settings)

@@ -36,6 +36,8 @@ class Plan:
     completions: int = 1000  # pairs: through the fleet, and straight to the fake LLM
     scale_conversations: int = 10_000
     heartbeat_window: float = 10.0
+    growth_sizes: tuple[int, ...] = (1000, 2000, 4000)  # idle conversations, beside 100 active
+    growth_window: float = 8.0
     scenario_timeout: float = 300.0
 
     @classmethod
@@ -64,5 +66,7 @@ class Plan:
             timer_window=10.0,
             completions=200,
             heartbeat_window=4.0,
+            growth_sizes=(125, 250, 500),
+            growth_window=2.0,
             scenario_timeout=120.0,
         )

@@ -71,7 +71,7 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     meter = ctx.cpu_meter(fleet)
     try:
         await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
-        window, cpu = await _closed_loop(sessions, plan, meter)
+        window, cpu = await closed_loop(sessions, plan, meter)
         await settle(sessions, timeout=30)
         counted = await tally(sessions, redis or ctx.redis, fleet.names, prefix="tp-")
     finally:
@@ -91,17 +91,23 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     return load
 
 
-async def _closed_loop(
-    sessions: list[Session], plan: Plan, meter: CpuMeter
+async def closed_loop(
+    sessions: list[Session],
+    plan: Plan,
+    meter: CpuMeter,
+    prefix: str = "tp-",
+    label: str = "throughput",
 ) -> tuple[Window, dict[str, float]]:
-    """Every client asks again once answered; the window after the warm-up, and its CPU."""
+    """Every client asks again once answered; the window after the warm-up, and its CPU.
+    Action ids start with ``prefix``: a loop run again needs a new one (ids are deduped)."""
     stop = asyncio.Event()
     begins = time.perf_counter() + plan.throughput_warmup
     window = Window(begins, begins + plan.throughput_seconds)
-    say(f"throughput: {len(sessions)} clients, closed loop, {plan.throughput_seconds:.0f} s window")
+    clients = len(sessions)
+    say(f"{label}: {clients} clients, closed loop, {plan.throughput_seconds:.0f} s window")
     async with asyncio.TaskGroup() as loops:
         for i, session in enumerate(sessions):
-            loops.create_task(_loop(session, i, stop, window))
+            loops.create_task(_loop(session, f"{prefix}{i}-", stop, window))
         await asyncio.sleep(plan.throughput_warmup)
         meter.start()
         await asyncio.sleep(plan.throughput_seconds)
@@ -110,11 +116,11 @@ async def _closed_loop(
     return window, cpu
 
 
-async def _loop(session: Session, index: int, stop: asyncio.Event, window: Window) -> None:
+async def _loop(session: Session, prefix: str, stop: asyncio.Event, window: Window) -> None:
     """One client: ask, and once answered ask again, until ``stop``."""
     n = 0
     while not stop.is_set():
-        action_id = f"tp-{index}-{n}"
+        action_id = f"{prefix}{n}"
         n += 1
         try:
             latency = await session.ask(action_id)
