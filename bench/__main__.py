@@ -122,12 +122,13 @@ async def teardown(prefix: str, settings: Settings) -> None:
     say(f"teardown: gave up; run `python -m bench --purge {prefix}` once the servers answer")
 
 
-async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
+async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bool = False) -> int:
     settings = Settings.model_validate({})  # FLEET_REDIS_URL and FLEET_AMQP_URL, if set
     base = f"bench-{secrets.token_hex(3)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{base}-"))
     redis = Redis.from_url(settings.redis_url)
     ctx = Context(plan, base, settings.redis_url, settings.amqp_url, redis, workdir)
+    ctx.profile = HERE / "profiles" if profile else None
     mode = "quick" if plan.quick else "full"
     date = datetime.now(UTC).isoformat(timespec="seconds")
     say(f"{base}: {mode} run; fleet logs in {workdir}")
@@ -180,6 +181,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         "wall_seconds": round(elapsed(), 1),
         "load_average_at_end": machine.load_average(),
         "interruptions": interruptions,
+        "profiled": profile,  # py-spy sampled the gateway and a worker in the throughput window
     }
     print(report.table(results))
     for problem in interruptions:
@@ -209,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         "load brings throughput (it offers half the maximum measured there)",
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the gateway and a worker with py-spy during the throughput window "
+        "(bench/profiles/)",
+    )
+    parser.add_argument(
         "--keep-logs", action="store_true", help="keep the fleet's logs even when all went well"
     )
     parser.add_argument(
@@ -225,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only or SCENARIOS)
     if "load" in wanted:
         wanted.add("throughput")  # the offered load is half the maximum it measures
-    return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs))
+    return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs, args.profile))
 
 
 if __name__ == "__main__":

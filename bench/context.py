@@ -42,6 +42,7 @@ class Context:
     workdir: Path
     ceilings: Ceilings = field(default_factory=Ceilings)
     peer: Peer | None = None  # Celery's figures, once its scenario ran
+    profile: Path | None = None  # where py-spy's flame graphs go, when the run profiles
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # pids of the local Redis and RabbitMQ, for CPU accounting (shared with other users)
     service_pids: dict[str, int] = field(default_factory=dict)

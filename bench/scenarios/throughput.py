@@ -21,6 +21,7 @@ from bench.context import Context
 from bench.peer import Peer
 from bench.plan import Plan
 from bench.procstat import CpuMeter
+from bench.profile import Profiler
 from bench.progress import say
 from bench.results import Figure, Result, Target, ms, stat
 from fleet.harness import LocalFleet
@@ -69,9 +70,10 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     await connect_all(url, sessions)
     warned = fleet.warnings()
     meter = ctx.cpu_meter(fleet)
+    profiler = _profiler(ctx, fleet)
     try:
         await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
-        window, cpu = await closed_loop(sessions, plan, meter)
+        window, cpu = await closed_loop(sessions, plan, meter, profiler=profiler)
         await settle(sessions, timeout=30)
         counted = await tally(sessions, redis or ctx.redis, fleet.names, prefix="tp-")
     finally:
@@ -97,6 +99,7 @@ async def closed_loop(
     meter: CpuMeter,
     prefix: str = "tp-",
     label: str = "throughput",
+    profiler: Profiler | None = None,
 ) -> tuple[Window, dict[str, float]]:
     """Every client asks again once answered; the window after the warm-up, and its CPU.
     Action ids start with ``prefix``: a loop run again needs a new one (ids are deduped)."""
@@ -110,10 +113,25 @@ async def closed_loop(
             loops.create_task(_loop(session, f"{prefix}{i}-", stop, window))
         await asyncio.sleep(plan.throughput_warmup)
         meter.start()
+        if profiler is not None:
+            await profiler.start()
         await asyncio.sleep(plan.throughput_seconds)
         cpu = meter.stop()
         stop.set()  # each client finishes the action in hand
+    if profiler is not None:
+        await profiler.finish()
     return window, cpu
+
+
+def _profiler(ctx: Context, fleet: LocalFleet) -> Profiler | None:
+    """py-spy on the gateway and the first worker, when the run profiles."""
+    if ctx.profile is None:
+        return None
+    running = {p.name: p.pid for p in fleet.processes if p.running}
+    gateway = next(pid for name, pid in running.items() if name.startswith("gateway"))
+    worker = next(pid for name, pid in running.items() if name.startswith("worker"))
+    pids = {"gateway": gateway, "worker": worker}
+    return Profiler(ctx.profile, ctx.workdir, pids, ctx.plan.throughput_seconds)
 
 
 async def _loop(session: Session, prefix: str, stop: asyncio.Event, window: Window) -> None:
