@@ -58,11 +58,19 @@ class Load:
 
 
 async def run(ctx: Context, fleet: LocalFleet, url: str) -> Result:
-    """Saturate the main fleet, then report the rate beside the raw broker's."""
-    return report(await measure(ctx, fleet, url), ctx.plan, ctx.ceilings, ctx.peer)
+    """Saturate the main fleet (profiled if the run profiles), then report the rate
+    beside the raw broker's."""
+    load = await measure(ctx, fleet, url, profiler=_profiler(ctx, fleet))
+    return report(load, ctx.plan, ctx.ceilings, ctx.peer)
 
 
-async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None = None) -> Load:
+async def measure(
+    ctx: Context,
+    fleet: LocalFleet,
+    url: str,
+    redis: Redis | None = None,
+    profiler: Profiler | None = None,
+) -> Load:
     """A warm-up action per client, the closed loop, then the lost/duplicated tally
     (from the logs in ``redis``, the run's by default)."""
     plan = ctx.plan
@@ -70,7 +78,6 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     await connect_all(url, sessions)
     warned = fleet.warnings()
     meter = ctx.cpu_meter(fleet)
-    profiler = _profiler(ctx, fleet)
     try:
         await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
         window, cpu = await closed_loop(sessions, plan, meter, profiler=profiler)
