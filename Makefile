@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services run test lint chaos bench clean status drain inspect stuck lock
+.PHONY: install services run test lint chaos bench profile clean status drain inspect stuck lock
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ chaos: install services
 
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick)
+
+# Flame graphs of the gateway and a worker under the throughput scenario (py-spy):
+# bench/profiles/{gateway,worker}.svg and summary.txt.
+profile: install services
+	$(BIN)/python -m bench --only throughput --profile $(if $(QUICK),--quick)
 
 # Ops, for the fleet of FLEET_NAMESPACE (and the FLEET_* URLs) in the environment.
 status: install

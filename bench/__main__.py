@@ -22,10 +22,13 @@ from bench.plan import Plan
 from bench.progress import elapsed, say
 from bench.results import Result
 from bench.scenarios import (
+    celery,
     completions,
     durable,
     failover,
+    growth,
     latency,
+    load,
     scale,
     start_rate,
     streaming,
@@ -38,8 +41,10 @@ from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = (
+    "celery",
     "latency",
     "throughput",
+    "load",
     "start",
     "streaming",
     "timers",
@@ -47,6 +52,7 @@ SCENARIOS = (
     "durable",
     "failover",
     "scale",
+    "growth",
 )
 PURGE_TRIES = 3
 
@@ -71,7 +77,8 @@ async def phase(
 
 
 async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
-    """Latency, throughput and start rate share one fleet: a gateway, two workers, a reaper."""
+    """Latency, throughput, offered load and start rate share one fleet: a gateway, two
+    workers, a reaper."""
     results: list[Result] = []
     async with ctx.fleet("main", FLEET_WORKER_CAPACITY="5000") as fleet:
         _, url = await fleet.gateway()
@@ -80,7 +87,12 @@ async def main_fleet(ctx: Context, wanted: set[str]) -> list[Result]:
         if "latency" in wanted:
             results += await phase("latency", timeout, lambda: latency.run(ctx, url))
         if "throughput" in wanted:
-            results += await phase("throughput", timeout, lambda: throughput.run(ctx, fleet, url))
+            saturated = await phase("throughput", timeout, lambda: throughput.run(ctx, fleet, url))
+            results += saturated
+            top = saturated[0].figure("answered actions/s")
+            if "load" in wanted and top is not None and top.value:
+                rate = top.value  # the offered load is a fraction of it
+                results += await phase("load", timeout, lambda: load.run(ctx, fleet, url, rate))
         if "start" in wanted:
             results += await phase("start rate", timeout, lambda: start_rate.run(ctx, fleet, url))
     return results
@@ -110,12 +122,13 @@ async def teardown(prefix: str, settings: Settings) -> None:
     say(f"teardown: gave up; run `python -m bench --purge {prefix}` once the servers answer")
 
 
-async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
+async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bool = False) -> int:
     settings = Settings.model_validate({})  # FLEET_REDIS_URL and FLEET_AMQP_URL, if set
     base = f"bench-{secrets.token_hex(3)}"
     workdir = Path(tempfile.mkdtemp(prefix=f"{base}-"))
     redis = Redis.from_url(settings.redis_url)
     ctx = Context(plan, base, settings.redis_url, settings.amqp_url, redis, workdir)
+    ctx.profile = HERE / "profiles" if profile else None
     mode = "quick" if plan.quick else "full"
     date = datetime.now(UTC).isoformat(timespec="seconds")
     say(f"{base}: {mode} run; fleet logs in {workdir}")
@@ -133,7 +146,9 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
             plan, f"{base}-raw", redis, settings.amqp_url, pids.get("rabbitmq")
         )
         results.append(ctx.ceilings.result())
-        if wanted & {"latency", "throughput", "start"}:
+        if "celery" in wanted:  # first: the fleet's latency and throughput rows need it
+            results += await phase("celery", plan.scenario_timeout, lambda: celery.run(ctx))
+        if wanted & {"latency", "throughput", "load", "start"}:
             results += await main_fleet(ctx, wanted)
         if "streaming" in wanted:
             timeout = plan.scenario_timeout
@@ -152,6 +167,8 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
             results += await phase("durable", timeout, lambda: durable.run(ctx, measured))
         if "scale" in wanted:
             results += await phase("scale", plan.scenario_timeout, lambda: scale.run(ctx))
+        if "growth" in wanted:
+            results += await phase("growth", plan.scenario_timeout, lambda: growth.run(ctx))
         described["interruptions"] = await watch.stop()
     finally:
         await teardown(f"{base}-", settings)
@@ -164,6 +181,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False) -> int:
         "wall_seconds": round(elapsed(), 1),
         "load_average_at_end": machine.load_average(),
         "interruptions": interruptions,
+        "profiled": profile,  # py-spy sampled the gateway and a worker in the throughput window
     }
     print(report.table(results))
     for problem in interruptions:
@@ -189,7 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         action="append",
         choices=SCENARIOS,
-        help="run only these scenarios (repeatable); the ceilings always run",
+        help="run only these scenarios (repeatable); the ceilings always run, and "
+        "load brings throughput (it offers half the maximum measured there)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the gateway and a worker with py-spy during the throughput window "
+        "(bench/profiles/)",
     )
     parser.add_argument(
         "--keep-logs", action="store_true", help="keep the fleet's logs even when all went well"
@@ -206,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(teardown(args.purge, Settings.model_validate({})))
         return 0
     wanted = set(args.only or SCENARIOS)
-    return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs))
+    if "load" in wanted:
+        wanted.add("throughput")  # the offered load is half the maximum it measures
+    return asyncio.run(run(Plan.make(args.quick), wanted, args.keep_logs, args.profile))
 
 
 if __name__ == "__main__":

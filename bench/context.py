@@ -13,6 +13,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.ceilings import Ceilings
+from bench.peer import Peer
 from bench.plan import Plan
 from bench.procstat import CpuMeter
 from broker import tokens
@@ -40,6 +41,8 @@ class Context:
     redis: Redis
     workdir: Path
     ceilings: Ceilings = field(default_factory=Ceilings)
+    peer: Peer | None = None  # Celery's figures, once its scenario ran
+    profile: Path | None = None  # where py-spy's flame graphs go, when the run profiles
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     # pids of the local Redis and RabbitMQ, for CPU accounting (shared with other users)
     service_pids: dict[str, int] = field(default_factory=dict)

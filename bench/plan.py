@@ -21,6 +21,7 @@ class Plan:
     throughput_conversations: int = 100
     throughput_seconds: float = 30.0
     throughput_warmup: float = 3.0
+    load_seconds: float = 20.0  # open loop at half the maximum
     users: int = 10
     start_conversations: int = 600
     start_concurrency: int = 32
@@ -35,6 +36,8 @@ class Plan:
     completions: int = 1000  # pairs: through the fleet, and straight to the fake LLM
     scale_conversations: int = 10_000
     heartbeat_window: float = 10.0
+    growth_sizes: tuple[int, ...] = (1000, 2000, 4000)  # idle conversations, beside 100 active
+    growth_window: float = 8.0
     scenario_timeout: float = 300.0
 
     @classmethod
@@ -51,6 +54,7 @@ class Plan:
             latency_actions=200,
             throughput_seconds=5.0,
             throughput_warmup=1.0,
+            load_seconds=5.0,
             start_conversations=150,
             failover_conversations=200,
             scale_conversations=2000,
@@ -62,5 +66,7 @@ class Plan:
             timer_window=10.0,
             completions=200,
             heartbeat_window=4.0,
+            growth_sizes=(125, 250, 500),
+            growth_window=2.0,
             scenario_timeout=120.0,
         )

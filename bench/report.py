@@ -89,7 +89,8 @@ def write_json(
 
 def write_chart(path: Path, results: Sequence[Result], round_trips: Sequence[float]) -> None:
     """Latency distributions, the failover and drain timelines, background latency
-    around the signals, and the start-rate curves, in one PNG."""
+    around the signals, the start-rate curves, cost by size and latency at a fixed
+    offered load over time, in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,11 +100,17 @@ def write_chart(path: Path, results: Sequence[Result], round_trips: Sequence[flo
     plain = FuncFormatter(lambda value, _: f"{value:g}")
 
     by_name = {r.scenario: r for r in results if not r.error}
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    (cdf, timeline), (around, starts) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(13, 13))
+    (cdf, timeline), (around, starts), (growth, offered) = axes
 
     curves = [("raw broker round trip", round_trips)]
-    for name, label in (("latency", "echo, one client"), ("throughput", "echo under load")):
+    named = (
+        ("latency", "echo, one client"),
+        ("throughput", "echo under load"),
+        ("load", "echo at 50% of max load"),
+        ("celery", "Celery echo, one client"),
+    )
+    for name, label in named:
         if name in by_name:
             curves.append((label, by_name[name].series.get("latency", [])))
     for label, values in curves:
@@ -118,7 +125,7 @@ def write_chart(path: Path, results: Sequence[Result], round_trips: Sequence[flo
     cdf.set_xlabel("latency (ms, log)")
     cdf.set_ylabel("fraction of actions")
     cdf.set_title("Latency distributions")
-    cdf.axvline(3.0, color="grey", linestyle=":", label="target p50 3 ms")
+    cdf.axvline(2.0, color="grey", linestyle=":", label="target p50 2 ms")
     cdf.grid(alpha=0.3)
 
     for name, colour in (("failover", "tab:red"), ("drain", "tab:blue")):
@@ -179,7 +186,46 @@ def write_chart(path: Path, results: Sequence[Result], round_trips: Sequence[flo
     starts.set_title("Start rate (two workers)")
     starts.grid(alpha=0.3)
 
-    for ax in (cdf, timeline, around, starts):
+    grown = by_name.get("growth")
+    if grown is not None:
+        sizes = grown.series["conversations"]
+        growth.plot(sizes, grown.series["cpu_per_action"], marker="o", label="CPU per action (ms)")
+        memory = growth.twinx()
+        memory.plot(
+            sizes,
+            grown.series["memory_per_conversation"],
+            marker="s",
+            color="tab:orange",
+            label="worker memory per conversation (KiB)",
+        )
+        growth.set_xticks(sizes)
+        memory.set_ylim(bottom=0)
+        memory.set_ylabel("KiB per conversation")
+        memory.legend(fontsize=8, loc="lower right")
+    growth.set_xscale("log", base=2)
+    growth.xaxis.set_major_formatter(plain)
+    growth.xaxis.set_minor_formatter(NullFormatter())
+    growth.set_ylim(bottom=0)
+    growth.set_xlabel("conversations held (100 active, the rest idle)")
+    growth.set_ylabel("ms of CPU per action, every process")
+    growth.set_title("Cost as conversations grow (flat is right)")
+    growth.grid(alpha=0.3)
+
+    fixed = by_name.get("load")
+    if fixed is not None:
+        points = fixed.series.get("timeline", [])
+        offered.scatter(
+            [p[0] for p in points], [p[1] * 1000 for p in points], s=4, alpha=0.5, label="actions"
+        )
+    offered.axhline(50.0, color="tab:red", linestyle=":", label="target p99 50 ms")
+    offered.set_yscale("log")
+    offered.yaxis.set_major_formatter(plain)
+    offered.set_xlabel("seconds since the open loop began (action due)")
+    offered.set_ylabel("latency from due time (ms, log)")
+    offered.set_title("Latency at 50% of the maximum offered load")
+    offered.grid(alpha=0.3)
+
+    for ax in (cdf, timeline, around, starts, growth, offered):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()

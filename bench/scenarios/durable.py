@@ -76,7 +76,9 @@ def report(latencies: Latencies, load: Load, baseline: list[Result]) -> Result:
     """Each durable figure beside the same figure from this run's main fleet."""
 
     def beside(name: str, value: float, unit: str, of: str) -> Figure:
-        same = next((r.figure(of) for r in baseline if r.figure(of) is not None), None)
+        # The main fleet's rows only: Celery's have some of the same names.
+        main = [r for r in baseline if r.scenario in ("latency", "throughput")]
+        same = next((r.figure(of) for r in main if r.figure(of) is not None), None)
         return Figure(name, value, unit, same.value if same else None, BASELINE)
 
     under_load = load.window.latencies

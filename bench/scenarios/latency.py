@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from bench import peer
 from bench.ceilings import Ceilings, two_round_trips
 from bench.clients import Session, create
 from bench.context import Context
+from bench.peer import Peer
 from bench.progress import say
 from bench.results import Figure, Result, Target, ms, stat
 
@@ -29,7 +31,7 @@ class Latencies:
 
 async def run(ctx: Context, url: str) -> Result:
     """Measure one client's echo latency, then report it beside the raw round trips."""
-    return report(await measure(ctx, url), ctx.ceilings)
+    return report(await measure(ctx, url), ctx.ceilings, ctx.peer)
 
 
 async def measure(ctx: Context, url: str) -> Latencies:
@@ -52,13 +54,15 @@ async def measure(ctx: Context, url: str) -> Latencies:
     return Latencies(replies, acks)
 
 
-def report(measured: Latencies, ceilings: Ceilings) -> Result:
-    """Echo and ack latency (ms) beside two raw round trips and one."""
+def report(measured: Latencies, ceilings: Ceilings, celery: Peer | None = None) -> Result:
+    """Echo and ack latency (ms) beside two raw round trips and one, and beside
+    Celery's echo when it ran."""
     replies = measured.replies
+    beside = [peer.echo("echo", w, replies, celery) for w in ("p50", "p99")] if celery else []
     return Result(
         "latency",
         figures=[
-            two_round_trips("echo", "p50", replies, ceilings, Target("<=", 3.0)),
+            two_round_trips("echo", "p50", replies, ceilings, Target("<=", 2.0)),
             two_round_trips("echo", "p99", replies, ceilings),
             two_round_trips("echo", "max", replies, ceilings),
             Figure(
@@ -68,6 +72,7 @@ def report(measured: Latencies, ceilings: Ceilings) -> Result:
                 ms(stat(ceilings.round_trips, "p50")),
                 "raw round trip p50",
             ),
+            *beside,
         ],
         settings={
             "actions": len(replies),

@@ -13,15 +13,21 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from bench import peer
 from bench.accounting import Tally, tally
 from bench.ceilings import Ceilings, two_round_trips
 from bench.clients import Session, close_all, connect_all, create_all, settle
 from bench.context import Context
+from bench.peer import Peer
 from bench.plan import Plan
 from bench.procstat import CpuMeter
+from bench.profile import Profiler
 from bench.progress import say
 from bench.results import Figure, Result, Target, ms, stat
 from fleet.harness import LocalFleet
+
+# Issue 13: every process's CPU per answered action at most half of the 3.7 ms measured.
+CPU_TARGET = Target("<=", 1.85)
 
 
 @dataclass
@@ -52,11 +58,19 @@ class Load:
 
 
 async def run(ctx: Context, fleet: LocalFleet, url: str) -> Result:
-    """Saturate the main fleet, then report the rate beside the raw broker's."""
-    return report(await measure(ctx, fleet, url), ctx.plan, ctx.ceilings)
+    """Saturate the main fleet (profiled if the run profiles), then report the rate
+    beside the raw broker's."""
+    load = await measure(ctx, fleet, url, profiler=_profiler(ctx, fleet))
+    return report(load, ctx.plan, ctx.ceilings, ctx.peer)
 
 
-async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None = None) -> Load:
+async def measure(
+    ctx: Context,
+    fleet: LocalFleet,
+    url: str,
+    redis: Redis | None = None,
+    profiler: Profiler | None = None,
+) -> Load:
     """A warm-up action per client, the closed loop, then the lost/duplicated tally
     (from the logs in ``redis``, the run's by default)."""
     plan = ctx.plan
@@ -66,7 +80,7 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     meter = ctx.cpu_meter(fleet)
     try:
         await asyncio.gather(*(s.ask(f"warm-{i}") for i, s in enumerate(sessions)))
-        window, cpu = await _closed_loop(sessions, plan, meter)
+        window, cpu = await closed_loop(sessions, plan, meter, profiler=profiler)
         await settle(sessions, timeout=30)
         counted = await tally(sessions, redis or ctx.redis, fleet.names, prefix="tp-")
     finally:
@@ -86,30 +100,52 @@ async def measure(ctx: Context, fleet: LocalFleet, url: str, redis: Redis | None
     return load
 
 
-async def _closed_loop(
-    sessions: list[Session], plan: Plan, meter: CpuMeter
+async def closed_loop(
+    sessions: list[Session],
+    plan: Plan,
+    meter: CpuMeter,
+    prefix: str = "tp-",
+    label: str = "throughput",
+    profiler: Profiler | None = None,
 ) -> tuple[Window, dict[str, float]]:
-    """Every client asks again once answered; the window after the warm-up, and its CPU."""
+    """Every client asks again once answered; the window after the warm-up, and its CPU.
+    Action ids start with ``prefix``: a loop run again needs a new one (ids are deduped)."""
     stop = asyncio.Event()
     begins = time.perf_counter() + plan.throughput_warmup
     window = Window(begins, begins + plan.throughput_seconds)
-    say(f"throughput: {len(sessions)} clients, closed loop, {plan.throughput_seconds:.0f} s window")
+    clients = len(sessions)
+    say(f"{label}: {clients} clients, closed loop, {plan.throughput_seconds:.0f} s window")
     async with asyncio.TaskGroup() as loops:
         for i, session in enumerate(sessions):
-            loops.create_task(_loop(session, i, stop, window))
+            loops.create_task(_loop(session, f"{prefix}{i}-", stop, window))
         await asyncio.sleep(plan.throughput_warmup)
         meter.start()
+        if profiler is not None:
+            await profiler.start()
         await asyncio.sleep(plan.throughput_seconds)
         cpu = meter.stop()
         stop.set()  # each client finishes the action in hand
+    if profiler is not None:
+        await profiler.finish()
     return window, cpu
 
 
-async def _loop(session: Session, index: int, stop: asyncio.Event, window: Window) -> None:
+def _profiler(ctx: Context, fleet: LocalFleet) -> Profiler | None:
+    """py-spy on the gateway and the first worker, when the run profiles."""
+    if ctx.profile is None:
+        return None
+    running = {p.name: p.pid for p in fleet.processes if p.running}
+    gateway = next(pid for name, pid in running.items() if name.startswith("gateway"))
+    worker = next(pid for name, pid in running.items() if name.startswith("worker"))
+    pids = {"gateway": gateway, "worker": worker}
+    return Profiler(ctx.profile, ctx.workdir, pids, ctx.plan.throughput_seconds)
+
+
+async def _loop(session: Session, prefix: str, stop: asyncio.Event, window: Window) -> None:
     """One client: ask, and once answered ask again, until ``stop``."""
     n = 0
     while not stop.is_set():
-        action_id = f"tp-{index}-{n}"
+        action_id = f"{prefix}{n}"
         n += 1
         try:
             latency = await session.ask(action_id)
@@ -121,10 +157,13 @@ async def _loop(session: Session, index: int, stop: asyncio.Event, window: Windo
             window.latencies.append(latency)
 
 
-def report(load: Load, plan: Plan, ceilings: Ceilings) -> Result:
-    """The answered rate beside raw publish→consume, latency under load, CPU per action."""
+def report(load: Load, plan: Plan, ceilings: Ceilings, celery: Peer | None = None) -> Result:
+    """The answered rate beside raw publish→consume, latency under load, CPU per action;
+    each beside Celery's with as many in flight, when it ran."""
     latencies = load.window.latencies
     counted = load.counted
+    rate = [peer.rate(load.rate, celery)] if celery else []
+    under = [peer.under_load(w, latencies, celery) for w in ("p50", "p99")] if celery else []
     return Result(
         "throughput",
         figures=[
@@ -136,9 +175,11 @@ def report(load: Load, plan: Plan, ceilings: Ceilings) -> Result:
                 "raw publish→consume",
                 Target(">=", 0.40, "ratio"),
             ),
+            *rate,
             two_round_trips("latency under load", "p50", latencies, ceilings),
             two_round_trips("latency under load", "p99", latencies, ceilings),
-            *_cpu_figures(load, ceilings),
+            *under,
+            *_cpu_figures(load, ceilings, celery),
             Figure("lost + duplicated", len(counted.lost) + len(counted.duplicated), "actions"),
         ],
         settings={
@@ -160,8 +201,9 @@ def report(load: Load, plan: Plan, ceilings: Ceilings) -> Result:
     )
 
 
-def _cpu_figures(load: Load, ceilings: Ceilings) -> list[Figure]:
-    """CPU time (ms) per answered action of each kind of process."""
+def _cpu_figures(load: Load, ceilings: Ceilings, celery: Peer | None) -> list[Figure]:
+    """CPU time (ms) per answered action of each kind of process, and of all of them
+    (beside Celery's per task)."""
     cpu = load.cpu
     answered = max(1, load.window.answered)
     by_kind = [
@@ -182,4 +224,14 @@ def _cpu_figures(load: Load, ceilings: Ceilings) -> list[Figure]:
                 "raw broker CPU per message",
             )
         )
+    figures.append(
+        Figure(
+            "CPU per action: total",
+            ms(sum(cpu.values()) / answered),
+            "ms",
+            ms(celery.cpu_per_task) if celery else None,
+            "Celery CPU per task",
+            CPU_TARGET,
+        )
+    )
     return figures
