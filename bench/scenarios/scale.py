@@ -11,6 +11,10 @@ queue), then the worker starts; "claimed" is when Redis says it owns all N,
 - broker memory per conversation: ``rabbitmqctl list_queues memory`` of its queues
   (the queue processes), and the broker's total (``erlang:memory(total)``) before
   the conversations were created and after they were claimed, divided by N.
+
+Then the worker drains to one that passivates idle conversations after a second:
+once all N are passivated their queues are gone, and the broker's total, beside what
+it was before they were made, is what N passivated conversations cost it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class Scale:
     broker_before: int  # bytes the broker had allocated before the conversations
     broker_after: int  # ... and once they were claimed
     sample: tuple[list[float], list[float]]  # seconds: a first action after idling, a second
+    passivated: float  # seconds from the drain until all N were passivated, queues deleted
+    broker_passivated: int  # bytes the broker had allocated then
     warnings: dict[str, int]  # logged by the fleet
 
     @property
@@ -99,6 +105,8 @@ async def measure(ctx: Context) -> Scale:
             broker_after = await rabbit.total_memory()
             sample = await _sample(ctx, fleet, worker_id, url)
             warnings = dict(fleet.warnings())
+            passivated = await _passivate_all(ctx, fleet, worker, n)
+            broker_passivated = await rabbit.total_memory()
     finally:
         await proxy.close()
     scale = Scale(
@@ -115,6 +123,8 @@ async def measure(ctx: Context) -> Scale:
         broker_before=broker_before,
         broker_after=broker_after,
         sample=sample,
+        passivated=passivated,
+        broker_passivated=broker_passivated,
         warnings=warnings,
     )
     say(
@@ -178,6 +188,25 @@ async def _consuming(prefix: str, n: int, timeout: float) -> None:
     await polling.until(consumed, 0.5, timeout)
 
 
+async def _passivate_all(ctx: Context, fleet: LocalFleet, owner: FleetProcess, n: int) -> float:
+    """Drain ``owner`` to a worker that passivates idle conversations after a second;
+    seconds until all ``n`` are passivated and their queues deleted."""
+    began = time.perf_counter()
+    await fleet.worker(FLEET_PASSIVATE_AFTER="1", FLEET_WORKER_CAPACITY=str(2 * n))
+    owner.signal(signal.SIGTERM)
+    prefix = f"{fleet.names.namespace}.conv."
+
+    async def all_passivated() -> bool:
+        if int(await ctx.redis.zcard(fleet.names.by_status("idle"))) < n:
+            return False
+        return not await rabbit.queues(prefix)
+
+    await polling.until(all_passivated, 0.5, ctx.plan.scenario_timeout)
+    seconds = time.perf_counter() - began
+    say(f"scale: {n} passivated, their queues deleted, after {seconds:.1f} s")
+    return seconds
+
+
 async def _sample(
     ctx: Context, fleet: LocalFleet, worker_id: str, url: str
 ) -> tuple[list[float], list[float]]:
@@ -233,6 +262,14 @@ def report(scale: Scale, ceilings: Ceilings) -> Result:
             ),
             Figure("claimed all after", scale.claimed, "s", move_all, label),
             Figure("consuming all after", scale.consuming, "s", move_all, label),
+            Figure(
+                f"broker memory, {n:,} passivated",
+                (scale.broker_passivated - scale.broker_before) / MB,
+                "MB",
+                n * ceilings.queue_memory / MB,
+                "N x raw idle queue",
+            ),
+            Figure("passivated all after", scale.passivated, "s"),
         ],
         settings={
             "conversations": n,
