@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import orjson
 from redis.asyncio import Redis
 
 from bench.clients import Session
 from broker.names import Names
+from broker.redis import text
 
 
 @dataclass
@@ -70,3 +72,14 @@ def _account(session: Session, logged: list[dict[str, object]], prefix: str, res
     for action_id in sent - session.acked.keys():
         if user[action_id] > 1 or agent[action_id] > 1:
             result.duplicated.append(f"{action_id} (unacked): logged twice")
+
+
+INCARNATIONS = 10  # of a worker, counted in what it owns
+
+
+async def owned_by(redis: Redis, names: Names, worker_id: str) -> set[str]:
+    """What a worker owns, over its incarnations: a busy machine may fence it, and it
+    comes back as ``<id>.1``, ``<id>.2``... to claim again what it dropped."""
+    ids = [worker_id] + [f"{worker_id}.{i}" for i in range(1, INCARNATIONS)]
+    owned = await redis.sunion([names.owns(i) for i in ids])
+    return {text(c) for c in cast(set[bytes], owned)}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from bench import polling
-from bench.accounting import tally
+from bench.accounting import owned_by, tally
 from bench.ceilings import Ceilings
 from bench.clients import Session, bounded, close_all, connect_all, create_all, settle
 from bench.context import Context
@@ -131,7 +131,7 @@ async def _wait_owned(ctx: Context, fleet: LocalFleet, worker_id: str, count: in
     """Seconds until ``worker_id`` owns ``count`` conversations (bounded)."""
 
     async def owned() -> bool:
-        return int(await ctx.redis.scard(fleet.names.owns(worker_id))) >= count
+        return len(await owned_by(ctx.redis, fleet.names, worker_id)) >= count
 
     return await polling.until(owned, 0.05, ctx.plan.scenario_timeout)
 

@@ -18,6 +18,7 @@ from functools import partial
 import aiohttp
 
 from bench import polling, rabbit
+from bench.accounting import owned_by
 from bench.clients import bounded, close_all, connect_all, create, create_all
 from bench.context import Context
 from bench.progress import say
@@ -70,7 +71,7 @@ async def run(ctx: Context) -> Result:
                 idle = size
 
                 async def owned(total: int = size + ACTIVE) -> bool:
-                    return int(await ctx.redis.scard(fleet.names.owns(worker_id))) >= total
+                    return len(await owned_by(ctx.redis, fleet.names, worker_id)) >= total
 
                 await polling.until(owned, 0.2, plan.scenario_timeout)
                 await asyncio.sleep(1.0)  # the claims' garbage goes before RSS is read

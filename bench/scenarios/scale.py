@@ -20,15 +20,16 @@ it was before they were made, is what N passivated conversations cost it.
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
 
 import aiohttp
 
 from bench import polling, rabbit
+from bench.accounting import owned_by
 from bench.ceilings import Ceilings
 from bench.clients import Session, bounded, close_all, connect_all, create
 from bench.context import Context
@@ -168,7 +169,7 @@ async def _claimed(
     started = log_time(worker.events("worker_started")[0])
 
     async def owned() -> bool:
-        return int(await ctx.redis.scard(fleet.names.owns(worker_id))) >= n
+        return len(await owned_by(ctx.redis, fleet.names, worker_id)) >= n
 
     await polling.until(owned, 0.1, ctx.plan.scenario_timeout)
     claimed = time.time() - started
@@ -212,8 +213,7 @@ async def _sample(
 ) -> tuple[list[float], list[float]]:
     """Ask a few of the idle conversations two actions each: they still answer
     (latency of the first action after the idle window, then of the next one)."""
-    owned = cast(list[bytes], await ctx.redis.srandmember(fleet.names.owns(worker_id), SAMPLE))
-    cids = [c.decode() for c in owned]
+    cids = random.sample(sorted(await owned_by(ctx.redis, fleet.names, worker_id)), SAMPLE)
     users = [text(await ctx.redis.hget(fleet.names.meta(c), "user") or b"") for c in cids]
     sessions = [Session(c, ctx.token(user)) for c, user in zip(cids, users, strict=True)]
     await connect_all(url, sessions)
