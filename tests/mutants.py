@@ -175,7 +175,7 @@ MUTANTS = (
             ),
         ),
         (
-            "tests/chaos/test_worker_faults.py::test_sigkill_a_worker_owning_200_conversations",
+            "tests/chaos/test_worker_faults.py::test_a_paused_worker_is_fenced",
             "tests/broker/test_leases.py",
         ),
     ),
@@ -349,7 +349,8 @@ def run(mutant: Mutant, timeout: float) -> Verdict:
     output = done.stdout + done.stderr
     failed = FAILED.search(output)
     if done.returncode == 1 and failed:
-        return Verdict(mutant, failed.group(1), seconds)
+        why = next((ln[1:].strip() for ln in output.splitlines() if ln.startswith("E ")), "")
+        return Verdict(mutant, failed.group(1), seconds, why[:160])
     if done.returncode == 0:
         return Verdict(mutant, None, seconds)
     # Not a test failure (a collection error, no tests found): not a catch.
@@ -362,6 +363,8 @@ def table(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         caught = v.caught_by or "NOT CAUGHT"
         lines.append(f"{v.mutant.name:<{width}}  {v.seconds:>5.0f}s  {caught}")
+        if v.caught_by and v.detail:
+            lines.append(f"{'':<{width}}          {v.detail}")
     return "\n".join(lines)
 
 
@@ -387,7 +390,7 @@ def main() -> int:
         verdict = run(mutant, args.timeout)
         print(f"{mutant.name}: {verdict.caught_by or 'NOT CAUGHT'} ({verdict.seconds:.0f}s)")
         if verdict.detail:
-            print(verdict.detail)
+            print(verdict.detail, flush=True)
         verdicts.append(verdict)
     print()
     print(table(verdicts))
