@@ -199,7 +199,7 @@ MUTANTS = (
             Edit(
                 "broker/amqp.py",
                 "confirmed = await conn.channel(publisher_confirms=True, on_return_raises=True)",
-                "confirmed = await conn.channel(publisher_confirms=False, on_return_raises=True)",
+                "confirmed = await conn.channel(publisher_confirms=False, on_return_raises=False)",
             ),
         ),
         ("tests/broker/test_amqp.py", "tests/gateway/test_close_race.py"),
