@@ -12,9 +12,12 @@ It exits non-zero if any mutant was not caught. Slow (minutes): not part of
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -312,7 +315,10 @@ def apply(mutant: Mutant, tree: Path) -> None:
         path.write_text(text)
 
 
-FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+# ``pytest -v`` names each test's outcome as soon as it has one (before its teardown).
+FAILED = re.compile(r"^(tests/\S+::\S+) (?:FAILED|ERROR)")
+# After the first failure, how long its teardown may take before the run is stopped.
+GRACE = 60.0
 
 
 @dataclass(frozen=True)
@@ -336,25 +342,63 @@ def run(mutant: Mutant, timeout: float) -> Verdict:
         if not where.stdout.startswith(str(tree)):
             raise RuntimeError(f"the scratch copy is not what runs: {where.stdout}{where.stderr}")
         command = [
-            sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", "-x", "-v", "-rfE", "-p", "no:cacheprovider",
             *mutant.tests,
         ]  # fmt: skip
-        try:
-            done = subprocess.run(
-                command, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired:
-            return Verdict(mutant, None, time.monotonic() - started, f"timed out after {timeout}s")
+        code, caught, output = asyncio.run(pytest(command, tree, env, timeout))
     seconds = time.monotonic() - started
-    output = done.stdout + done.stderr
-    failed = FAILED.search(output)
-    if done.returncode == 1 and failed:
-        why = next((ln[1:].strip() for ln in output.splitlines() if ln.startswith("E ")), "")
-        return Verdict(mutant, failed.group(1), seconds, why[:160])
-    if done.returncode == 0:
+    if caught is not None:
+        why = next((ln[1:].strip() for ln in output if ln.startswith("E ")), "")
+        if code is None:
+            why = f"(its teardown outlasted {GRACE:g}s: stopped) {why}"
+        return Verdict(mutant, caught, seconds, why[:160])
+    if code == 0:
         return Verdict(mutant, None, seconds)
-    # Not a test failure (a collection error, no tests found): not a catch.
-    return Verdict(mutant, None, seconds, f"pytest exited {done.returncode}:\n{output[-3000:]}")
+    # Not a test failure (a collection error, no tests found, a timeout): not a catch.
+    tail = "\n".join(output[-40:])
+    return Verdict(mutant, None, seconds, f"pytest exited {code}:\n{tail}")
+
+
+async def pytest(
+    command: list[str], tree: Path, env: dict[str, str], timeout: float
+) -> tuple[int | None, str | None, list[str]]:
+    """Run ``command``: its exit code (None when it had to be stopped), the first test
+    that failed, and its output. Stopped (SIGKILL, with what it started) after
+    ``timeout``, or ``GRACE`` seconds after its first failure."""
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        cwd=tree,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    caught: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    async def read(stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            output.append(line)
+            if not caught and (found := FAILED.match(line)):
+                caught.append((found.group(1), time.monotonic()))
+
+    reader = asyncio.create_task(read(process.stdout))
+    while process.returncode is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), 1.0)
+        now = time.monotonic()
+        if process.returncode is None and (
+            now - started > timeout or (caught and now - caught[0][1] > GRACE)
+        ):
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            reader.cancel()
+            return None, caught[0][0] if caught else None, output
+    await reader
+    return process.returncode, caught[0][0] if caught else None, output
 
 
 def table(verdicts: list[Verdict]) -> str:
