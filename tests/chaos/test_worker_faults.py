@@ -27,7 +27,7 @@ async def test_sigkill_a_worker_owning_200_conversations(
     settings: Settings, redis: Redis, names: Names, chaos_long: bool
 ) -> None:
     count = 500 if chaos_long else 200
-    # Each turn takes a while: about half the conversations are mid-turn at the kill.
+    # Each turn takes a while, so that the kill lands mid-turn for many conversations.
     async with LocalFleet(settings, **EPOCH_AGENT, TURN_SECONDS=str(TURN_SECONDS)) as fleet:
         workers, traffic = await under_traffic(fleet, settings, count, interval=1.0)
         victim = workers[0][0]
@@ -37,6 +37,11 @@ async def test_sigkill_a_worker_owning_200_conversations(
         joined = [ln for ln in victim.lines if ln["event"] in ("worker_started", "worker_rejoined")]
         owned = {text(c) for c in await redis.smembers(names.owns(joined[-1]["worker_id"]))}
         assert len(owned) >= count * 3 // 4
+        # Senders start together and stay in step: wait for a moment when a good share
+        # of its conversations are mid-turn, and kill it then.
+        async with asyncio.timeout(30):
+            while len(await unfinished_turns(redis, names, sorted(owned))) < len(owned) // 4:
+                await asyncio.sleep(0.01)
 
         victim.signal(signal.SIGKILL)
         killed = time.monotonic()
