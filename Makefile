@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install services run test lint chaos bench profile clean status drain inspect stuck lock
+.PHONY: install services run test lint chaos mutants bench profile clean status drain inspect stuck lock
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test: install services lint
 # Longer fault scenarios (more conversations, more rounds); prints the table at the end.
 chaos: install services
 	$(BIN)/python -m pytest tests/chaos --chaos-long --timeout 900
+
+# Deliberate breakages of the guarantees (tests/mutants.py), each applied to a scratch
+# copy; prints the test that caught each and fails if one was not caught. Slow; not in
+# `make test`. `make mutants MUTANTS="'gap fill'"` runs some only.
+mutants: install services
+	$(BIN)/python -m tests.mutants $(MUTANTS)
 
 bench: install services
 	$(BIN)/python -m bench $(if $(QUICK),--quick)

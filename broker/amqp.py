@@ -175,6 +175,13 @@ class Broker:
         if self._connection is not None:
             await self._connection.close()
 
+    async def ping(self) -> None:
+        """A round trip to the broker (a channel opened and closed); raises when it
+        does not answer. An open connection alone proves nothing: a partitioned one
+        stays open until its heartbeat lapses."""
+        async with self._conn().channel(publisher_confirms=False):
+            pass
+
     @property
     def is_open(self) -> bool:
         """Connected now (a robust connection that is reconnecting is not)."""

@@ -42,6 +42,8 @@ log = structlog.get_logger()
 
 # Gateways declare every new conversation's queue: on a few channels, in parallel.
 DECLARING_CHANNELS = 4
+# Seconds each dependency has to answer a readiness probe's round trip.
+READY_TIMEOUT = 2.0
 
 
 class Uvicorn(uvicorn.Server):
@@ -216,10 +218,14 @@ class Gateway(Service):
         (metrics.FRAMES_DELIVERED if name == "stream" else metrics.EVENTS_DELIVERED).inc()
 
     async def is_ready(self) -> bool:
-        """Redis answers and the AMQP connection is open."""
+        """Redis and RabbitMQ each answer a round trip in time."""
+        if not self.broker.is_open:
+            return False
         try:
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(READY_TIMEOUT):
                 await self.redis.ping()
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.broker.ping()
         except Exception:
             return False
-        return self.broker.is_open
+        return True

@@ -6,20 +6,28 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Sequence
 
+import orjson
+
+from broker.amqp import Broker
 from broker.events import NewEvent
 from broker.settings import Settings
 from workers.agents import Turn
 
 
 class EpochEcho:
-    """The echo agent, with the fencing token it ran under in each reply."""
+    """The echo agent, with the fencing token it ran under and its worker's pid in each
+    reply. Each turn takes ``TURN_SECONDS`` (default 0) before it answers."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.turn_seconds = float(os.environ.get("TURN_SECONDS", "0"))
 
     async def run_turn(self, turn: Turn) -> None:
-        await turn.finish(turn.message.data["content"], epoch=turn.epoch)
+        if self.turn_seconds:
+            await asyncio.sleep(self.turn_seconds)
+        await turn.finish(turn.message.data["content"], epoch=turn.epoch, pid=os.getpid())
 
 
 class CrashingEcho(EpochEcho):
@@ -34,6 +42,32 @@ class CrashingEcho(EpochEcho):
         await super().run_turn(turn)
         if content == "crash-after-reply":
             crash_once(content)
+
+
+class DiesBeforePublishing(EpochEcho):
+    """On "die-before-publish", once per marker in ``CRASH_MARKERS``: answers, and its
+    worker is SIGKILLed once the answer is logged in Redis, before it is published to
+    the gateways. Nobody publishes it later: the turn is finished in the log."""
+
+    async def run_turn(self, turn: Turn) -> None:
+        if turn.message.data["content"] == "die-before-publish" and claim_once("die"):
+            die_before_publishing(turn.conversation_id, turn.turn_id)
+        await super().run_turn(turn)
+
+
+def die_before_publishing(cid: str, turn_id: str) -> None:
+    """Make this process's next publish of the reply to ``turn_id`` kill it instead."""
+    publish = Broker.publish_events
+
+    async def publish_or_die(self: Broker, cid_: str, entries: Sequence[bytes]) -> None:
+        replying = any(
+            orjson.loads(entry)["data"].get("in_reply_to") == turn_id for entry in entries
+        )
+        if cid_ == cid and replying:
+            os.kill(os.getpid(), signal.SIGKILL)
+        await publish(self, cid_, entries)
+
+    Broker.publish_events = publish_or_die  # type: ignore[method-assign,assignment]
 
 
 def crash_once(name: str) -> None:

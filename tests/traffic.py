@@ -23,10 +23,11 @@ class Sender:
     client: Client
     acked: dict[str, float] = field(default_factory=dict)  # action id -> time sent
     refused: list[str] = field(default_factory=list)
+    sent: int = 0  # actions sent so far (the next one's number)
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
-        n = 0
         while not stop.is_set():
+            n = self.sent
             action_id = f"{self.cid[:8]}-{n}"
             sent = time.monotonic()
             try:
@@ -38,12 +39,17 @@ class Sender:
                     self.acked[action_id] = sent
                 else:
                     self.refused.append(f"{action_id}: {ack}")
-            n += 1
+            self.sent += 1
             await asyncio.sleep(interval)
 
     def answered(self, _events: object = None) -> bool:
         """Every acknowledged action has its reply (usable as a ``wait_for`` condition)."""
-        return self.acked.keys() <= replies(self.client.events).keys()
+        return not self.unanswered()
+
+    def unanswered(self) -> list[str]:
+        """Acknowledged actions with no reply yet, oldest first."""
+        received = replies(self.client.events)
+        return [action_id for action_id in self.acked if action_id not in received]
 
     def replied_after(self, moment: float) -> Callable[[EventList], bool]:
         """A ``wait_for`` condition: an action sent after ``moment`` was answered."""
@@ -65,6 +71,20 @@ class Tally:
     answered: int
     lost: list[str]
     duplicated: list[str]
+
+
+def unanswered(senders: list[Sender]) -> dict[str, list[str]]:
+    """Conversation id -> its acknowledged actions with no reply yet (only those with any)."""
+    return {s.cid: missing for s in senders if (missing := s.unanswered())}
+
+
+async def settled(senders: list[Sender], timeout: float) -> dict[str, list[str]]:
+    """Poll (until ``timeout``) until every acknowledged action has its reply; what is
+    still unanswered then, by conversation (empty when all were answered)."""
+    deadline = time.monotonic() + timeout
+    while (missing := unanswered(senders)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    return missing
 
 
 async def settle(senders: list[Sender], timeout: float = 30) -> None:
@@ -94,11 +114,19 @@ async def tally(senders: list[Sender], redis: Redis, names: Names) -> Tally:
         for action_id in sender.acked:
             copies = (len(received.get(action_id, [])), user[action_id], agent[action_id])
             if 0 in copies:
-                lost.append(action_id)
+                lost.append(
+                    f"{action_id} (conversation {sender.cid}, client/user/agent = {copies})"
+                )
             elif copies != (1, 1, 1):
-                duplicated.append(f"{action_id}: client/user/agent = {copies}")
+                duplicated.append(
+                    f"{action_id} (conversation {sender.cid}, client/user/agent = {copies})"
+                )
             else:
                 answered += 1
-        duplicated += [f"{a}: logged {n}x" for a, n in (user + agent).items() if n > 2]
+        duplicated += [
+            f"{a} (conversation {sender.cid}): logged {n}x"
+            for a, n in (user + agent).items()
+            if n > 2
+        ]
     sent = sum(len(s.acked) + len(s.refused) for s in senders)
     return Tally(sent, sum(len(s.acked) for s in senders), answered, lost, duplicated)

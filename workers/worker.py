@@ -362,6 +362,7 @@ class Worker(Service):
 
     async def _run_loop(self, loop: ConversationLoop) -> None:
         cid = loop.conversation_id
+        give_back = False
         try:
             await loop.run()
             if loop.finished and self.archiver is not None:
@@ -371,17 +372,23 @@ class Worker(Service):
             if not self.alive():
                 # Our own liveness is in doubt, not just this lease: fence everything.
                 self._tasks.create_task(self._fence("liveness_unconfirmed"))
+            else:
+                # Our liveness was in doubt for a moment only (a late heartbeat): the
+                # lease may still be ours, with no loop left to run it. Give it back.
+                give_back = True
         except Exception:
-            # Hand the conversation back: another worker (or this one) retries it.
             loop.log.exception("loop_failed")
-            try:
-                await self._hand_over(loop)
-            except Exception as exc:
-                loop.log.warning("hand_over_failed", error=repr(exc))
+            give_back = True
         finally:
             if self.loops.get(cid, (None,))[0] is loop:
                 del self.loops[cid]
                 self._owned_changed()
+        if give_back:
+            # Another worker (or this one: the loop is gone, so it may) claims it again.
+            try:
+                await self._hand_over(loop)
+            except Exception as exc:
+                loop.log.warning("hand_over_failed", error=repr(exc))
         await self._update_dispatch()
 
     def _owned_changed(self) -> None:

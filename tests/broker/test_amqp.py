@@ -1,6 +1,6 @@
 """Owner queries on the real RabbitMQ: asked into a conversation's queue, answered by
 direct reply-to; refused at once when the queue is gone; expired when nobody takes
-them; nothing left waiting afterwards."""
+them; nothing left waiting afterwards. Input into no queue is refused too."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from broker.amqp import Broker
 from broker.errors import ConversationClosed
 from broker.events import (
+    Action,
     ChatMessage,
     Query,
     QueryAnswer,
@@ -88,3 +89,14 @@ async def test_an_unanswered_query_expires_from_the_queue(
         assert await owner.queue_depth(cid) == 0
     finally:
         await owner.delete([names.conversation_queue(cid)])
+
+
+async def test_input_to_a_conversation_without_a_queue_raises(
+    brokers: tuple[Broker, Broker],
+) -> None:
+    """``mandatory``: an action routed to no queue is returned, never confirmed as
+    queued (a broker without ``reopen`` may not declare it again)."""
+    _, owner = brokers
+    action = Action("a-1", "message", "into the void")
+    with pytest.raises(ConversationClosed):
+        await owner.publish_input(new_conversation_id(), action)

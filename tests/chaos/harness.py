@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -12,7 +14,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.support import Client, create_conversation, replies, token
-from tests.traffic import Sender, settle, tally
+from tests.traffic import Sender, settled, tally, unanswered
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,16 @@ class Traffic:
         return cls(list(await asyncio.gather(*(one() for _ in range(conversations)))))
 
     def start(self, interval: float) -> None:
+        self._stop = asyncio.Event()
         self._tasks = [asyncio.create_task(s.run(self._stop, interval)) for s in self.senders]
+
+    async def pause(self, timeout: float = 60) -> None:
+        """Stop sending and wait until every acknowledged action is answered: nothing
+        is in hand anywhere. ``start`` sends again."""
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        missing = await settled(self.senders, timeout)
+        assert not missing, f"unanswered after {timeout}s, by conversation: {missing}"
 
     async def warm_up(self, replies_each: int = 2, timeout: float = 60) -> None:
         """Wait until every conversation has answered a few actions."""
@@ -85,10 +96,18 @@ class Traffic:
     async def resumed(
         self, senders: list[Sender], moment: float, timeout: float = 60
     ) -> tuple[float, ...]:
-        """Per conversation, seconds from ``moment`` until it answered an action sent after it."""
-        async with asyncio.timeout(timeout):
-            for s in senders:
-                await s.client.wait_for(s.replied_after(moment), timeout)
+        """Per conversation, seconds from ``moment`` until it answered an action sent after
+        it. Fails after ``timeout`` naming the conversations that did not, with their
+        unanswered actions."""
+        deadline = time.monotonic() + timeout
+        while waiting := [s for s in senders if s.first_reply_after(moment) is None]:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{len(waiting)} of {len(senders)} conversations answered no action sent "
+                    f"in the {timeout:g}s after the fault; unanswered, by conversation: "
+                    f"{unanswered(waiting)}"
+                )
+            await asyncio.sleep(0.05)
         times = [s.first_reply_after(moment) for s in senders]
         return tuple(t - moment for t in times if t is not None)
 
@@ -96,7 +115,8 @@ class Traffic:
         """Stop sending, wait for every answer, account for every action, report."""
         self._stop.set()
         await asyncio.gather(*self._tasks)
-        await settle(self.senders, timeout=60)
+        # No bare timeout: whatever is still unanswered then is accounted for below.
+        await settled(self.senders, timeout=60)
         result = await tally(self.senders, redis, names)
         row = Row(
             name,
@@ -112,8 +132,10 @@ class Traffic:
         if refused:
             print(f"\n{len(refused)} actions not acknowledged (so not owed), e.g. {refused[:3]}")
         print(f"\n{report_table().splitlines()[0]}\n{report_table().splitlines()[-1]}")
-        assert result.lost == [], f"lost: {result.lost[:20]}"
-        assert result.duplicated == [], f"duplicated: {result.duplicated[:20]}"
+        assert result.lost == result.duplicated == [], (
+            f"{len(result.lost)} acknowledged actions lost: {result.lost}; "
+            f"{len(result.duplicated)} duplicated: {result.duplicated}"
+        )
         assert result.answered == result.acked > 0
         return row
 
@@ -138,12 +160,22 @@ async def under_traffic(
     return workers, traffic
 
 
-async def assert_epochs_never_go_back(redis: Redis, names: Names, cids: list[str]) -> None:
-    """Each log's replies (from ``tests.agents.EpochEcho``) carry non-decreasing epochs:
-    nothing was logged under an old epoch after a newer one took over."""
+async def assert_epochs_grow(redis: Redis, names: Names, cids: list[str]) -> int:
+    """Each log's replies (from ``tests.agents.EpochEcho``: the epoch and the worker
+    process they were made under) never go back to an older epoch, and a reply by another
+    process than the one before (a takeover) has a strictly greater epoch. The number
+    of takeovers seen, for the caller to require some."""
+    takeovers = 0
     for cid in cids:
         logged = [orjson.loads(raw) for raw in await redis.lrange(names.log(cid), 0, -1)]
-        epochs = [
-            e["data"]["epoch"] for e in logged if e["source"] == "agent" and e["kind"] == "message"
+        made = [
+            (e["data"]["epoch"], e["data"]["pid"])
+            for e in logged
+            if e["source"] == "agent" and e["kind"] == "message"
         ]
-        assert epochs == sorted(epochs), f"{cid}: epochs {epochs}"
+        for (epoch, pid), (later, other) in itertools.pairwise(made):
+            assert later >= epoch, f"{cid}: epoch {later} after {epoch}: {made}"
+            if other != pid:
+                takeovers += 1
+                assert later > epoch, f"{cid}: taken over with the same epoch {epoch}: {made}"
+    return takeovers

@@ -13,9 +13,11 @@ from broker.redis import text
 from broker.settings import Settings
 from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.chaos.harness import Traffic
-from tests.support import Client, create_conversation, token
+from tests.support import Client, create_conversation, replied_to, say, token
 
 LEASE_TTL = 1.0
+# Long enough to queue input for its conversations after pausing it, and still be alive.
+VICTIM_TTL = 3.0
 
 
 async def test_a_standby_reaper_takes_over_within_its_lease(
@@ -34,15 +36,35 @@ async def test_a_standby_reaper_takes_over_within_its_lease(
         print(f"\nstandby reaper leads {took_over:.3f}s after the leader was killed")
         assert took_over < LEASE_TTL + 2
 
-        # The new leader does the job: a dead worker's conversations are re-dispatched.
-        worker, worker_id = await fleet.worker()
+        # The new leader does the job, with no client traffic to recover anything lazily:
+        # a dead worker's conversations get new owners, under greater epochs, and the
+        # actions queued for them before it died are answered.
+        victim, victim_id = await fleet.worker(FLEET_LIVENESS_TTL=str(VICTIM_TTL))
         port = free_port()
+        url = f"http://127.0.0.1:{port}"
         await fleet.gateway(port)
-        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 3)
-        worker.signal(signal.SIGKILL)
+        bearer = token(settings, "a")
+        cids = [await create_conversation(url, bearer) for _ in range(3)]
+        listeners = [await Client().connect(url, bearer, cid) for cid in cids]  # listen only
+        async with asyncio.timeout(10):
+            while await redis.scard(names.owns(victim_id)) < len(cids):
+                await asyncio.sleep(0.02)
+        epochs = {cid: int(await redis.get(names.epoch(cid)) or 0) for cid in cids}
+        _, heir_id = await fleet.worker()
+
+        victim.signal(signal.SIGSTOP)  # it takes nothing from its queues any more
+        for cid in cids:  # admitted while its owner's liveness holds: nobody is asked to claim
+            await say(url, bearer, cid, "queued", action_id=f"queued-{cid[:8]}")
+        victim.signal(signal.SIGKILL)
         reaped = await standby.wait_for("worker_reaped")
-        assert (reaped["worker_id"], reaped["conversations"]) == (worker_id, 3)
-        await traffic.close()
+        assert (reaped["worker_id"], reaped["conversations"]) == (victim_id, len(cids))
+
+        for cid, client in zip(cids, listeners, strict=True):
+            await client.wait_for(replied_to(f"queued-{cid[:8]}"), timeout=20)
+            lease = text(await redis.get(names.lease(cid)) or b"")
+            assert lease.rsplit(":", 1)[0] == heir_id, f"{cid}: lease {lease!r}"
+            assert int(await redis.get(names.epoch(cid)) or 0) > epochs[cid]
+            await client.close()
 
 
 async def leader_of(redis: Redis, names: Names, reapers: list[FleetProcess]) -> FleetProcess:

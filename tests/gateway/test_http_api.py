@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
+
 from broker.settings import Settings
+from tests.chaos.servers import Proxy
 from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, http, token
 
@@ -98,9 +103,42 @@ async def test_errors_are_json_with_a_code(fleet: InProcessFleet, settings: Sett
     assert events == []
 
 
-async def test_health_and_readiness(fleet: InProcessFleet) -> None:
-    await fleet.start_gateway()
-    async with http(fleet.url) as client:
-        assert (await client.get("/healthz")).json() == {"ok": True}
-        ready = await client.get("/readyz")
-    assert (ready.status_code, ready.json()) == (200, {"ok": True})
+async def test_health_and_readiness(fleet: InProcessFleet, settings: Settings) -> None:
+    """Ready while Redis and RabbitMQ both answer; not while either is cut off (a
+    partition: connections stay open, nothing comes back), and ready again after."""
+    redis, rabbitmq = Proxy(6379), Proxy(5672)
+    redis_port, rabbitmq_port = await redis.start(), await rabbitmq.start()
+    fleet.settings = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+            "amqp_url": f"amqp://guest:guest@127.0.0.1:{rabbitmq_port}/",
+        }
+    )
+    try:
+        await fleet.start_gateway()
+        async with http(fleet.url) as client:
+            assert (await client.get("/healthz")).json() == {"ok": True}
+            ready = await client.get("/readyz")
+            assert (ready.status_code, ready.json()) == (200, {"ok": True})
+            for proxy in (redis, rabbitmq):
+                proxy.cut()
+                await readiness_becomes(client, 503)
+                assert (await client.get("/healthz")).json() == {"ok": True}  # alive, though
+                proxy.heal()
+                await readiness_becomes(client, 200)
+    finally:
+        await fleet.close()
+        await redis.close()
+        await rabbitmq.close()
+
+
+async def readiness_becomes(client: httpx.AsyncClient, status: int) -> None:
+    """Poll ``/readyz`` (with a deadline) until it answers ``status``."""
+    seen: list[int] = []
+    try:
+        async with asyncio.timeout(20):
+            while not seen or seen[-1] != status:
+                seen.append((await client.get("/readyz")).status_code)
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"/readyz never answered {status}; it answered {seen}") from None
