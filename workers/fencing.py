@@ -9,7 +9,6 @@ Redis. A fenced worker comes back as a new incarnation, with a new id, owning no
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Literal
 
 FenceReason = Literal["liveness_lapsed", "liveness_unconfirmed", "loop_stalled"]
@@ -24,8 +23,6 @@ class Fencing:
         self.incarnation = 0
         self.registered = False
         self.valid_until = 0.0
-        # Conversations a fenced incarnation owned: re-dispatched once registered again.
-        self.orphans: set[str] = set()
 
     @property
     def worker_id(self) -> str:
@@ -54,10 +51,10 @@ class Fencing:
             return "liveness_unconfirmed"
         return None
 
-    def fence(self, owned: Iterable[str]) -> str:
-        """Give up this incarnation; what it owned is orphaned. Its id, for the record."""
+    def fence(self) -> str:
+        """Give up this incarnation (the reaper re-dispatches what it owned once its
+        liveness key is gone). Its id, for the record."""
         previous = self.worker_id
         self.registered = False
-        self.orphans |= set(owned)
         self.incarnation += 1
         return previous

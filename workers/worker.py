@@ -231,15 +231,9 @@ class Worker(Service):
             await asyncio.sleep(max(0.0, sent + interval - time.monotonic()))
 
     async def _keep_up(self) -> None:
-        """After each confirmed heartbeat, what a failure may have left undone: the
-        conversations of a fenced incarnation re-dispatched, and claim requests consumed
-        when there is room (a channel closed under the consumer as it started)."""
-        try:
-            for cid in list(self.fencing.orphans):
-                await self.broker.request_claim(cid, "rejoin")
-                self.fencing.orphans.discard(cid)
-        except Exception as exc:  # retried at the next heartbeat
-            log.warning("redispatch_failed", worker_id=self.worker_id, error=repr(exc))
+        """After each confirmed heartbeat: consume claim requests if there is room and a
+        failure left the worker deaf to them (a channel closed under the consumer as it
+        started, as in a fence under load)."""
         await self._update_dispatch()
 
     async def _fence(self, reason: FenceReason) -> None:
@@ -254,7 +248,7 @@ class Worker(Service):
             "worker_fenced", worker_id=self.worker_id, reason=reason, conversations=len(self.loops)
         )
         metrics.FENCES.labels(reason).inc()
-        fenced_id = self.fencing.fence(self.loops)
+        fenced_id = self.fencing.fence()
         await self._update_dispatch()
         await self._stop_loops()
         try:
@@ -324,6 +318,7 @@ class Worker(Service):
                         waited = max(0.0, time.time() - request.since)
                         metrics.CLAIM_LATENCY.labels(request.cause).observe(waited)
                     self._start(cid, claim.epoch, claim.closing)
+                    await self._started(cid)  # acked then: prefetch bounds the starts
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
                 else:
@@ -333,6 +328,20 @@ class Worker(Service):
         finally:
             self._claiming -= 1
         await self._update_dispatch()
+
+    async def _started(self, cid: str) -> None:
+        """Until the loop of ``cid`` consumes its queue (or ends). Claims go no faster
+        than loops start: a worker handed thousands at once keeps its event loop
+        turning (a loop that lags past the watchdog's budget fences the worker)."""
+        entry = self.loops.get(cid)
+        if entry is None:
+            return
+        loop, task = entry
+        consuming = asyncio.ensure_future(loop.consuming.wait())
+        try:
+            await asyncio.wait((consuming, task), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            consuming.cancel()
 
     def _start(self, cid: str, epoch: int, closing: str | None = None) -> None:
         if cid in self.loops:

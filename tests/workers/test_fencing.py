@@ -26,15 +26,13 @@ def test_verdicts() -> None:
     assert fencing.verdict(True, 10.1) is None
 
 
-def test_a_fenced_worker_returns_as_a_new_incarnation_with_orphans() -> None:
+def test_a_fenced_worker_returns_as_a_new_incarnation() -> None:
     fencing = Fencing("w", TTL)
     fencing.renewed(sent=0.0)
     assert fencing.worker_id == "w"
-    assert fencing.fence(["c1", "c2"]) == "w"
+    assert fencing.fence() == "w"
     assert (fencing.worker_id, fencing.registered) == ("w.1", False)
-    assert fencing.orphans == {"c1", "c2"}
     assert not fencing.alive(0.1)
     fencing.renewed(sent=1.0)
-    fencing.fence(["c3"])
+    assert fencing.fence() == "w.1"
     assert fencing.worker_id == "w.2"
-    assert fencing.orphans == {"c1", "c2", "c3"}
