@@ -67,9 +67,11 @@ class Session:
         self.frames: list[tuple[float, dict[str, Any]]] = []
         self.streamed: dict[str, int] = {}
         self.aborted: dict[str, float] = {}  # turn id -> arrival of its turn_aborted
+        self.aborted_ts: dict[str, float] = {}  # turn id -> its turn_aborted's ts (wall)
         self.replies: dict[str, list[float]] = {}  # action id -> arrival of each reply
         self.sent: dict[str, float] = {}  # action id -> when it was sent
         self.acked: dict[str, float] = {}  # action id -> when the ack said ok
+        self.acked_wall: dict[str, float] = {}  # ... on the wall clock
         self.refused: dict[str, str] = {}  # action id -> why it was not acknowledged
         self._waiting: dict[str, asyncio.Future[float]] = {}
 
@@ -90,6 +92,7 @@ class Session:
         self.ids.append(event["id"])
         if event["kind"] == "turn_aborted":
             self.aborted[event["data"]["turn_id"]] = now
+            self.aborted_ts[event["data"]["turn_id"]] = event["ts"]
         if event["source"] == "agent" and event["kind"] == "message":
             action_id = event["data"].get("in_reply_to")
             self.replies.setdefault(action_id, []).append(now)
@@ -119,6 +122,7 @@ class Session:
             return False
         if isinstance(ack, dict) and ack.get("ok"):
             self.acked[action_id] = time.perf_counter()
+            self.acked_wall[action_id] = time.time()
             return True
         self.refused[action_id] = repr(ack)
         return False
