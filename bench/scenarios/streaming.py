@@ -4,8 +4,9 @@
   asking for a reply the echo agent streams a word every 20 ms (50 deltas/s): frames
   delivered per second, the lag from the owner sending a frame to the client receiving
   it (both clocks are this machine's), and the CPU each frame costs every process.
-- stop: ``stops`` turns stopped while they stream: from the stop's ack to the
-  ``turn_aborted`` event arriving (DESIGN: the turn is reached within 200 ms, p99).
+- stop: ``stops`` turns stopped while they stream: from the stop's ack to the turn
+  stopped (its ``turn_aborted`` logged by the owner; DESIGN: the turn is reached within
+  200 ms, p99), and to that event arriving at the client.
 """
 
 from __future__ import annotations
