@@ -347,7 +347,8 @@ def turn_id_of(message: Event) -> str:
 # --- claim requests (the dispatch queue) -------------------------------------------
 # Why a conversation is owed an owner: input for it (or a passivated one's requeued
 # input), its owner died, its owner handed it over (drain, a failed loop), the reaper
-# asks again, it is closing, or a worker that fenced itself gives back what it held.
+# asks again, or it is closing. ("rejoin", from workers that re-dispatched what they
+# held when fenced, is still read: a rolling upgrade may have such requests queued.)
 ClaimCause = Literal["input", "failover", "handover", "retry", "close", "rejoin"]
 CLAIM_CAUSES: tuple[ClaimCause, ...] = get_args(ClaimCause)
 
