@@ -166,7 +166,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bo
             timeout = 2 * plan.scenario_timeout
             results += await phase("durable", timeout, lambda: durable.run(ctx, measured))
         if "scale" in wanted:
-            results += await phase("scale", plan.scenario_timeout, lambda: scale.run(ctx))
+            results += await phase("scale", 2 * plan.scenario_timeout, lambda: scale.run(ctx))
         if "growth" in wanted:
             results += await phase("growth", plan.scenario_timeout, lambda: growth.run(ctx))
         described["interruptions"] = await watch.stop()
