@@ -71,7 +71,7 @@ class Session:
         self.replies: dict[str, list[float]] = {}  # action id -> arrival of each reply
         self.sent: dict[str, float] = {}  # action id -> when it was sent
         self.acked: dict[str, float] = {}  # action id -> when the ack said ok
-        self.sent_wall: dict[str, float] = {}  # action id -> when it was sent (wall)
+        self.acked_wall: dict[str, float] = {}  # action id -> when the ack said ok (wall)
         self.refused: dict[str, str] = {}  # action id -> why it was not acknowledged
         self._waiting: dict[str, asyncio.Future[float]] = {}
 
@@ -115,7 +115,6 @@ class Session:
         if kind == "message":
             payload["data"] = {"content": content}
         self.sent[action_id] = time.perf_counter()
-        self.sent_wall[action_id] = time.time()
         try:
             ack = await self.sio.call("user_action", payload, timeout=ACK_TIMEOUT)
         except Exception as exc:  # a timed-out ack: not acknowledged, so not owed
@@ -123,6 +122,7 @@ class Session:
             return False
         if isinstance(ack, dict) and ack.get("ok"):
             self.acked[action_id] = time.perf_counter()
+            self.acked_wall[action_id] = time.time()
             return True
         self.refused[action_id] = repr(ack)
         return False
