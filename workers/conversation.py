@@ -80,7 +80,6 @@ class ConversationLoop:
         )
         self.queries = OwnerQueries(agent, broker, self.log)
         self._inbox: Inbox | None = None
-        self.consuming = asyncio.Event()  # set once its queue is first consumed
         self._draining = False
         self._failure: BaseException | None = None  # a turn found the lease lost
         self._retry = Backoff(first=0.05)
@@ -139,7 +138,6 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
-        self.consuming.set()
         metrics.CLAIMED_BACKLOG.observe(inbox.waiting)
         if self._owed_marker is not None:
             await self._broker.publish_input(self.conversation_id, CloseMarker(self._owed_marker))

@@ -318,7 +318,6 @@ class Worker(Service):
                         waited = max(0.0, time.time() - request.since)
                         metrics.CLAIM_LATENCY.labels(request.cause).observe(waited)
                     self._start(cid, claim.epoch, claim.closing)
-                    await self._started(cid)  # acked then: prefetch bounds the starts
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
                 else:
@@ -328,20 +327,6 @@ class Worker(Service):
         finally:
             self._claiming -= 1
         await self._update_dispatch()
-
-    async def _started(self, cid: str) -> None:
-        """Until the loop of ``cid`` consumes its queue (or ends). Claims go no faster
-        than loops start: a worker handed thousands at once keeps its event loop
-        turning (a loop that lags past the watchdog's budget fences the worker)."""
-        entry = self.loops.get(cid)
-        if entry is None:
-            return
-        loop, task = entry
-        consuming = asyncio.ensure_future(loop.consuming.wait())
-        try:
-            await asyncio.wait((consuming, task), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            consuming.cancel()
 
     def _start(self, cid: str, epoch: int, closing: str | None = None) -> None:
         if cid in self.loops:
