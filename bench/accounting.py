@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import cast
 
 import orjson
 from redis.asyncio import Redis
 
 from bench.clients import Session
+from broker.leases import Leases
 from broker.names import Names
-from broker.redis import text
 
 
 @dataclass
@@ -81,5 +80,5 @@ async def owned_by(redis: Redis, names: Names, worker_id: str) -> set[str]:
     """What a worker owns, over its incarnations: a busy machine may fence it, and it
     comes back as ``<id>.1``, ``<id>.2``... to claim again what it dropped."""
     ids = [worker_id] + [f"{worker_id}.{i}" for i in range(1, INCARNATIONS)]
-    owned = await redis.sunion([names.owns(i) for i in ids])
-    return {text(c) for c in cast(set[bytes], owned)}
+    leases = Leases(redis, names)
+    return {cid for i in ids for cid in await leases.owned_by(i)}

@@ -15,7 +15,6 @@ import asyncpg
 
 from broker import postgres
 from broker.errors import Unavailable
-from broker.names import Names
 from broker.settings import Settings
 
 # What failing to reach or use PostgreSQL raises.
@@ -26,7 +25,7 @@ def archive_for(settings: Settings) -> Archive | None:
     """The fleet's archive when ``FLEET_POSTGRES_URL`` is set (not yet connected)."""
     if settings.postgres_url is None:
         return None
-    return Archive(settings.postgres_url, Names(settings.namespace).schema)
+    return Archive(settings.postgres_url, settings.names.schema)
 
 
 class Archive:

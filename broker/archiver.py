@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
 import structlog
-from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.archive import Archive
 from broker.names import Names
-from broker.redis import one_of, text
+from broker.redis import Client, one_of, text
 
 log = structlog.get_logger()
 
@@ -63,7 +62,7 @@ class Archiver:
     """Moves conversations' history to the archive; owns the moves it runs in the background."""
 
     def __init__(
-        self, redis: Redis, names: Names, archive: Archive, role: Literal["worker", "reaper"]
+        self, redis: Client, names: Names, archive: Archive, role: Literal["worker", "reaper"]
     ) -> None:
         self.role = role  # whose metrics count the moves
         self.redis = redis
@@ -127,7 +126,8 @@ class Archiver:
         """Drop from Redis what was copied (``lua/archived.lua``): the step a crash
         between copy and trim leaves owed."""
         n = self.names
-        keys = [n.meta(cid), n.lease(cid), n.log(cid), n.once(cid), n.actions(cid), n.archive_owed]
+        keys = [n.meta(cid), n.lease(cid), n.log(cid), n.once(cid), n.actions(cid)]
+        keys.append(n.archive_owed(n.group(cid)))
         args: list[str | int] = [cid, snapshot.archived, copied, snapshot.active]
         return one_of(await self._archived(keys=keys, args=args), get_args(ArchiveOutcome))
 
@@ -146,11 +146,14 @@ class Archiver:
                 log.warning("archive_failed", conversation_id=cid, error=repr(exc))
 
     async def owed(self, older_than: float, limit: int = 100) -> list[str]:
-        """Conversations owed a move for more than ``older_than`` seconds; they count as
-        tried again now."""
+        """Conversations owed a move for more than ``older_than`` seconds (at most
+        ``limit`` per key group); they count as tried again now."""
         args = [int(older_than * 1000), limit]
-        found = await self._owed(keys=[self.names.archive_owed], args=args)
-        return [text(cid) for cid in found]
+        n = self.names
+        found = await asyncio.gather(
+            *(self._owed(keys=[n.archive_owed(g)], args=args) for g in n.all_groups)
+        )
+        return [text(cid) for cids in found for cid in cids]
 
     async def sweep(self, older_than: float, limit: int = 100) -> int:
         """Do the moves owed for longer than ``older_than`` (a few at a time); how many

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from broker import scripts
 from broker.names import Names
+from broker.redis import Client
 
 
 class LeaderLease:
     """Held by one process id for ``ttl`` seconds at a time, renewed by holding again."""
 
-    def __init__(self, redis: Redis, names: Names, holder: str, ttl: float) -> None:
+    def __init__(self, redis: Client, names: Names, holder: str, ttl: float) -> None:
         self.holder = holder
         self.ttl = ttl
         self._key = names.reaper_leader

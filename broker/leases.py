@@ -7,14 +7,13 @@ the fencing token that the append script checks.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from redis.asyncio import Redis
-
 from broker import scripts
 from broker.names import Names, lease_value
-from broker.redis import one_of, text
+from broker.redis import Client, one_of, text
 
 # See lua/claim.lua for what each outcome means.
 ClaimOutcome = Literal["claimed", "owned", "busy", "closed", "unknown", "not_alive", "over_limit"]
@@ -35,7 +34,7 @@ class Claim:
 class Leases:
     """Claim, release, passivate and finish conversations; list what a worker owns."""
 
-    def __init__(self, redis: Redis, names: Names, archiving: bool = False) -> None:
+    def __init__(self, redis: Client, names: Names, archiving: bool = False) -> None:
         self.redis = redis
         self.names = names
         # History archiving is on: passivated and closed conversations are owed a move.
@@ -47,15 +46,15 @@ class Leases:
         self._pending = scripts.load(redis, names, "pending")
 
     async def claim(self, cid: str, worker_id: str, user_limit: int) -> Claim:
-        n = self.names
+        n, group = self.names, self.names.group(cid)
         outcome, epoch, took_over, closing = await self._claim(
             keys=[
                 n.meta(cid),
                 n.lease(cid),
                 n.epoch(cid),
-                n.owns(worker_id),
-                n.pending,
-                n.by_status("idle"),
+                n.owns(worker_id, group),
+                n.pending(group),
+                n.by_status("idle", group),
             ],
             args=[cid, worker_id, user_limit],
         )
@@ -66,35 +65,34 @@ class Leases:
             text(closing) or None,
         )
 
-    async def pending(self, older_than: float, limit: int = 100) -> list[str]:
-        """Conversations owed an owner for more than ``older_than`` seconds (their claim
-        request was lost, or no worker could take it); they count as asked again now."""
+    async def pending(self, group: int, older_than: float, limit: int = 100) -> list[str]:
+        """The group's conversations owed an owner for more than ``older_than`` seconds
+        (their claim request was lost, or no worker could take it); they count as asked
+        again now."""
+        keys = [self.names.pending(group)]
         return [
-            text(c)
-            for c in await self._pending(
-                keys=[self.names.pending], args=[int(older_than * 1000), limit]
-            )
+            text(c) for c in await self._pending(keys=keys, args=[int(older_than * 1000), limit])
         ]
 
     async def release(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Compare-and-delete: False when the lease had already moved on."""
-        n = self.names
+        n, group = self.names, self.names.group(cid)
         released = await self._release(
-            keys=[n.lease(cid), n.meta(cid), n.owns(worker_id), n.by_status("idle")],
+            keys=[n.lease(cid), n.meta(cid), n.owns(worker_id, group), n.by_status("idle", group)],
             args=[lease_value(worker_id, epoch), cid],
         )
         return bool(released)
 
     async def finish(self, cid: str, worker_id: str, epoch: int) -> bool:
         """Mark a closing conversation closed (fenced); False when the lease moved on."""
-        n = self.names
+        n, group = self.names, self.names.group(cid)
         keys = [
             n.lease(cid),
             n.meta(cid),
-            n.owns(worker_id),
-            n.by_status("closing"),
-            n.by_status("closed"),
-            n.archive_owed,
+            n.owns(worker_id, group),
+            n.by_status("closing", group),
+            n.by_status("closed", group),
+            n.archive_owed(group),
         ]
         args = [lease_value(worker_id, epoch), cid, self._archive]
         return bool(await self._finish(keys=keys, args=args))
@@ -104,15 +102,15 @@ class Leases:
     ) -> PassivationOutcome:
         """Release an idle conversation's lease and slot, unless someone still needs it;
         then its queue is to be deleted (within ``deleting`` seconds: ``queue_deleted``)."""
-        n = self.names
+        n, group = self.names, self.names.group(cid)
         keys = [
             n.lease(cid),
             n.meta(cid),
-            n.owns(worker_id),
+            n.owns(worker_id, group),
             n.clients(cid),
             n.deleting(cid),
-            n.by_status("idle"),
-            n.archive_owed,
+            n.by_status("idle", group),
+            n.archive_owed(group),
         ]
         lease = lease_value(worker_id, epoch)
         args: list[str | int] = [lease, cid, int(idle * 1000), int(deleting * 1000), self._archive]
@@ -123,5 +121,10 @@ class Leases:
         need not wait any more."""
         await self.redis.delete(self.names.deleting(cid))
 
-    async def owned_by(self, worker_id: str) -> list[str]:
-        return [text(c) for c in await self.redis.smembers(self.names.owns(worker_id))]
+    async def owned_by(self, worker_id: str, group: int | None = None) -> list[str]:
+        """What the worker owns in the group (None: in every group)."""
+        groups = self.names.all_groups if group is None else [group]
+        owned = await asyncio.gather(
+            *(self.redis.smembers(self.names.owns(worker_id, g)) for g in groups)
+        )
+        return [text(c) for members in owned for c in members]

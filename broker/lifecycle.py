@@ -11,12 +11,11 @@ import socket
 from collections.abc import Callable
 
 import structlog
-from redis.asyncio import Redis
 
 from broker.amqp import Broker
 from broker.archive import Archive
 from broker.dependencies import Dependency, Unreachable
-from broker.redis import require_durable
+from broker.redis import Client, require_durable
 from broker.settings import Settings
 
 
@@ -105,7 +104,7 @@ class Service:
         if self.fatal is not None:
             raise self.fatal
 
-    async def connect(self, redis: Redis, broker: Broker, archive: Archive | None = None) -> bool:
+    async def connect(self, redis: Client, broker: Broker, archive: Archive | None = None) -> bool:
         """Reach Redis, then RabbitMQ, then PostgreSQL if there is an ``archive`` (its
         schema brought up to date), retrying with backoff; False when stopped first,
         ``Unreachable`` when one stays down for ``dependency_timeout``."""

@@ -1,17 +1,18 @@
 """Liveness of workers and gateways: one short-TTL key per process, and an index of
 deadlines that the reaper sweeps for the dead (no SCAN, no keyspace events needed).
+Each key group holds its own copy of both (see ``broker.names``): a heartbeat renews
+them all, and a process is alive only while every copy is.
 """
 
 from __future__ import annotations
 
+import asyncio
 from enum import IntEnum
-
-from redis.asyncio import Redis
 
 from broker import scripts
 from broker.events import ProcessInfo, encode_process_info
 from broker.names import Names, Role
-from broker.redis import text
+from broker.redis import Client, text
 
 
 class Beat(IntEnum):
@@ -25,7 +26,7 @@ class Beat(IntEnum):
 class Liveness:
     """Heartbeats, the expired, and forgetting them, for one role of process."""
 
-    def __init__(self, redis: Redis, names: Names, role: Role) -> None:
+    def __init__(self, redis: Client, names: Names, role: Role) -> None:
         self.redis = redis
         self.names = names
         self.role = role
@@ -40,42 +41,64 @@ class Liveness:
         register: bool = False,
         info: ProcessInfo | None = None,
     ) -> Beat:
-        """Renew liveness (or create it with ``register``, holding ``info``)."""
-        n = self.names
+        """Renew liveness in every group (or create it with ``register``, holding
+        ``info``): lapsed if it lapsed in any."""
+        n, role = self.names, self.role
         value = encode_process_info(info) if info is not None else b"1"
-        beat = await self._heartbeat(
-            keys=[
-                n.alive(self.role, process_id),
-                n.deadlines(self.role),
-                n.drain(self.role, process_id),
-            ],
-            args=[process_id, int(ttl * 1000), "1" if register else "0", value],
+        args: list[str | int | bytes] = [
+            process_id,
+            int(ttl * 1000),
+            "1" if register else "0",
+            value,
+        ]
+        beats = await asyncio.gather(
+            *(
+                self._heartbeat(
+                    keys=[
+                        n.alive(role, process_id, group),
+                        n.deadlines(role, group),
+                        n.drain(role, process_id, group),
+                    ],
+                    args=args,
+                )
+                for group in n.all_groups
+            )
         )
-        return Beat(int(beat))
+        return Beat(0) if 0 in beats else Beat(max(beats))
 
-    async def expired(self, limit: int = 100) -> list[str]:
-        """Processes past their deadline whose liveness key is gone."""
-        ids = await self._expired(keys=[self.names.deadlines(self.role)], args=[self.role, limit])
-        return [text(i) for i in ids]
+    async def expired(self, group: int, limit: int = 100) -> list[str]:
+        """Processes past their deadline in the group whose liveness key there is gone."""
+        keys = [self.names.deadlines(self.role, group)]
+        return [text(i) for i in await self._expired(keys=keys, args=[self.role, limit])]
 
-    async def deadline(self, process_id: str) -> float | None:
+    async def deadline(self, process_id: str, group: int = 0) -> float | None:
         """Until when its last heartbeat kept it alive (epoch seconds, Redis clock)."""
-        score = await self.redis.zscore(self.names.deadlines(self.role), process_id)
+        score = await self.redis.zscore(self.names.deadlines(self.role, group), process_id)
         return None if score is None else score / 1000
 
     async def expire(self, process_id: str) -> None:
         """Declare a process dead now: the reaper deals with what it held."""
-        await self.redis.delete(self.names.alive(self.role, process_id))
+        n = self.names
+        await asyncio.gather(
+            *(self.redis.delete(n.alive(self.role, process_id, g)) for g in n.all_groups)
+        )
 
-    async def forget(self, process_id: str, leaving: bool = False) -> int:
-        """Drop a dead (or, with ``leaving``, departing) process and its index; how many
-        conversations its index held, or -1 when it turned out to be alive."""
+    async def forget(self, process_id: str, group: int, leaving: bool = False) -> int:
+        """Drop a dead (or, with ``leaving``, departing) process and what it held in the
+        group; how many conversations that was, or -1 when it turned out to be alive."""
         n = self.names
         keys = [
-            n.deadlines(self.role),
-            n.alive(self.role, process_id),
-            n.index(self.role, process_id),
-            n.pending,
+            n.deadlines(self.role, group),
+            n.alive(self.role, process_id, group),
+            n.index(self.role, process_id, group),
+            n.pending(group),
         ]
         args = [process_id, self.role, "1" if leaving else "0"]
         return int(await self._forget(keys=keys, args=args))
+
+    async def forget_everywhere(self, process_id: str) -> int:
+        """Forget a departing process in every group; how many conversations it held."""
+        held = await asyncio.gather(
+            *(self.forget(process_id, g, leaving=True) for g in self.names.all_groups)
+        )
+        return sum(held)

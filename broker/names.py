@@ -1,9 +1,14 @@
 """Every Redis key and AMQP name, built from the namespace in one place.
 
-Per-conversation keys carry the hash tag ``{<conversation_id>}`` so that the
-scripts touching one conversation stay in one Redis Cluster slot. The Lua scripts
-get the same key builders and the lease format from ``lua_prelude``, never by
-spelling them again.
+Redis keys are spread over ``groups`` hash tags (``{<namespace>.<group>}``), one
+Redis Cluster slot each. A user's keys and their conversations' keys share the user's
+group (a new conversation's id is drawn to fall in it), so the per-user limit and the
+conversation live together; each group keeps its own indexes (conversations owed an
+owner, by status, timers due, ...) and its own copy of every process's liveness and
+holdings. So every script touches one slot. With one group (one Redis) nothing is
+spread. The Lua scripts get the same key builders and the lease format from
+``lua_prelude``, never by spelling them again; there, keys are built in the slot of
+the script's first key.
 """
 
 from __future__ import annotations
@@ -38,10 +43,6 @@ DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 WEBHOOK_SHARDS = 8
 
 
-def new_conversation_id() -> str:
-    return uuid.uuid4().hex
-
-
 def valid_conversation_id(value: object) -> bool:
     """True when ``value`` can name a conversation (and so a key and a queue)."""
     return isinstance(value, str) and CONVERSATION_ID.fullmatch(value) is not None
@@ -62,11 +63,36 @@ class Names:
     """Names of one fleet (one namespace) in Redis and RabbitMQ."""
 
     namespace: str
+    # How many hash tags the Redis keys are spread over: fixed for a namespace's life.
+    groups: int = 1
+
+    # --- Redis: where a key lives --------------------------------------------------
+    def group(self, owner: str) -> int:
+        """The group of a user's or a conversation's keys."""
+        return zlib.crc32(owner.encode()) % self.groups
+
+    def group_tag(self, group: int) -> str:
+        return f"{{{self.namespace}.{group}}}"
+
+    def tag(self, owner: str) -> str:
+        return self.group_tag(self.group(owner))
+
+    @property
+    def all_groups(self) -> range:
+        return range(self.groups)
+
+    def new_conversation_id(self, user: str) -> str:
+        """A fresh id in ``user``'s group (drawn until it falls there: ``groups`` draws
+        on average)."""
+        group = self.group(user)
+        while self.group(cid := uuid.uuid4().hex) != group:
+            pass
+        return cid
 
     # --- Redis: conversations -------------------------------------------------
     def conv(self, cid: str) -> str:
         """Prefix of the conversation's keys: meta, lease, epoch, log, once, clients."""
-        return f"{self.namespace}:conv:{{{cid}}}"
+        return f"{self.namespace}:{self.tag(cid)}:conv:{cid}"
 
     def meta(self, cid: str) -> str:
         """Hash: the conversation's record (user, status, owner, created_at, active)."""
@@ -121,81 +147,79 @@ class Names:
 
     def user_conversations(self, user: str) -> str:
         """Sorted set: every conversation of the user -> creation time (ms)."""
-        return f"{self.namespace}:user:{user}:conversations"
+        return f"{self.namespace}:{self.tag(user)}:user:{user}:conversations"
 
     def running(self, user: str) -> str:
         """Sorted set: the user's running conversations -> last activity (ms)."""
-        return f"{self.namespace}:user:{user}:running"
+        return f"{self.namespace}:{self.tag(user)}:user:{user}:running"
 
     def rate(self, user: str) -> str:
         """String: the user's request rate state (GCRA's theoretical arrival time, ms)."""
-        return f"{self.namespace}:user:{user}:rate"
+        return f"{self.namespace}:{self.tag(user)}:user:{user}:rate"
 
     # --- Redis: process liveness -----------------------------------------------
-    def alive(self, role: Role, process_id: str) -> str:
-        """Short-TTL liveness key of one worker or gateway."""
-        return f"{self.namespace}:{role}:alive:{process_id}"
+    # Each group holds a copy of a process's liveness, deadline and drain request, and
+    # what it holds there, so that a script checks a holder's liveness in its own slot.
+    def alive(self, role: Role, process_id: str, group: int) -> str:
+        """Short-TTL liveness key of one process (its ``ProcessInfo``)."""
+        return f"{self.namespace}:{self.group_tag(group)}:{role}:alive:{process_id}"
 
-    def deadlines(self, role: Role) -> str:
+    def deadlines(self, role: Role, group: int) -> str:
         """Sorted set: process id -> liveness deadline (ms, Redis clock); swept by the reaper."""
-        return f"{self.namespace}:{role}s"
+        return f"{self.namespace}:{self.group_tag(group)}:{role}s"
 
-    def owns(self, worker_id: str) -> str:
-        """Set of conversations one worker owns."""
-        return f"{self.namespace}:worker:owns:{worker_id}"
+    def owns(self, worker_id: str, group: int) -> str:
+        """Set of the group's conversations one worker owns."""
+        return f"{self.namespace}:{self.group_tag(group)}:worker:owns:{worker_id}"
 
     def connections(self, user: str) -> str:
         """Hash of gateway id -> the user's connections to it (the connection limit)."""
-        return f"{self.namespace}:user:{user}:connections"
+        return f"{self.namespace}:{self.tag(user)}:user:{user}:connections"
 
-    def gateway_index(self, gateway_id: str) -> str:
-        """Hash: what this gateway's clients hold, ``c:<conversation>`` and ``u:<user>``
-        -> how many clients."""
-        return f"{self.namespace}:gateway:index:{gateway_id}"
+    def gateway_index(self, gateway_id: str, group: int) -> str:
+        """Hash: what this gateway's clients hold in the group, ``c:<conversation>`` and
+        ``u:<user>`` -> how many clients."""
+        return f"{self.namespace}:{self.group_tag(group)}:gateway:index:{gateway_id}"
 
-    def index(self, role: Role, process_id: str) -> str:
-        """What a process holds, forgotten with it: a worker's owns, a gateway's
-        conversations; a reaper holds nothing (its liveness key stands in)."""
+    def index(self, role: Role, process_id: str, group: int) -> str:
+        """What a process holds in the group, forgotten with it: a worker's owns, a
+        gateway's conversations; a reaper holds nothing (its liveness key stands in)."""
         if role == "worker":
-            return self.owns(process_id)
+            return self.owns(process_id, group)
         if role == "gateway":
-            return self.gateway_index(process_id)
-        return self.alive(role, process_id)
+            return self.gateway_index(process_id, group)
+        return self.alive(role, process_id, group)
 
-    def drain(self, role: Role, process_id: str) -> str:
+    def drain(self, role: Role, process_id: str, group: int) -> str:
         """String with a TTL: an operator asked this process to drain and exit
         (``fleet drain``); its heartbeat sees it."""
-        return f"{self.namespace}:{role}:drain:{process_id}"
+        return f"{self.namespace}:{self.group_tag(group)}:{role}:drain:{process_id}"
 
-    # --- Redis: conversations by status, for ops (``fleet status``, ``purge``, ...) ---
-    def by_status(self, status: IndexedStatus) -> str:
+    # --- Redis: a group's conversations by status, for ops (``fleet status``, ...) ---
+    def by_status(self, status: IndexedStatus, group: int) -> str:
         """Sorted set: conversations with this status -> since when (ms, Redis clock).
         Running ones are not indexed here: they are the workers' owns sets."""
-        return f"{self.namespace}:conversations:{status}"
+        return f"{self.namespace}:{self.group_tag(group)}:conversations:{status}"
 
-    @property
-    def full(self) -> str:
+    def full(self, group: int) -> str:
         """Sorted set: conversations whose input was refused because their log reached
         its cap -> first refusal (ms)."""
-        return f"{self.namespace}:conversations:full"
+        return f"{self.namespace}:{self.group_tag(group)}:conversations:full"
 
-    @property
-    def pending(self) -> str:
+    def pending(self, group: int) -> str:
         """Sorted set: conversations owed an owner (admitted input, or closing) -> since
         (ms); the claim removes them, the reaper asks again for those left too long."""
-        return f"{self.namespace}:pending"
+        return f"{self.namespace}:{self.group_tag(group)}:pending"
 
-    @property
-    def due(self) -> str:
+    def due(self, group: int) -> str:
         """Sorted set: ``<cid> <timer_id>`` -> when it is due (ms); the reaper fires them."""
-        return f"{self.namespace}:timers"
+        return f"{self.namespace}:{self.group_tag(group)}:timers"
 
-    @property
-    def archive_owed(self) -> str:
+    def archive_owed(self, group: int) -> str:
         """Sorted set: passivated or closed conversations whose log is owed a move to
         PostgreSQL -> since (ms); the move removes them, the reaper does those left too
         long (their mover died)."""
-        return f"{self.namespace}:archive"
+        return f"{self.namespace}:{self.group_tag(group)}:archive"
 
     @property
     def reaper_leader(self) -> str:
@@ -251,25 +275,27 @@ class Names:
         while pending:
             code = pending.pop()
             for name, helper in helpers.items():
-                if name not in wanted and re.search(rf"\b{name}\(", code):
+                if name not in wanted and re.search(rf"\b{name}\b", code):
                     wanted.add(name)
                     pending.append(helper)
         return "".join(helper + "\n" for name, helper in helpers.items() if name in wanted)
 
     def _lua_helpers(self) -> dict[str, str]:
+        in_slot = _InScriptSlot(self.namespace, self.groups)
         builders: dict[str, Callable[..., str]] = {
-            "meta": self.meta,
-            "lease": self.lease,
-            "deleting": self.deleting,
-            "timers": self.timers,
-            "clients": self.clients,
-            "connections": self.connections,
-            "running": self.running,
-            "owns": self.owns,
-            "alive": self.alive,
-            "user_conversations": self.user_conversations,
+            "meta": in_slot.meta,
+            "lease": in_slot.lease,
+            "deleting": in_slot.deleting,
+            "timers": in_slot.timers,
+            "clients": in_slot.clients,
+            "connections": in_slot.connections,
+            "running": in_slot.running,
+            "owns": in_slot.owns,
+            "alive": in_slot.alive,
+            "user_conversations": in_slot.user_conversations,
         }
-        helpers = {f"key_{name}": _lua_builder(name, build) for name, build in builders.items()}
+        helpers = {"TAG": "local TAG = string.match(KEYS[1], '{[^}]*}')  -- the script's slot"}
+        helpers |= {f"key_{name}": _lua_builder(name, build) for name, build in builders.items()}
         sep = LEASE_SEPARATOR
         helpers["lease_value"] = (
             f"local function lease_value(worker, epoch) return worker .. '{sep}' .. epoch end"
@@ -309,18 +335,28 @@ class Names:
         return helpers
 
 
+# Stands for the hash tag in keys built for Lua: the script's own (``TAG``).
+_TAG_HOLE = "\x00tag\x00"
+
+
+class _InScriptSlot(Names):
+    """Keys as a script builds them: in the slot of its first key, whatever the group."""
+
+    def group_tag(self, group: int) -> str:
+        return _TAG_HOLE
+
+
 def _lua_builder(name: str, build: Callable[..., str]) -> str:
-    """``local function key_<name>(a, b, ...)`` returning what ``build(a, b, ...)`` returns."""
-    params = list(inspect.signature(build).parameters)
-    holes = [f"\x00{i}\x00" for i in range(len(params))]
+    """``local function key_<name>(a, b, ...)`` returning what ``build(a, b, ...)`` returns,
+    in the script's slot (a ``group`` parameter has no say there, and is left out)."""
+    holes = {f"\x00{i}\x00": param for i, param in enumerate(inspect.signature(build).parameters)}
     built = build(*holes)
-    parts: list[str] = []
-    for hole, param in zip(holes, params, strict=True):
-        before, built = built.split(hole)
-        parts += [_lua_string(before), param]
-    parts.append(_lua_string(built))
-    body = " .. ".join(p for p in parts if p != "''")
-    return f"local function key_{name}({', '.join(params)}) return {body} end"
+    lua = holes | {_TAG_HOLE: "TAG"}
+    parts = [
+        lua.get(part, _lua_string(part)) for part in re.split("(\x00[^\x00]*\x00)", built) if part
+    ]
+    params = [param for hole, param in holes.items() if hole in built]
+    return f"local function key_{name}({', '.join(params)}) return {' .. '.join(parts)} end"
 
 
 def _lua_string(text: str) -> str:

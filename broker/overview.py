@@ -9,10 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
-from redis.asyncio import Redis
-
 from broker.names import Names, parse_lease
-from broker.redis import text
+from broker.redis import Client, text
 
 SHOWN = 200  # conversations listed at most
 OWNED_SHOWN = 50  # conversation ids listed per worker at most
@@ -54,37 +52,51 @@ class Overview:
         return asdict(self)
 
 
-async def read_overview(redis: Redis, names: Names) -> Overview:
+async def read_overview(redis: Client, names: Names) -> Overview:
+    groups = names.all_groups
     async with redis.pipeline(transaction=False) as pipe:
         pipe.time()
-        pipe.zrange(names.deadlines("worker"), 0, -1)
-        pipe.zrange(names.deadlines("gateway"), 0, -1)
-        pipe.zrange(names.pending, 0, SHOWN - 1, withscores=True)
-        pipe.zcard(names.pending)
-        clock, worker_ids, gateway_ids, pending, pending_count = await pipe.execute()
+        # Every process has a deadline and liveness in group 0 (and a copy in each other).
+        pipe.zrange(names.deadlines("worker", 0), 0, -1)
+        pipe.zrange(names.deadlines("gateway", 0), 0, -1)
+        for group in groups:
+            pipe.zrange(names.pending(group), 0, SHOWN - 1, withscores=True)
+            pipe.zcard(names.pending(group))
+        clock, worker_ids, gateway_ids, *owed = await pipe.execute()
+    pending = sorted((p for found in owed[0::2] for p in found), key=lambda p: p[1])[:SHOWN]
+    pending_count = sum(owed[1::2])
     workers = [text(w) for w in worker_ids]
     gateways = [text(g) for g in gateway_ids]
 
     async with redis.pipeline(transaction=False) as pipe:
         for worker in workers:
-            pipe.pttl(names.alive("worker", worker))
-            pipe.scard(names.owns(worker))
-            pipe.sscan(names.owns(worker), 0, count=OWNED_SHOWN)
+            pipe.pttl(names.alive("worker", worker, 0))
+            for group in groups:
+                pipe.scard(names.owns(worker, group))
+                pipe.sscan(names.owns(worker, group), 0, count=OWNED_SHOWN)
         for gateway in gateways:
-            pipe.pttl(names.alive("gateway", gateway))
-            pipe.hgetall(names.gateway_index(gateway))
-        replies = await pipe.execute()
+            pipe.pttl(names.alive("gateway", gateway, 0))
+            for group in groups:
+                pipe.hgetall(names.gateway_index(gateway, group))
+        replies = iter(await pipe.execute())
 
     worker_views: list[ProcessView] = []
     clients: dict[str, int] = {}
-    for i, worker in enumerate(workers):
-        ttl, owned, (_, some) = replies[3 * i : 3 * i + 3]
+    for worker in workers:
+        ttl = next(replies)
+        owned, some = 0, []
+        for _ in groups:
+            owned += next(replies)
+            some += next(replies)[1]
         shown = sorted(text(c) for c in some)[:OWNED_SHOWN]
         worker_views.append(ProcessView(worker, ttl != -2, _ttl(ttl), owned, shown))
     gateway_views = []
-    for i, gateway in enumerate(gateways):
-        ttl, index = replies[3 * len(workers) + 2 * i : 3 * len(workers) + 2 * i + 2]
-        counts = {text(k): int(v) for k, v in cast(dict[bytes, bytes], index).items()}
+    for gateway in gateways:
+        ttl = next(replies)
+        counts: dict[str, int] = {}
+        for _ in groups:
+            for k, v in cast(dict[bytes, bytes], next(replies)).items():
+                counts[text(k)] = int(v)
         here = {k[2:]: n for k, n in counts.items() if k.startswith("c:") and n > 0}
         users = sum(n for k, n in counts.items() if k.startswith("u:"))
         for cid, n in here.items():
@@ -102,7 +114,7 @@ async def read_overview(redis: Redis, names: Names) -> Overview:
 
 
 async def _conversations(
-    redis: Redis, names: Names, ids: list[str], clients: dict[str, int], since: dict[str, float]
+    redis: Client, names: Names, ids: list[str], clients: dict[str, int], since: dict[str, float]
 ) -> list[ConversationView]:
     async with redis.pipeline(transaction=False) as pipe:
         for cid in ids:

@@ -8,16 +8,15 @@ dead gateway's connections are forgotten by one script once its liveness key lap
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from broker import scripts
 from broker.names import Names
+from broker.redis import Client
 
 
 class Presence:
     """Clients of one gateway joining and leaving conversations."""
 
-    def __init__(self, redis: Redis, names: Names, gateway_id: str, limit: int = 0) -> None:
+    def __init__(self, redis: Client, names: Names, gateway_id: str, limit: int = 0) -> None:
         self.names = names
         self.gateway_id = gateway_id
         self.limit = limit  # connections per user across gateways (0: none)
@@ -33,6 +32,6 @@ class Presence:
 
     async def _change(self, cid: str, user: str, delta: int, limit: int) -> bool:
         n = self.names
-        keys = [n.clients(cid), n.connections(user), n.gateway_index(self.gateway_id)]
+        keys = [n.clients(cid), n.connections(user), n.gateway_index(self.gateway_id, n.group(cid))]
         args: list[str | int] = [self.gateway_id, cid, user, delta, limit]
         return bool(await self._count(keys=keys, args=args))

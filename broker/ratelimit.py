@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from broker import scripts
 from broker.errors import RateLimited
 from broker.names import Names
+from broker.redis import Client
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,7 @@ def refuse(wait_ms: int) -> RateLimited:
 class RateLimiter:
     """Takes one request of a user's allowance, or refuses it with when to retry."""
 
-    def __init__(self, redis: Redis, names: Names, rate: Rate) -> None:
+    def __init__(self, redis: Client, names: Names, rate: Rate) -> None:
         self.names = names
         self.rate = rate
         self._take = scripts.load(redis, names, "rate")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
@@ -14,12 +14,28 @@ from broker.settings import ConfigError
 # Commands beyond this many at once wait for a connection rather than fail: a burst
 # of hundreds of actions must queue, not error, and Redis prefers few connections.
 MAX_CONNECTIONS = 64
+# The cluster client cannot make a command wait for a connection (it fails it), so it
+# may open this many per node: a burst opens more connections instead of failing.
+CLUSTER_MAX_CONNECTIONS = 1024
 
 Word = TypeVar("Word", bound=str)
 
+# One Redis, or a Redis Cluster (every script and transaction in one slot: broker.names).
+Client: TypeAlias = Redis | RedisCluster
 
-def connect(url: str) -> Redis:
-    """A client with bounded timeouts and capped exponential retry on connection errors."""
+
+def connect(url: str, cluster: bool = False) -> Client:
+    """A client with bounded timeouts and capped exponential retry on connection errors;
+    with ``cluster``, of the Redis Cluster that ``url`` is a node of."""
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3)
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            max_connections=CLUSTER_MAX_CONNECTIONS,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            retry=retry,
+        )
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=MAX_CONNECTIONS,
@@ -27,13 +43,13 @@ def connect(url: str) -> Redis:
         socket_timeout=5,
         socket_connect_timeout=2,
         health_check_interval=10,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry=retry,
         retry_on_error=[ConnectionError, TimeoutError],
     )
     return Redis.from_pool(pool)
 
 
-async def require_durable(redis: Redis) -> None:
+async def require_durable(redis: Client) -> None:
     """``ConfigError`` unless Redis writes every change to its append-only file before it
     answers (``appendonly yes``, ``appendfsync always``): then nothing the fleet
     acknowledged is lost when Redis is killed and restarted."""

@@ -10,14 +10,13 @@ finished by the next one.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Literal, cast, get_args
-
-from redis.asyncio import Redis
 
 from broker import scripts
 from broker.amqp import Broker
 from broker.names import Names
-from broker.redis import one_of, text
+from broker.redis import Client, one_of, text
 
 PurgeKind = Literal["closed", "idle"]
 # See lua/purge.lua.
@@ -41,7 +40,7 @@ Step = Literal["check", "hold", "delete", "restore"]
 class Retention:
     """Finds and purges conversations of one fleet."""
 
-    def __init__(self, redis: Redis, names: Names, broker: Broker) -> None:
+    def __init__(self, redis: Client, names: Names, broker: Broker) -> None:
         self.redis = redis
         self.names = names
         self.broker = broker
@@ -49,14 +48,18 @@ class Retention:
 
     async def count(self, kind: PurgeKind, cutoff_ms: int) -> int:
         """How many conversations of ``kind`` may qualify (closed, or idle, before the cutoff)."""
-        return int(await self.redis.zcount(self.names.by_status(kind), "-inf", cutoff_ms))
+        n = self.names
+        counts = await asyncio.gather(
+            *(self.redis.zcount(n.by_status(kind, g), "-inf", cutoff_ms) for g in n.all_groups)
+        )
+        return sum(counts)
 
     async def candidates(
-        self, kind: PurgeKind, cutoff_ms: int, offset: int, limit: int
+        self, kind: PurgeKind, cutoff_ms: int, group: int, offset: int, limit: int
     ) -> list[str]:
-        """Conversations of ``kind`` since before the cutoff, oldest first."""
+        """The group's conversations of ``kind`` since before the cutoff, oldest first."""
         found = await self.redis.zrangebyscore(
-            self.names.by_status(kind), "-inf", cutoff_ms, offset, limit
+            self.names.by_status(kind, group), "-inf", cutoff_ms, offset, limit
         )
         return [text(cid) for cid in cast(list[bytes], found)]
 
@@ -80,7 +83,7 @@ class Retention:
         return await self._step(cid, "delete", kind, cutoff_ms)
 
     async def _step(self, cid: str, step: Step, kind: PurgeKind, cutoff_ms: int) -> PurgeOutcome:
-        n = self.names
+        n, group = self.names, self.names.group(cid)
         keys = [
             n.meta(cid),
             n.lease(cid),
@@ -90,11 +93,11 @@ class Retention:
             n.actions(cid),
             n.stream(cid),
             n.clients(cid),
-            n.pending,
-            n.by_status("idle"),
-            n.by_status("closing"),
-            n.by_status("closed"),
-            n.full,
+            n.pending(group),
+            n.by_status("idle", group),
+            n.by_status("closing", group),
+            n.by_status("closed", group),
+            n.full(group),
         ]
         reply = await self._purge(keys=keys, args=[cid, step, kind, cutoff_ms])
         return one_of(reply, get_args(PurgeOutcome))

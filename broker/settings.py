@@ -17,9 +17,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from broker.names import Names
+
 MIN_SECRET_BYTES = 32
 MAX_SCHEMA_BYTES = 63  # PostgreSQL identifiers
 ENV_PREFIX = "FLEET_"
+# Hash-tag groups of a fleet on a Redis Cluster, unless set: up to this many masters
+# share its keys.
+CLUSTER_GROUPS = 16
 
 OverLimitPolicy = Literal["reject", "evict_oldest"]
 BusyPolicy = Literal["enqueue", "reject", "interrupt", "steer"]
@@ -39,6 +44,15 @@ class Settings(BaseSettings):
     # Refuse to run unless Redis fsyncs every write (appendonly yes, appendfsync
     # always): then nothing acknowledged is lost when Redis is killed. deploy/ sets it.
     redis_durable: bool = False
+    # FLEET_REDIS_URL is a startup node of a Redis Cluster: keys spread over hash-tag
+    # groups (broker.names), each group one slot, so every script stays in one slot.
+    redis_cluster: bool = False
+    # How many hash-tag groups the keys spread over; fixed for a namespace's life (its
+    # keys are where their group says). Default: 1 on one Redis, 16 on a cluster.
+    redis_groups: int | None = Field(None, ge=1, le=1024)
+    # Each append to a log waits until this many replicas have it (Redis WAIT, at most
+    # a second) before the worker goes on: a master that dies loses nothing logged.
+    redis_wait_replicas: int = Field(0, ge=0)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     namespace: str = Field("fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: SecretStr | None = None
@@ -208,6 +222,12 @@ class Settings(BaseSettings):
         """The webhook secret's bytes; None when webhooks are off (no secret)."""
         secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
         return secret.encode() or None
+
+    @property
+    def names(self) -> Names:
+        """The fleet's keys and queues."""
+        groups = self.redis_groups or (CLUSTER_GROUPS if self.redis_cluster else 1)
+        return Names(self.namespace, groups)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
 import orjson
-from redis.asyncio import Redis
 
 from broker import metrics, scripts
 from broker.archive import Archive
@@ -18,7 +17,7 @@ from broker.errors import LeaseLost, Unavailable
 from broker.events import Action, CloseMarker, QueueItem, StreamFrame
 from broker.names import Names
 from broker.ratelimit import Rate
-from broker.redis import one_of, text
+from broker.redis import Client, one_of, text
 from broker.settings import BusyPolicy, OverLimitPolicy
 
 SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
@@ -139,11 +138,20 @@ class Store:
     were moved there (``broker.archiver``): reads and dedupe look there for them.
     """
 
-    def __init__(self, redis: Redis, names: Names, archive: Archive | None = None) -> None:
+    def __init__(
+        self,
+        redis: Client,
+        names: Names,
+        archive: Archive | None = None,
+        wait_replicas: int = 0,
+    ) -> None:
         self.redis = redis
         self.names = names
         self.archive = archive
-        self._append = scripts.load(redis, names, "append")
+        # Appends reach this many replicas before they count (see scripts.Replicated).
+        self._append = scripts.Replicated(
+            redis, scripts.load(redis, names, "append"), wait_replicas
+        )
         self._tail = scripts.load(redis, names, "tail")
         self._admit = scripts.load(redis, names, "admit")
         self._close = scripts.load(redis, names, "close")
@@ -189,7 +197,11 @@ class Store:
         kind: str = "",
         record: Mapping[str, str] | None = None,
     ) -> Admission:
-        n = self.names
+        n, group = self.names, self.names.group(cid)
+        if group != n.group(user):  # a user's conversations are in the user's group
+            if mode == "create":
+                raise ValueError(f"{cid} is not in {user}'s group: Names.new_conversation_id")
+            return Admission("unknown", False, None)
         keys = [
             n.meta(cid),
             n.running(user),
@@ -198,12 +210,12 @@ class Store:
             n.rate(user),
             n.log(cid),
             n.actions(cid),
-            n.pending,
+            n.pending(group),
             n.approvals(cid),
             n.deleting(cid),
-            n.by_status("idle"),
-            n.by_status("closing"),
-            n.full,
+            n.by_status("idle", group),
+            n.by_status("closing", group),
+            n.full(group),
         ]
         checked, digest = "", ""
         for _ in range(ARCHIVE_LOOKUPS):
@@ -259,13 +271,15 @@ class Store:
 
     async def close(self, cid: str, user: str, reason: str) -> Status | None:
         """Begin closing for good; the status it had (None: no such conversation)."""
-        n = self.names
+        n, group = self.names, self.names.group(cid)
+        if group != n.group(user):  # not the user's: theirs are in the user's group
+            return None
         keys = [
             n.meta(cid),
             n.running(user),
-            n.pending,
-            n.by_status("idle"),
-            n.by_status("closing"),
+            n.pending(group),
+            n.by_status("idle", group),
+            n.by_status("closing", group),
         ]
         before = await self._close(keys=keys, args=[cid, reason])
         return one_of(before, get_args(Status)) if before else None

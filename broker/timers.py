@@ -10,17 +10,17 @@ entry, never a series to catch up on.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from broker import scripts
 from broker.errors import LeaseLost
 from broker.events import TimerFired
 from broker.names import Names
-from broker.redis import text
+from broker.redis import Client, text
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ class DueTimer:
 class Timers:
     """Schedule, cancel, fire and forget conversations' timers."""
 
-    def __init__(self, redis: Redis, names: Names) -> None:
+    def __init__(self, redis: Client, names: Names) -> None:
         self.redis = redis
         self.names = names
         self._schedule = scripts.load(redis, names, "schedule")
@@ -48,7 +48,8 @@ class Timers:
         self._due = scripts.load(redis, names, "due")
 
     def _keys(self, cid: str) -> list[str]:
-        return [self.names.lease(cid), self.names.timers(cid), self.names.due]
+        n = self.names
+        return [n.lease(cid), n.timers(cid), n.due(n.group(cid))]
 
     async def schedule(self, cid: str, lease: str, timer_id: str, at: float, payload: Any) -> None:
         """Schedule ``timer_id`` at ``at`` (epoch seconds), or move it there."""
@@ -73,12 +74,11 @@ class Timers:
         entries = await self.redis.hgetall(self.names.timers(cid))
         return {text(tid): float(orjson.loads(entry)["at"]) for tid, entry in entries.items()}
 
-    async def due(self, limit: int, retry_after: float) -> list[DueTimer]:
-        """Timers due now (at most ``limit``), each put off by ``retry_after`` seconds
-        until ``fired`` says it went out."""
-        flat = await self._due(
-            keys=[self.names.due, self.names.pending], args=[limit, int(retry_after * 1000)]
-        )
+    async def due(self, group: int, limit: int, retry_after: float) -> list[DueTimer]:
+        """The group's timers due now (at most ``limit``), each put off by ``retry_after``
+        seconds until ``fired`` says it went out."""
+        keys = [self.names.due(group), self.names.pending(group)]
+        flat = await self._due(keys=keys, args=[limit, int(retry_after * 1000)])
         found = []
         for i in range(0, len(flat), 3):
             cid, timer_id = text(flat[i]).split(" ", 1)
@@ -89,18 +89,26 @@ class Timers:
 
     async def next_due(self) -> float | None:
         """When the earliest timer falls due (epoch seconds), if any is scheduled."""
-        earliest = await self.redis.zrange(self.names.due, 0, 0, withscores=True)
-        return float(earliest[0][1]) / 1000 if earliest else None
+        n = self.names
+        firsts = await asyncio.gather(
+            *(self.redis.zrange(n.due(g), 0, 0, withscores=True) for g in n.all_groups)
+        )
+        scores = [float(first[0][1]) for first in firsts if first]
+        return min(scores) / 1000 if scores else None
 
     async def fired(self, timers: list[DueTimer]) -> None:
         """These went out (or cannot go anywhere): not due any more. Each stays in its
         conversation's hash until its owner logs it."""
-        if timers:
-            await self.redis.zrem(self.names.due, *(t.member for t in timers))
+        by_group: dict[int, list[str]] = {}
+        for timer in timers:
+            by_group.setdefault(self.names.group(timer.conversation_id), []).append(timer.member)
+        for group, members in by_group.items():
+            await self.redis.zrem(self.names.due(group), *members)
 
     async def clear(self, cid: str) -> None:
         """Forget every timer of a conversation closed for good."""
         timer_ids = [text(t) for t in await self.redis.hkeys(self.names.timers(cid))]
         if timer_ids:
-            await self.redis.zrem(self.names.due, *(f"{cid} {t}" for t in timer_ids))
+            due = self.names.due(self.names.group(cid))
+            await self.redis.zrem(due, *(f"{cid} {t}" for t in timer_ids))
         await self.redis.delete(self.names.timers(cid))

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from broker import scripts
 from broker.events import WebhookTarget
 from broker.names import Names
-from broker.redis import text
+from broker.redis import Client, text
 
 OUTBOXED = "outboxed"  # the meta field
 
@@ -31,7 +29,7 @@ class WebhookRecord:
 class WebhookCursors:
     """Read and move the two cursors of a conversation's webhooks."""
 
-    def __init__(self, redis: Redis, names: Names) -> None:
+    def __init__(self, redis: Client, names: Names) -> None:
         self.redis = redis
         self.names = names
         self._raise = scripts.load(redis, names, "raise")

@@ -19,24 +19,25 @@ SLACK = 30.0
 
 async def drain(ops: Ops, worker_id: str, wait: bool) -> int:
     n, settings = ops.names, ops.settings
-    if not await ops.redis.exists(n.alive("worker", worker_id)):
+    if not await ops.redis.exists(n.alive("worker", worker_id, 0)):
         raise OpsError(f"no live worker {worker_id} in namespace {settings.namespace!r}")
     patience = settings.shutdown_grace + SLACK
-    await ops.redis.set(n.drain("worker", worker_id), "1", ex=max(1, round(patience)))
-    owned = await ops.redis.scard(n.owns(worker_id))
+    for group in n.all_groups:  # its heartbeat in any group sees it
+        await ops.redis.set(n.drain("worker", worker_id, group), "1", ex=max(1, round(patience)))
+    owned = await ops.owned(worker_id)
     print(f"asked {worker_id} to drain: it owns {owned} conversation(s)", flush=True)
     if not wait:
         return 0
     loop = asyncio.get_running_loop()
     give_up = loop.time() + patience
-    while await ops.redis.exists(n.alive("worker", worker_id)):
+    while await ops.redis.exists(n.alive("worker", worker_id, 0)):
         if loop.time() > give_up:
             raise OpsError(f"{worker_id} is still running after {patience:.0f} s")
-        if (now_owned := await ops.redis.scard(n.owns(worker_id))) != owned:
+        if (now_owned := await ops.owned(worker_id)) != owned:
             owned = now_owned
             print(f"  it owns {owned} conversation(s)", flush=True)
         await asyncio.sleep(POLL)
-    if await ops.redis.zscore(n.deadlines("worker"), worker_id) is not None:
+    if await ops.redis.zscore(n.deadlines("worker", 0), worker_id) is not None:
         raise OpsError(
             f"{worker_id} stopped without leaving (killed?): "
             "its conversations move once a reaper notices"

@@ -22,17 +22,17 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
-from redis.asyncio import Redis
 
 from broker.amqp import Broker
 from broker.names import Names
+from broker.redis import connect
 from broker.settings import Settings
 
 LogLine = dict[str, Any]
 READY_TIMEOUT = 30.0
 POLL = 0.05
 # <namespace>:conv:{<conversation id>}:meta, see broker.names
-META = re.compile(r"^(?P<ns>.+):conv:\{(?P<cid>[^}]+)\}:meta$")
+META = re.compile(r"^(?P<ns>[^:]+):\{[^}]*\}:conv:(?P<cid>[^:]+):meta$")
 
 
 def free_port() -> int:
@@ -210,7 +210,7 @@ class LocalFleet:
 
     def __init__(self, settings: Settings, **env: str) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = settings.names
         self.log_dir: Path | None = None  # set to keep each process's log in a file
         self.processes: list[FleetProcess] = []
         self.env = {
@@ -293,6 +293,7 @@ async def purge(
     amqp_url: str,
     queues: Iterable[str] = (),
     exchanges: Iterable[str] = (),
+    cluster: bool = False,
 ) -> int:
     """Delete every key, queue and exchange of the namespaces named ``prefix...``
     (a test's namespace, or all of a bench run's); how many queues were deleted.
@@ -301,7 +302,7 @@ async def purge(
     Queue names come from the conversation records (and ``queues``, ``exchanges``
     from elsewhere), so keys go last.
     """
-    redis = Redis.from_url(redis_url)
+    redis = connect(redis_url, cluster)
     try:
         keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
         # The prefix as a namespace too: one that ran a fleet but stored no record.

@@ -28,7 +28,7 @@ async def inspect(ops: Ops, cid: str, events: int) -> dict[str, Any]:
         pipe.get(n.lease(cid))
         pipe.get(n.epoch(cid))
         pipe.hgetall(n.clients(cid))
-        pipe.zscore(n.pending, cid)
+        pipe.zscore(n.pending(n.group(cid)), cid)
         pipe.hgetall(n.stream(cid))
         pipe.llen(n.log(cid))
         meta, lease, epoch, clients, pending, stream, length = await pipe.execute()
@@ -38,7 +38,7 @@ async def inspect(ops: Ops, cid: str, events: int) -> dict[str, Any]:
     owner = None
     if lease is not None:
         worker_id, lease_epoch = parse_lease(text(lease))
-        alive = bool(await ops.redis.exists(n.alive("worker", worker_id)))
+        alive = bool(await ops.redis.exists(n.alive("worker", worker_id, n.group(cid))))
         owner = {"worker_id": worker_id, "epoch": lease_epoch, "alive": alive}
     broker = await ops.broker()
     by_gateway = {text(k): int(v) for k, v in clients.items()}

@@ -8,13 +8,11 @@ import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from broker.amqp import Broker
 from broker.dependencies import describe, redact
-from broker.names import Names
-from broker.redis import connect
+from broker.redis import Client, connect
 from broker.settings import Settings
 
 # Exit status of an ops command whose Redis or RabbitMQ is unreachable.
@@ -34,8 +32,8 @@ class Ops:
 
     def __init__(self, settings: Settings, command: str) -> None:
         self.settings = settings
-        self.names = Names(settings.namespace)
-        self.redis: Redis = connect(settings.redis_url)
+        self.names = settings.names
+        self.redis: Client = connect(settings.redis_url, settings.redis_cluster)
         self._broker: Broker | None = None
         self._command = command
 
@@ -49,6 +47,14 @@ class Ops:
                 raise BrokerUnreachable(describe(exc)) from exc
             self._broker = broker
         return self._broker
+
+    async def owned(self, worker_id: str) -> int:
+        """How many conversations a worker owns, in all its key groups."""
+        n = self.names
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in n.all_groups:
+                pipe.scard(n.owns(worker_id, group))
+            return sum(await pipe.execute())
 
     async def now_ms(self) -> int:
         """The Redis clock, which every deadline and index score is kept in."""

@@ -120,15 +120,16 @@ async def purge(ops: Ops, todo: list[Plan], dry_run: bool) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(plan.cutoff))
         progress = Progress(plan.kind, await retention.count(plan.kind, cutoff), dry_run)
         print(f"{plan.kind} since before {when}: {progress.total} candidate(s)", flush=True)
-        kept = 0  # candidates left in the index: the next batch starts after them
-        while batch := await retention.candidates(plan.kind, cutoff, kept, BATCH):
-            for cid in batch:
-                if dry_run:
-                    outcome = await retention.check(cid, plan.kind, cutoff)
-                else:
-                    outcome = await retention.purge(cid, plan.kind, cutoff)
-                progress.add(outcome)
-                kept += outcome != "deleted"
+        for group in ops.names.all_groups:
+            kept = 0  # candidates left in the index: the next batch starts after them
+            while batch := await retention.candidates(plan.kind, cutoff, group, kept, BATCH):
+                for cid in batch:
+                    if dry_run:
+                        outcome = await retention.check(cid, plan.kind, cutoff)
+                    else:
+                        outcome = await retention.purge(cid, plan.kind, cutoff)
+                    progress.add(outcome)
+                    kept += outcome != "deleted"
         print(f"{plan.kind}: {progress.line()}", flush=True)
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 import orjson
 
 from broker.events import ProcessInfo, decode_process_info
-from broker.names import Role
+from broker.names import IndexedStatus, Role
 from broker.redis import text
 from broker.settings import Settings
 from fleet.ops import Ops, ago, run, table
@@ -91,10 +91,13 @@ async def gather(ops: Ops) -> FleetStatus:
     gateways = await _processes(ops, "gateway", now)
     workers = await _processes(ops, "worker", now)
     reapers = await _processes(ops, "reaper", now, leader_id)
+    statuses: tuple[IndexedStatus, ...] = ("idle", "closing", "closed")
     async with ops.redis.pipeline(transaction=False) as pipe:
-        for status in ("idle", "closing", "closed"):
-            pipe.zcard(n.by_status(status))
-        idle, closing, closed = await pipe.execute()
+        for group in n.all_groups:
+            for status in statuses:
+                pipe.zcard(n.by_status(status, group))
+        counts = await pipe.execute()
+    idle, closing, closed = (sum(counts[i::3]) for i in range(3))
     running = sum(w.owned or 0 for w in workers)
     broker = await ops.broker()
     backlog = await broker.dispatch_backlog()
@@ -120,18 +123,21 @@ async def _processes(
     n = ops.names
     entries = cast(
         list[tuple[bytes, float]],
-        await ops.redis.zrange(n.deadlines(role), 0, -1, withscores=True),
+        # Every process has a deadline and liveness in group 0 (and a copy in each other).
+        await ops.redis.zrange(n.deadlines(role, 0), 0, -1, withscores=True),
     )
     ids = [text(raw) for raw, _ in entries]
     async with ops.redis.pipeline(transaction=False) as pipe:
         for process_id in ids:
-            pipe.get(n.alive(role, process_id))
+            pipe.get(n.alive(role, process_id, 0))
             if role == "worker":
-                pipe.scard(n.owns(process_id))
+                for group in n.all_groups:
+                    pipe.scard(n.owns(process_id, group))
             elif role == "gateway":
-                pipe.hgetall(n.gateway_index(process_id))
+                for group in n.all_groups:
+                    pipe.hgetall(n.gateway_index(process_id, group))
         replies = await pipe.execute()
-    per = 1 if role == "reaper" else 2
+    per = 1 if role == "reaper" else 1 + n.groups
     found = []
     for i, (process_id, (_, deadline)) in enumerate(zip(ids, entries, strict=True)):
         value, *extra = replies[i * per : (i + 1) * per]
@@ -142,8 +148,8 @@ async def _processes(
                 alive=alive,
                 dead_for=None if alive else max(0.0, (now_ms - deadline) / 1000),
                 info=decode_process_info(value),
-                owned=int(extra[0]) if role == "worker" else None,
-                connections=_connections(extra[0]) if role == "gateway" else None,
+                owned=sum(extra) if role == "worker" else None,
+                connections=sum(map(_connections, extra)) if role == "gateway" else None,
                 leader=role == "reaper" and process_id == leader,
             )
         )

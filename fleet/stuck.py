@@ -14,7 +14,9 @@ by a scan. Read-only.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, Literal, cast
 
 import orjson
@@ -54,7 +56,7 @@ async def find_stuck(ops: Ops) -> list[Stuck]:
 
 async def _closing(ops: Ops, now: int) -> list[Stuck]:
     cutoff = now - int(ops.settings.stuck_after * 1000)
-    entries = await _range(ops, ops.names.by_status("closing"), cutoff)
+    entries = await _range(ops, partial(ops.names.by_status, "closing"), cutoff)
     found = []
     for cid, since in entries:
         meta, owner, alive = await _owner(ops, cid)
@@ -70,10 +72,11 @@ async def _closing(ops: Ops, now: int) -> list[Stuck]:
 async def _without_owner(ops: Ops, now: int) -> list[Stuck]:
     n = ops.names
     candidates = {cid for cid, _ in await _range(ops, n.pending, now)}
-    for worker_id, _ in await _range(ops, n.deadlines("worker"), now):
-        if not await ops.redis.exists(n.alive("worker", worker_id)):
-            members = await ops.redis.srandmember(n.owns(worker_id), LIMIT)
-            candidates |= {text(m) for m in cast(list[bytes], members)}
+    for group in n.all_groups:
+        for worker_id, _ in await _range(ops, partial(n.deadlines, "worker"), now, [group]):
+            if not await ops.redis.exists(n.alive("worker", worker_id, group)):
+                members = await ops.redis.srandmember(n.owns(worker_id, group), LIMIT)
+                candidates |= {text(m) for m in cast(list[bytes], members)}
     cutoff = now - int(ops.settings.stuck_after * 1000)
     found = []
     for cid in sorted(candidates):
@@ -110,12 +113,19 @@ async def _full(ops: Ops, now: int) -> list[Stuck]:
     return found
 
 
-async def _range(ops: Ops, key: str, until_ms: int) -> list[tuple[str, int]]:
-    entries = cast(
-        list[tuple[bytes, float]],
-        await ops.redis.zrangebyscore(key, "-inf", until_ms, 0, LIMIT, withscores=True),
-    )
-    return [(text(member), int(score)) for member, score in entries]
+async def _range(
+    ops: Ops, key: Callable[[int], str], until_ms: int, groups: Iterable[int] | None = None
+) -> list[tuple[str, int]]:
+    """Members of a sorted set with a score up to ``until_ms``: of each key group's
+    (``key(group)``), or of those ``groups``."""
+    found = []
+    for group in ops.names.all_groups if groups is None else groups:
+        entries = cast(
+            list[tuple[bytes, float]],
+            await ops.redis.zrangebyscore(key(group), "-inf", until_ms, 0, LIMIT, withscores=True),
+        )
+        found += [(text(member), int(score)) for member, score in entries]
+    return found
 
 
 async def _owner(ops: Ops, cid: str) -> tuple[dict[str, str], str | None, bool]:
@@ -129,7 +139,7 @@ async def _owner(ops: Ops, cid: str) -> tuple[dict[str, str], str | None, bool]:
     if lease is None:
         return meta, None, False
     owner, _ = parse_lease(text(lease))
-    return meta, owner, bool(await ops.redis.exists(n.alive("worker", owner)))
+    return meta, owner, bool(await ops.redis.exists(n.alive("worker", owner, n.group(cid))))
 
 
 def _stuck(

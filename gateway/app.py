@@ -24,7 +24,6 @@ from broker.archive import archive_for
 from broker.events import ProcessInfo
 from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
-from broker.names import Names
 from broker.presence import Presence
 from broker.ratelimit import RateLimiter
 from broker.redis import connect
@@ -70,7 +69,7 @@ class Gateway(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = settings.names
         self.gateway_id = process_id()
         self._started_at = time.time()
         verifier = Verifier.from_settings(settings)
@@ -84,7 +83,7 @@ class Gateway(Service):
             max_http_buffer_size=4 * settings.max_payload_bytes,
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings.redis_url, settings.redis_cluster)
         self.archive = archive_for(settings)  # archived history, for replay and paging
         store = Store(self.redis, self.names, self.archive)
         self.broker = Broker(
@@ -169,7 +168,7 @@ class Gateway(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             try:
-                await self.liveness.forget(self.gateway_id, leaving=True)
+                await self.liveness.forget_everywhere(self.gateway_id)
             except Exception as exc:  # the reaper forgets us after our TTL instead
                 log.warning("presence_not_cleared", error=repr(exc))
             await self.feed.close()

@@ -24,7 +24,7 @@ from broker.errors import (
     Unavailable,
 )
 from broker.events import Action, Query, QueryAnswer, decode_answer, encode_input
-from broker.names import new_conversation_id, valid_conversation_id
+from broker.names import valid_conversation_id
 from broker.ratelimit import Rate, refuse
 from broker.settings import BusyPolicy, Settings
 from broker.store import Admission, ConversationRecord, Limits, Store
@@ -92,7 +92,7 @@ class Operations:
             initial, size = self._action({"kind": "message", "data": {"content": initial_message}})
         policy = self.on_busy if on_busy is None else busy_policy(on_busy)
         record = await self._webhooks(callback_url)
-        cid = new_conversation_id()
+        cid = self.store.names.new_conversation_id(user)
         await self.broker.declare_conversation(cid)
         admission = await self.store.create(cid, user, self.limits, policy, size, record)
         if admission.outcome != "ok":

@@ -51,8 +51,8 @@ def namespace() -> str:
 
 
 @pytest.fixture
-def names(namespace: str) -> Names:
-    return Names(namespace)
+def names(settings: Settings) -> Names:
+    return settings.names
 
 
 @pytest.fixture
@@ -85,9 +85,11 @@ def settings(namespace: str, redis_url: str) -> Settings:
 @pytest.fixture(autouse=True)
 async def _cleanup(settings: Settings, request: pytest.FixtureRequest) -> AsyncIterator[None]:
     yield
-    await purge(settings.namespace, settings.redis_url, settings.amqp_url)
+    await purge(
+        settings.namespace, settings.redis_url, settings.amqp_url, cluster=settings.redis_cluster
+    )
     if "pg_settings" in request.fixturenames:  # last, once every process is gone
-        await postgres.drop(POSTGRES_URL, [Names(settings.namespace).schema])
+        await postgres.drop(POSTGRES_URL, [settings.names.schema])
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import socketio
 from redis.asyncio import Redis
 
 from broker import tokens
+from broker.leases import Leases
 from broker.names import Names
 from broker.settings import Settings
 
@@ -191,3 +192,8 @@ async def say(
         body = {"kind": "message", "data": {"content": content}, "action_id": action_id or content}
         response = await api.post(f"/api/conversations/{cid}/actions", json=body)
         assert response.status_code == 200, response.text
+
+
+async def owned(redis: Redis, names: Names, worker_id: str) -> set[str]:
+    """The conversations a worker owns, in all key groups."""
+    return set(await Leases(redis, names).owned_by(worker_id))

@@ -19,7 +19,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet, free_port
 from tests.fleet.test_status import fleet_env
-from tests.support import Client, create_conversation, http, replied_to, token
+from tests.support import Client, create_conversation, http, owned, replied_to, token
 
 # Names only one role may export: a process of another role must not show them.
 ROLE_ONLY = {
@@ -66,7 +66,7 @@ async def test_every_process_exposes_its_roles_metrics(
         assert (await client.act("hi"))["ok"]
         await client.wait_for(lambda ev: len(ev) >= 4)
         async with asyncio.timeout(10):
-            while await redis.scard(names.owns(doomed_id)) < 4:
+            while len(await owned(redis, names, doomed_id)) < 4:
                 await asyncio.sleep(0.02)
         await fleet.worker(FLEET_METRICS_PORT=str(worker_port), FLEET_WORKER_CAPACITY="8")
         doomed.signal(signal.SIGKILL)

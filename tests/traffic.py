@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from broker.names import Names
 from tests.support import Client, EventList, replies
@@ -94,7 +94,7 @@ async def settle(senders: list[Sender], timeout: float = 30) -> None:
             await sender.client.wait_for(sender.answered, timeout=timeout)
 
 
-async def tally(senders: list[Sender], redis: Redis, names: Names) -> Tally:
+async def tally(senders: list[Sender], redis: Redis | RedisCluster, names: Names) -> Tally:
     """Count from what clients received and from the log itself (the record)."""
     lost: list[str] = []
     duplicated: list[str] = []

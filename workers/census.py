@@ -6,38 +6,42 @@ from __future__ import annotations
 
 from typing import cast, get_args
 
-from redis.asyncio import Redis
-
 from broker.amqp import Broker
 from broker.metrics import Figures
-from broker.names import Names, Role
-from broker.redis import text
+from broker.names import IndexedStatus, Names, Role
+from broker.redis import Client, text
 
 ROLES: tuple[Role, ...] = get_args(Role)
 
 
-async def count(redis: Redis, names: Names, broker: Broker) -> Figures:
+async def count(redis: Client, names: Names, broker: Broker) -> Figures:
     """A few Redis round trips and a passive check of the dispatch and dead-letter queues."""
     n = names
     live: dict[str, int] = {}
     running = 0
     for role in ROLES:
-        ids = cast(list[bytes], await redis.zrange(n.deadlines(role), 0, -1))
+        # Every process has a deadline and liveness in group 0 (and a copy in each other).
+        ids = [
+            text(raw) for raw in cast(list[bytes], await redis.zrange(n.deadlines(role, 0), 0, -1))
+        ]
         async with redis.pipeline(transaction=False) as pipe:
-            for raw in ids:
-                pipe.exists(n.alive(role, text(raw)))
-                if role == "worker":
-                    pipe.scard(n.owns(text(raw)))
+            for process_id in ids:
+                pipe.exists(n.alive(role, process_id, 0))
+            for process_id in ids if role == "worker" else []:
+                for group in n.all_groups:
+                    pipe.scard(n.owns(process_id, group))
             replies = await pipe.execute()
+        live[role] = sum(replies[: len(ids)])
         if role == "worker":
-            live[role], running = sum(replies[0::2]), sum(replies[1::2])
-        else:
-            live[role] = sum(replies)
+            running = sum(replies[len(ids) :])
+    statuses: tuple[IndexedStatus, ...] = ("idle", "closing", "closed")
     async with redis.pipeline(transaction=False) as pipe:
-        for status in ("idle", "closing", "closed"):
-            pipe.zcard(n.by_status(status))
-        pipe.zcard(n.pending)
-        idle, closing, closed, pending = await pipe.execute()
+        for group in n.all_groups:
+            for status in statuses:
+                pipe.zcard(n.by_status(status, group))
+            pipe.zcard(n.pending(group))
+        replies = await pipe.execute()
+    idle, closing, closed, pending = (sum(replies[i::4]) for i in range(4))
     dead = [await broker.passive_depth(queue) for queue in n.dead_letter_queues]
     return Figures(
         live=live,

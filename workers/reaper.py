@@ -30,7 +30,6 @@ from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
 from broker.liveness import Liveness
-from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
@@ -53,10 +52,10 @@ class Reaper(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = settings.names
         self.reaper_id = process_id()
         self.leading = False
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings.redis_url, settings.redis_cluster)
         self.leases = Leases(self.redis, self.names)
         self.timers = Timers(self.redis, self.names)
         self.workers = Liveness(self.redis, self.names, "worker")
@@ -96,7 +95,7 @@ class Reaper(Service):
                 with contextlib.suppress(Exception):
                     await self.leader.resign()
                 with contextlib.suppress(Exception):
-                    await self.reapers.forget(self.reaper_id, leaving=True)
+                    await self.reapers.forget_everywhere(self.reaper_id)
         finally:
             self._lead(False)
             self.exposition.close()
@@ -186,31 +185,41 @@ class Reaper(Service):
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
 
         Dead gateways' connections are forgotten too, so passivation sees the truth, and
-        conversations owed an owner for too long are asked for again.
+        conversations owed an owner for too long are asked for again. Each key group
+        keeps its own indexes: all are swept.
         """
-        for gateway_id in await self.gateways.expired():
-            forgotten = await self.gateways.forget(gateway_id)
+        moved = await asyncio.gather(*(self._sweep(group) for group in self.names.all_groups))
+        await self.fire_timers()
+        return sum(moved)
+
+    async def _sweep(self, group: int) -> int:
+        for gateway_id in await self.gateways.expired(group):
+            forgotten = await self.gateways.forget(gateway_id, group)
             if forgotten >= 0:
-                log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
-        for reaper_id in await self.reapers.expired():
-            if await self.reapers.forget(reaper_id) >= 0:
-                log.warning("reaper_reaped", reaper_id=reaper_id)
-        for cid in await self.leases.pending(self.settings.claim_retry_after):
+                log.warning(
+                    "gateway_reaped", gateway_id=gateway_id, conversations=forgotten, group=group
+                )
+        for reaper_id in await self.reapers.expired(group):
+            if await self.reapers.forget(reaper_id, group) >= 0:
+                log.warning("reaper_reaped", reaper_id=reaper_id, group=group)
+        for cid in await self.leases.pending(group, self.settings.claim_retry_after):
             log.info("claim_requested_again", conversation_id=cid)
             await self.broker.request_claim(cid, "retry")
-        await self.fire_timers()
         moved = 0
-        for worker_id in await self.workers.expired():
-            cids = await self.leases.owned_by(worker_id)
+        for worker_id in await self.workers.expired(group):
+            cids = await self.leases.owned_by(worker_id, group)
             # Its last heartbeat renewed its liveness until its deadline: it was alive then.
-            deadline = await self.workers.deadline(worker_id)
+            deadline = await self.workers.deadline(worker_id, group)
             last_seen = None if deadline is None else deadline - self.settings.liveness_ttl
             await asyncio.gather(
                 *(self.broker.request_claim(cid, "failover", last_seen) for cid in cids)
             )
-            if await self.workers.forget(worker_id) >= 0:
-                log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
-                metrics.WORKERS_REAPED.inc()
+            if await self.workers.forget(worker_id, group) >= 0:
+                log.warning(
+                    "worker_reaped", worker_id=worker_id, conversations=len(cids), group=group
+                )
+                if group == 0:  # every process is in group 0: a worker counts once
+                    metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved
 
@@ -227,7 +236,10 @@ class Reaper(Service):
     async def fire_timers(self) -> int:
         """Queue each due timer as input of its conversation (asking for an owner if it
         has none live); how many went out."""
-        due = await self.timers.due(TIMER_BATCH, TIMER_RETRY)
+        batches = await asyncio.gather(
+            *(self.timers.due(g, TIMER_BATCH, TIMER_RETRY) for g in self.names.all_groups)
+        )
+        due = [timer for batch in batches for timer in batch]
         outcomes = await asyncio.gather(
             *(self._fire(timer) for timer in due), return_exceptions=True
         )

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 
 from broker import metrics, tracing
-from broker.errors import LeaseLost
+from broker.errors import LeaseLost, Unavailable
 from broker.events import Action, Event, NewEvent, TimerFired, state, turn_id_of
 from broker.settings import BusyPolicy
 from broker.store import RequestChange
@@ -227,7 +228,8 @@ class TurnRunner:
                 raise TurnFailed("agent_silent", "the agent ended its turn without an answer")
         except asyncio.CancelledError:
             raise
-        except LeaseLost as exc:
+        except (LeaseLost, RedisError, Unavailable) as exc:
+            # Ours, not the agent's: the loop stops, and the turn resumes from the log.
             self._on_failure(exc)
         except Exception as exc:
             if not isinstance(exc, TurnFailed):

@@ -13,6 +13,7 @@ from broker import metrics
 from broker.amqp import Broker, Consumer
 from broker.archive import archive_for
 from broker.archiver import Archiver
+from broker.backoff import Backoff
 from broker.errors import LeaseLost
 from broker.events import Malformed, ProcessInfo, decode_claim_request
 from broker.exposition import STUCK_AFTER, Exposition
@@ -20,7 +21,6 @@ from broker.inbox import Delivery
 from broker.leases import Leases
 from broker.lifecycle import Service, first_of, process_id
 from broker.liveness import Beat, Liveness
-from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from broker.store import Store
@@ -53,11 +53,11 @@ class Worker(Service):
     def __init__(self, settings: Settings, agent_factory: AgentFactory | None = None) -> None:
         super().__init__(settings)
         self.settings = settings
-        self.names = Names(settings.namespace)
+        self.names = settings.names
         self.agent_factory = agent_factory or load_factory(settings.agent)
         self.agent_factory(settings)  # a misconfigured agent fails now, not at its first turn
         self.fencing = Fencing(process_id(), settings.liveness_ttl)
-        self.redis = connect(settings.redis_url)
+        self.redis = connect(settings.redis_url, settings.redis_cluster)
         # History in PostgreSQL: this worker moves what it passivates or closes.
         self.archive = archive_for(settings)
         self.archiver = (
@@ -65,7 +65,7 @@ class Worker(Service):
             if self.archive is not None
             else None
         )
-        self.store = Store(self.redis, self.names, self.archive)
+        self.store = Store(self.redis, self.names, self.archive, settings.redis_wait_replicas)
         self.timers = Timers(self.redis, self.names)
         self.leases = Leases(self.redis, self.names, archiving=self.archive is not None)
         self.liveness = Liveness(self.redis, self.names, "worker")
@@ -166,7 +166,7 @@ class Worker(Service):
             await asyncio.gather(*background, return_exceptions=True)
             if self.fatal is None:
                 # Only now: a heartbeat still running would see the key gone and fence.
-                await self.liveness.forget(self.worker_id, leaving=True)
+                await self.liveness.forget_everywhere(self.worker_id)
             else:
                 self._stopping = True
                 await self._stop_loops()
@@ -378,12 +378,21 @@ class Worker(Service):
                 del self.loops[cid]
                 self._owned_changed()
         if give_back:
-            # Another worker (or this one: the loop is gone, so it may) claims it again.
+            await self._give_back(loop)
+        await self._update_dispatch()
+
+    async def _give_back(self, loop: ConversationLoop) -> None:
+        """Hand over the lease of a loop that ended: another worker (or this one: the
+        loop is gone, so it may) claims it again. Tried until it works, or the lease is
+        no longer ours: until then nobody runs the conversation."""
+        backoff = Backoff(first=0.1, cap=2.0)
+        while self.alive() and not self._stopping:
             try:
                 await self._hand_over(loop)
+                return
             except Exception as exc:
                 loop.log.warning("hand_over_failed", error=repr(exc))
-        await self._update_dispatch()
+                await backoff.sleep()
 
     def _owned_changed(self) -> None:
         metrics.CONVERSATIONS_OWNED.set(len(self.loops))

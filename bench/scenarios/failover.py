@@ -29,6 +29,7 @@ from bench.context import Context
 from bench.plan import Plan
 from bench.progress import say
 from bench.results import STATS, Figure, Result, Target, stat
+from broker.leases import Leases
 from fleet.harness import FleetProcess, LocalFleet, log_time
 
 LEAD = 2.0  # seconds of background traffic before the signal
@@ -230,7 +231,7 @@ async def _move(
         unanswered=unanswered,
         exited_after=exited_at - signalled if exited_at is not None else None,
         signalled_wall=signalled_wall,
-        owned_by_heir=int(await ctx.redis.scard(fleet.names.owns(heir_id))),
+        owned_by_heir=len(await Leases(ctx.redis, fleet.names).owned_by(heir_id)),
         warnings=dict(fleet.warnings() - warned),
     )
 

@@ -198,7 +198,7 @@ async def _passivate_all(ctx: Context, fleet: LocalFleet, owner: FleetProcess, n
     prefix = f"{fleet.names.namespace}.conv."
 
     async def all_passivated() -> bool:
-        if int(await ctx.redis.zcard(fleet.names.by_status("idle"))) < n:
+        if int(await ctx.redis.zcard(fleet.names.by_status("idle", 0))) < n:
             return False
         return not await rabbit.queues(prefix)
 

@@ -69,7 +69,7 @@ async def measure(ctx: Context, url: str, names: Names) -> Fired:
             say("timers: scheduling took longer than the lead; the first ones were due already")
 
         async def all_fired() -> bool:
-            return await ctx.redis.zcard(names.due) == 0
+            return await ctx.redis.zcard(names.due(0)) == 0
 
         await asyncio.sleep(max(0.0, window_start + window - time.time()))  # they fall due
         await until(all_fired, interval=0.2, timeout=60)

@@ -5,6 +5,7 @@ them; nothing left waiting afterwards. Input into no queue is refused too."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -20,7 +21,7 @@ from broker.events import (
     decode_input,
     encode_answer,
 )
-from broker.names import Names, new_conversation_id
+from broker.names import Names
 from broker.settings import Settings
 
 QUERY = Query((ChatMessage("user", "hello?"),), timeout=5.0)
@@ -43,7 +44,7 @@ async def test_a_query_reaches_the_consumer_and_its_answer_the_asker(
     brokers: tuple[Broker, Broker], names: Names
 ) -> None:
     asker, owner = brokers
-    cid = new_conversation_id()
+    cid = uuid.uuid4().hex
     await owner.declare_conversation(cid)
     inbox = await owner.inbox(cid)
     try:
@@ -69,7 +70,7 @@ async def test_a_query_to_a_conversation_without_a_queue_fails_at_once(
 ) -> None:
     asker, _ = brokers
     with pytest.raises(ConversationClosed):  # returned by the broker, not timed out
-        async with asker.ask(new_conversation_id(), QUERY):
+        async with asker.ask(uuid.uuid4().hex, QUERY):
             raise AssertionError("published into no queue")
     assert asker._waiting == {}
 
@@ -78,7 +79,7 @@ async def test_an_unanswered_query_expires_from_the_queue(
     brokers: tuple[Broker, Broker], names: Names
 ) -> None:
     asker, owner = brokers
-    cid = new_conversation_id()
+    cid = uuid.uuid4().hex
     await owner.declare_conversation(cid)
     try:
         async with asker.ask(cid, Query(QUERY.messages, timeout=0.2)):
@@ -99,4 +100,4 @@ async def test_input_to_a_conversation_without_a_queue_raises(
     _, owner = brokers
     action = Action("a-1", "message", "into the void")
     with pytest.raises(ConversationClosed):
-        await owner.publish_input(new_conversation_id(), action)
+        await owner.publish_input(uuid.uuid4().hex, action)

@@ -5,6 +5,7 @@ conversation or another mover."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from broker.errors import Unavailable
 from broker.events import Action, NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, lease_value, new_conversation_id
+from broker.names import Names, lease_value
 from broker.ratelimit import Rate
 from broker.settings import Settings
 from broker.store import Limits, Store
@@ -78,7 +79,7 @@ async def history(redis: Redis, names: Names, pg_settings: Settings) -> AsyncIte
     await archive.open()
     store = Store(redis, names, archive)
     leases = Leases(redis, names, archiving=True)
-    cid = new_conversation_id()
+    cid = uuid.uuid4().hex
     assert (await store.create(cid, "alice", LIMITS, "enqueue")).outcome == "ok"
     await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     yield History(store, leases, Archiver(redis, names, archive, "worker"), redis, names, cid)
@@ -97,13 +98,13 @@ async def logged_and_passivated(history: History) -> list[bytes]:
 async def test_a_passivated_conversation_moves_whole_and_reads_the_same(history: History) -> None:
     assert await history.admit("kept", "hello") == "ok"
     before = await logged_and_passivated(history)
-    owed = await history.redis.zrange(history.names.archive_owed, 0, -1)
+    owed = await history.redis.zrange(history.names.archive_owed(0), 0, -1)
 
     assert await history.archiver.move(history.cid) == "archived"
 
     store, cid = history.store, history.cid
     assert owed == [cid.encode()]
-    assert await history.redis.zcard(history.names.archive_owed) == 0
+    assert await history.redis.zcard(history.names.archive_owed(0)) == 0
     assert await history.redis_keys() == {"log": 0, "once": 0, "actions": 0}
     assert await history.redis.hget(history.names.meta(cid), "archived") == b"36"
     assert await store.read(cid) == before
@@ -167,10 +168,12 @@ async def test_a_move_that_meets_a_resumed_conversation_trims_nothing(history: H
 
     assert await history.archiver._trim(history.cid, snapshot, snapshot.length) == "running"
     assert await history.redis_keys() == {"log": 1, "once": 1, "actions": 0}
-    assert await history.redis.zcard(history.names.archive_owed) == 0  # owed again on passivation
+    assert (
+        await history.redis.zcard(history.names.archive_owed(0)) == 0
+    )  # owed again on passivation
     await history.log("more", once="more")
     await history.passivate()
-    assert await history.redis.zcard(history.names.archive_owed) == 1
+    assert await history.redis.zcard(history.names.archive_owed(0)) == 1
     assert await history.archiver.move(history.cid) == "archived"
     after = await history.store.read(history.cid)
     assert after[:36] == before and len(after) == 39
@@ -183,7 +186,7 @@ async def test_input_admitted_during_a_move_keeps_it_from_trimming(history: Hist
 
     assert await history.archiver._trim(history.cid, snapshot, snapshot.length) == "changed"
     assert await history.redis_keys() == {"log": 1, "once": 1, "actions": 1}
-    assert await history.redis.zcard(history.names.archive_owed) == 1  # still owed
+    assert await history.redis.zcard(history.names.archive_owed(0)) == 1  # still owed
     assert await history.archiver.move(history.cid) == "archived"
     assert await history.admit("late", "other") == "conflict"  # its digest moved too
 

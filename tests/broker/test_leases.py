@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from redis.asyncio import Redis
@@ -11,7 +12,7 @@ from broker.errors import LeaseLost
 from broker.events import Action, NewEvent
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, lease_value, new_conversation_id
+from broker.names import Names, lease_value
 from broker.ratelimit import Rate
 from broker.store import Limits, Store
 
@@ -31,7 +32,7 @@ def store(redis: Redis, names: Names) -> Store:
 
 
 async def created(store: Store, user: str = "alice") -> str:
-    cid = new_conversation_id()
+    cid = uuid.uuid4().hex
     admission = await store.create(cid, user, LIMITS, "enqueue")
     assert admission.outcome == "ok"
     return cid
@@ -50,7 +51,7 @@ async def live_worker(workers: Liveness, worker_id: str, ttl: float = 30) -> str
 async def wait_until_dead(workers: Liveness, worker_id: str) -> None:
     """Poll (with a deadline) until the reaper's index reports the worker dead."""
     async with asyncio.timeout(5):
-        while worker_id not in await workers.expired():
+        while worker_id not in await workers.expired(0):
             await asyncio.sleep(0.02)
 
 

@@ -15,7 +15,7 @@ TTL = 0.3
 
 async def wait_until_expired(liveness: Liveness, process_id: str) -> None:
     async with asyncio.timeout(5):
-        while process_id not in await liveness.expired():
+        while process_id not in await liveness.expired(0):
             await asyncio.sleep(0.02)
 
 
@@ -25,20 +25,20 @@ async def test_a_lapsed_heartbeat_is_never_renewed(redis: Redis, names: Names) -
     assert await workers.heartbeat("worker-a", TTL)
     await wait_until_expired(workers, "worker-a")
     assert not await workers.heartbeat("worker-a", TTL)
-    await redis.sadd(names.owns("worker-a"), "c1", "c2")
-    assert await workers.forget("worker-a") == 2
-    assert "worker-a" not in await workers.expired()
-    assert not await redis.exists(names.owns("worker-a"))
+    await redis.sadd(names.owns("worker-a", 0), "c1", "c2")
+    assert await workers.forget("worker-a", 0) == 2
+    assert "worker-a" not in await workers.expired(0)
+    assert not await redis.exists(names.owns("worker-a", 0))
 
 
 async def test_a_live_process_is_not_forgotten_unless_leaving(redis: Redis, names: Names) -> None:
     workers = Liveness(redis, names, "worker")
     await workers.heartbeat("worker-a", 30, register=True)
-    assert await workers.forget("worker-a") == -1
-    assert await redis.exists(names.alive("worker", "worker-a"))
-    assert await workers.forget("worker-a", leaving=True) == 0
-    assert not await redis.exists(names.alive("worker", "worker-a"))
-    assert await redis.zscore(names.deadlines("worker"), "worker-a") is None
+    assert await workers.forget("worker-a", 0) == -1
+    assert await redis.exists(names.alive("worker", "worker-a", 0))
+    assert await workers.forget("worker-a", 0, leaving=True) == 0
+    assert not await redis.exists(names.alive("worker", "worker-a", 0))
+    assert await redis.zscore(names.deadlines("worker", 0), "worker-a") is None
 
 
 async def test_a_dead_gateways_clients_are_forgotten(redis: Redis, names: Names) -> None:
@@ -51,9 +51,9 @@ async def test_a_dead_gateways_clients_are_forgotten(redis: Redis, names: Names)
     await dead.joined("c2", "bob")
     await dead.joined("c2", "bob")
     await wait_until_expired(gateways, "gw-dead")
-    assert await gateways.expired() == ["gw-dead"]  # roles do not see each other
-    assert await Liveness(redis, names, "worker").expired() == []
-    assert await gateways.forget("gw-dead") == 2
+    assert await gateways.expired(0) == ["gw-dead"]  # roles do not see each other
+    assert await Liveness(redis, names, "worker").expired(0) == []
+    assert await gateways.forget("gw-dead", 0) == 2
     assert await redis.hgetall(names.clients("c1")) == {b"gw-live": b"1"}
     assert await redis.hgetall(names.clients("c2")) == {}
     assert await redis.hgetall(names.connections("alice")) == {b"gw-live": b"1"}
@@ -69,7 +69,7 @@ async def test_presence_counts_joins_and_leaves(redis: Redis, names: Names) -> N
     await presence.left("c1", "alice")
     assert await redis.hgetall(names.clients("c1")) == {}
     assert await redis.hgetall(names.connections("alice")) == {}
-    assert await redis.hgetall(names.gateway_index("gw")) == {}
+    assert await redis.hgetall(names.gateway_index("gw", 0)) == {}
 
 
 async def test_a_user_is_held_to_its_connections_across_gateways(

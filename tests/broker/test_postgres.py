@@ -21,7 +21,7 @@ async def versions(settings: Settings) -> list[int]:
     assert settings.postgres_url is not None
     conn = await asyncpg.connect(settings.postgres_url)
     try:
-        schema = postgres.quote(Names(settings.namespace).schema)
+        schema = postgres.quote(settings.names.schema)
         rows = await conn.fetch(f"SELECT version FROM {schema}.schema_version ORDER BY version")
     finally:
         await conn.close()

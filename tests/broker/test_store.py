@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 import orjson
 from redis.asyncio import Redis
 
 from broker.events import NewEvent, state
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, lease_value, new_conversation_id
+from broker.names import Names, lease_value
 from broker.ratelimit import Rate
 from broker.store import Limits, Store
 
@@ -17,7 +19,7 @@ LIMITS = Limits(100, "reject", Rate(1000.0, 1000))
 
 async def owned(redis: Redis, names: Names) -> tuple[Store, str, str]:
     store, leases = Store(redis, names), Leases(redis, names)
-    cid = new_conversation_id()
+    cid = uuid.uuid4().hex
     await store.create(cid, "alice", LIMITS, "enqueue")
     await Liveness(redis, names, "worker").heartbeat("w", 30, register=True)
     claim = await leases.claim(cid, "w", 100)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from broker.names import Names
 from broker.settings import Settings
@@ -65,15 +65,17 @@ class Traffic:
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def open(cls, url: str, bearer: str, conversations: int) -> Traffic:
+    async def open(cls, url: str, bearers: list[str], conversations: int) -> Traffic:
+        """``conversations`` of the users of ``bearers``, in turn."""
         limit = asyncio.Semaphore(20)
 
-        async def one() -> Sender:
+        async def one(bearer: str) -> Sender:
             async with limit:
                 cid = await create_conversation(url, bearer)
                 return Sender(cid, await Client().connect(url, bearer, cid))
 
-        return cls(list(await asyncio.gather(*(one() for _ in range(conversations)))))
+        made = (one(bearers[i % len(bearers)]) for i in range(conversations))
+        return cls(list(await asyncio.gather(*made)))
 
     def start(self, interval: float) -> None:
         self._stop = asyncio.Event()
@@ -111,7 +113,9 @@ class Traffic:
         times = [s.first_reply_after(moment) for s in senders]
         return tuple(t - moment for t in times if t is not None)
 
-    async def finish(self, name: str, redis: Redis, names: Names, resume: tuple[float, ...]) -> Row:
+    async def finish(
+        self, name: str, redis: Redis | RedisCluster, names: Names, resume: tuple[float, ...]
+    ) -> Row:
         """Stop sending, wait for every answer, account for every action, report."""
         self._stop.set()
         await asyncio.gather(*self._tasks)
@@ -144,23 +148,24 @@ class Traffic:
 
 
 async def under_traffic(
-    fleet: LocalFleet, settings: Settings, count: int, interval: float
+    fleet: LocalFleet, settings: Settings, count: int, interval: float, users: int = 1
 ) -> tuple[list[tuple[FleetProcess, str]], Traffic]:
     """A gateway, a reaper and two workers (the first one up while the conversations
-    are created, so it claims them), with ``count`` clients each sending an action
-    every ``interval`` seconds, all answered at least twice already."""
+    are created, so it claims them), with ``count`` clients (of ``users`` users) each
+    sending an action every ``interval`` seconds, all answered at least twice already."""
     port = free_port()
     await fleet.gateway(port)
     await fleet.reaper()
     first = await fleet.worker()
-    traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "alice"), count)
+    bearers = [token(settings, "alice" if users == 1 else f"user-{i}") for i in range(users)]
+    traffic = await Traffic.open(f"http://127.0.0.1:{port}", bearers, count)
     workers = [first, await fleet.worker()]
     traffic.start(interval)
     await traffic.warm_up()
     return workers, traffic
 
 
-async def assert_epochs_grow(redis: Redis, names: Names, cids: list[str]) -> int:
+async def assert_epochs_grow(redis: Redis | RedisCluster, names: Names, cids: list[str]) -> int:
     """Each log's replies (from ``tests.agents.EpochEcho``: the epoch and the worker
     process they were made under) never go back to an older epoch, and a reply by another
     process than the one before (a takeover) has a strictly greater epoch. The number

@@ -63,7 +63,7 @@ async def test_close_for_good_survives_killing_and_restarting_everything(
 
 
 async def assert_queue_deleted(settings: Settings, cid: str) -> None:
-    broker = Broker(settings.amqp_url, Names(settings.namespace), name="test")
+    broker = Broker(settings.amqp_url, settings.names, name="test")
     await broker.connect(declare=False)
     try:
         assert await broker.queue_depth(cid) is None

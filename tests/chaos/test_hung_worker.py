@@ -13,11 +13,10 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from broker.names import Names
-from broker.redis import text
 from broker.settings import Settings
 from fleet.harness import LocalFleet
 from tests.chaos.harness import Traffic, assert_epochs_grow, under_traffic
-from tests.support import replies
+from tests.support import owned, replies
 from tests.traffic import Sender
 
 HANG = 20.0
@@ -62,7 +61,7 @@ async def test_a_worker_paused_for_20s_holds_nothing(
     async with LocalFleet(settings, FLEET_AGENT="tests.agents:EpochEcho") as fleet:
         workers, traffic = await under_traffic(fleet, settings, 30, interval=0.2)
         victim, victim_id = workers[0]
-        held = {text(c) for c in await redis.smembers(names.owns(victim_id))}
+        held = await owned(redis, names, victim_id)
 
         victim.signal(signal.SIGSTOP)
         paused = time.monotonic()
@@ -86,7 +85,7 @@ async def test_a_worker_whose_agent_blocks_its_loop_for_20s_holds_nothing(
     async with LocalFleet(settings, **env) as fleet:
         workers, traffic = await under_traffic(fleet, settings, 30, interval=0.2)
         victim, victim_id = workers[0]
-        held = {text(c) for c in await redis.smembers(names.owns(victim_id))}
+        held = await owned(redis, names, victim_id)
         blocker = next(s for s in traffic.senders if s.cid in held)
 
         blocked = time.monotonic()

@@ -30,14 +30,14 @@ async def test_a_worker_cut_off_from_redis_fences_itself_first(
             victim, victim_id = await fleet.worker(
                 FLEET_REDIS_URL=f"redis://127.0.0.1:{proxy_port}/0"
             )
-            traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 10)
+            traffic = await Traffic.open(f"http://127.0.0.1:{port}", [token(settings, "a")], 10)
             await fleet.worker()
             traffic.start(interval=0.2)
             await traffic.warm_up()
 
             proxy.cut()
             cut = time.monotonic()
-            lapsed = await wall_clock_when_gone(redis, names.alive("worker", victim_id))
+            lapsed = await wall_clock_when_gone(redis, names.alive("worker", victim_id, 0))
             fenced = await victim.wait_for("worker_fenced")
             fenced_at = datetime.fromisoformat(fenced["timestamp"]).timestamp()
             print(f"\nfenced {lapsed - fenced_at:.3f}s before its liveness key expired")

@@ -13,7 +13,7 @@ from broker.redis import text
 from broker.settings import Settings
 from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.chaos.harness import Traffic
-from tests.support import Client, create_conversation, replied_to, say, token
+from tests.support import Client, create_conversation, owned, replied_to, say, token
 
 LEASE_TTL = 1.0
 # Long enough to queue input for its conversations after pausing it, and still be alive.
@@ -47,7 +47,7 @@ async def test_a_standby_reaper_takes_over_within_its_lease(
         cids = [await create_conversation(url, bearer) for _ in range(3)]
         listeners = [await Client().connect(url, bearer, cid) for cid in cids]  # listen only
         async with asyncio.timeout(10):
-            while await redis.scard(names.owns(victim_id)) < len(cids):
+            while len(await owned(redis, names, victim_id)) < len(cids):
                 await asyncio.sleep(0.02)
         epochs = {cid: int(await redis.get(names.epoch(cid)) or 0) for cid in cids}
         _, heir_id = await fleet.worker()
@@ -86,11 +86,11 @@ async def test_gateways_recover_conversations_with_no_reaper_at_all(
     async with LocalFleet(settings) as fleet:
         await fleet.gateway(port)
         victim, victim_id = await fleet.worker()
-        traffic = await Traffic.open(f"http://127.0.0.1:{port}", token(settings, "a"), 10)
+        traffic = await Traffic.open(f"http://127.0.0.1:{port}", [token(settings, "a")], 10)
         await fleet.worker()
         traffic.start(interval=0.2)
         await traffic.warm_up()
-        assert await redis.scard(names.owns(victim_id)) == 10
+        assert len(await owned(redis, names, victim_id)) == 10
 
         victim.signal(signal.SIGKILL)
         killed = time.monotonic()

@@ -20,7 +20,7 @@ from fleet.harness import LocalFleet, free_port
 from tests.chaos.harness import under_traffic
 from tests.conftest import InProcessFleet
 from tests.receiver import SECRET, Receivers, everything_delivered, logged_states
-from tests.support import Client, create_conversation, replied_to, replies, token
+from tests.support import Client, create_conversation, owned, replied_to, replies, token
 
 
 def with_webhooks(settings: Settings, url: str) -> Settings:
@@ -36,7 +36,7 @@ async def test_a_worker_killed_under_traffic_loses_no_webhook(
     async with LocalFleet(with_webhooks(settings, receiver.url)) as fleet:
         workers, traffic = await under_traffic(fleet, settings, 10, interval=0.2)
         victim, victim_id = workers[0]
-        assert await redis.scard(names.owns(victim_id)) == 10  # owns them all
+        assert len(await owned(redis, names, victim_id)) == 10  # owns them all
 
         victim.signal(signal.SIGKILL)
         killed = time.monotonic()

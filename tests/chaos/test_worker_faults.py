@@ -13,11 +13,10 @@ import orjson
 from redis.asyncio import Redis
 
 from broker.names import Names
-from broker.redis import text
 from broker.settings import Settings
 from fleet.harness import LocalFleet, LogLine, free_port, log_time
 from tests.chaos.harness import assert_epochs_grow, under_traffic
-from tests.support import Client, create_conversation, replied_to, replies, token
+from tests.support import Client, create_conversation, owned, replied_to, replies, token
 
 EPOCH_AGENT = {"FLEET_AGENT": "tests.agents:EpochEcho"}
 TURN_SECONDS = 0.5
@@ -35,26 +34,26 @@ async def test_sigkill_a_worker_owning_200_conversations(
         # It claimed them all; on a loaded machine it may have given a few back since, or
         # fenced itself and come back as a new incarnation (a new id) that claimed again.
         joined = [ln for ln in victim.lines if ln["event"] in ("worker_started", "worker_rejoined")]
-        owned = {text(c) for c in await redis.smembers(names.owns(joined[-1]["worker_id"]))}
-        assert len(owned) >= count * 3 // 4
+        held = await owned(redis, names, joined[-1]["worker_id"])
+        assert len(held) >= count * 3 // 4
         # Senders start together and stay in step: wait for a moment when a good share
         # of its conversations are mid-turn, and kill it then.
         async with asyncio.timeout(30):
-            while len(await unfinished_turns(redis, names, sorted(owned))) < len(owned) // 4:
+            while len(await unfinished_turns(redis, names, sorted(held))) < len(held) // 4:
                 await asyncio.sleep(0.01)
 
         victim.signal(signal.SIGKILL)
         killed = time.monotonic()
         # Read at once: nobody owns them until the victim's liveness lapses.
-        mid_turn = await unfinished_turns(redis, names, sorted(owned))
-        print(f"\n{len(mid_turn)} of {len(owned)} conversations were mid-turn at the SIGKILL")
-        assert len(mid_turn) >= len(owned) // 10, f"only {len(mid_turn)} were mid-turn"
+        mid_turn = await unfinished_turns(redis, names, sorted(held))
+        print(f"\n{len(mid_turn)} of {len(held)} conversations were mid-turn at the SIGKILL")
+        assert len(mid_turn) >= len(held) // 10, f"only {len(mid_turn)} were mid-turn"
         resume = await traffic.resumed(traffic.senders, killed)
         print(f"{count} conversations resumed; last {max(resume):.3f}s after SIGKILL")
         for cid in mid_turn:  # cut short, resumed by the next owner
             await heir.wait_for("turn_resumed", of_conversation(cid))
         await traffic.finish(f"sigkill {count}", redis, names, resume)
-        assert await assert_epochs_grow(redis, names, sorted(owned)) >= len(owned)
+        assert await assert_epochs_grow(redis, names, sorted(held)) >= len(held)
         await traffic.close()
 
 
@@ -86,7 +85,7 @@ async def test_a_paused_worker_is_fenced(
         paused = time.monotonic()
         # Its conversations move while it sleeps: the reaper re-dispatches them.
         async with asyncio.timeout(10):
-            while await redis.scard(names.owns(victim_id)):
+            while len(await owned(redis, names, victim_id)):
                 await asyncio.sleep(0.02)
         victim.signal(signal.SIGCONT)
         woke = time.time()
@@ -116,7 +115,7 @@ async def test_rolling_restart_of_every_worker(
         pauses: list[float] = []
         for _ in range(rounds):
             for i, (process, worker_id) in enumerate(list(workers)):
-                moving = {text(c) for c in await redis.smembers(names.owns(worker_id))}
+                moving = await owned(redis, names, worker_id)
                 process.signal(signal.SIGTERM)
                 drained = time.monotonic()
                 assert await process.stop() == 0

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet, free_port
-from tests.support import Client, create_conversation, replies, token
+from tests.support import Client, create_conversation, owned, replies, token
 from tests.traffic import Sender, settle, tally
 
 CONVERSATIONS = 20
@@ -37,12 +37,12 @@ async def test_sigkill_a_worker_under_traffic(
         traffic = [asyncio.create_task(s.run(stop, interval=0.05)) for s in senders]
         for sender in senders:
             await sender.client.wait_for(lambda ev: len(replies(ev)) >= 3)
-        victim_owned = set(await redis.smembers(names.owns(victim_id)))
+        victim_owned = await owned(redis, names, victim_id)
         assert victim_owned, "the victim owned no conversation; nothing to fail over"
 
         victim.signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        moved = [s for s in senders if s.cid.encode() in victim_owned]
+        moved = [s for s in senders if s.cid in victim_owned]
         for sender in moved:
             await sender.client.wait_for(sender.replied_after(killed_at))
         resumed = [s.first_reply_after(killed_at) for s in moved]

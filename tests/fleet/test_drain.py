@@ -11,7 +11,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet
 from tests.fleet.test_status import run_fleet
-from tests.support import Client, create_conversation, replied_to, token
+from tests.support import Client, create_conversation, owned, replied_to, token
 
 
 async def test_a_drained_worker_releases_its_conversations_and_exits_0(
@@ -23,7 +23,7 @@ async def test_a_drained_worker_releases_its_conversations_and_exits_0(
         bearer = token(settings, "alice")
         cids = [await create_conversation(url, bearer, "hi") for _ in range(3)]
         async with asyncio.timeout(10):
-            while await redis.scard(names.owns(drained_id)) < 3:
+            while len(await owned(redis, names, drained_id)) < 3:
                 await asyncio.sleep(0.02)
         heir, heir_id = await fleet.worker()
 
@@ -36,7 +36,7 @@ async def test_a_drained_worker_releases_its_conversations_and_exits_0(
         assert len(drained.events("lease_released")) == 3
         assert drained.events("drain_requested")
         async with asyncio.timeout(10):
-            while await redis.scard(names.owns(heir_id)) < 3:
+            while len(await owned(redis, names, heir_id)) < 3:
                 await asyncio.sleep(0.02)
         client = await Client().connect(url, bearer, cids[0])
         ack = await client.act("still there?")

@@ -15,7 +15,7 @@ from broker.settings import Settings
 from fleet.harness import LocalFleet
 from tests.conftest import InProcessFleet
 from tests.fleet.test_status import run_fleet
-from tests.support import Client, create_conversation, http, replied_to, token
+from tests.support import Client, create_conversation, http, owned, replied_to, token
 
 
 async def stuck(settings: Settings) -> list[dict[str, Any]]:
@@ -40,13 +40,13 @@ async def test_each_kind_of_stuck_conversation_is_listed(
                 while await redis.llen(names.log(full)) < 4:
                     await asyncio.sleep(0.05)
             async with asyncio.timeout(10):
-                while await redis.scard(names.owns(worker_id)) < 3:
+                while len(await owned(redis, names, worker_id)) < 3:
                     await asyncio.sleep(0.05)
             message = {"kind": "message", "data": {"content": "more"}}
             refused = await api.post(f"/api/conversations/{full}/actions", json=message)
             assert refused.json()["error"]["code"] == "conversation_full"
             await worker.kill()
-            await redis.delete(names.alive("worker", worker_id))  # dead at once, not in a TTL
+            await redis.delete(names.alive("worker", worker_id, 0))  # dead at once, not in a TTL
             assert (await api.delete(f"/api/conversations/{closing}")).status_code == 202
             queued = await api.post(f"/api/conversations/{waiting}/actions", json=message)
             assert queued.status_code == 200, queued.text

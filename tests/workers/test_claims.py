@@ -4,6 +4,7 @@ queue: the claim script refuses them itself, whatever the request's sender belie
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -13,12 +14,20 @@ from structlog.testing import capture_logs
 
 from broker.leases import Claim, Leases
 from broker.liveness import Liveness
-from broker.names import Names, new_conversation_id
+from broker.names import Names
 from broker.ratelimit import Rate
 from broker.settings import Settings
 from broker.store import Limits, Store
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
+from tests.support import (
+    Client,
+    create_conversation,
+    http,
+    owned,
+    replied_to,
+    status_becomes,
+    token,
+)
 from workers.worker import Worker
 
 Claims = dict[str, list[Claim]]
@@ -66,7 +75,7 @@ async def test_a_stale_claim_request_over_the_users_limit_is_refused(
     second took the slot; a claim request for the first, sent before, arrives now."""
     limits = Limits(1, "reject", Rate(1000.0, 1000))
     store, leases = Store(redis, names), Leases(redis, names)
-    first, second = new_conversation_id(), new_conversation_id()
+    first, second = uuid.uuid4().hex, uuid.uuid4().hex
     assert (await store.create(first, "alice", limits, "enqueue")).outcome == "ok"
     owner = await live_worker(redis, names, "earlier-owner")
     epoch = (await leases.claim(first, owner, 1)).epoch
@@ -126,7 +135,7 @@ async def test_a_closed_conversation_is_never_claimed_again(
     assert await redis.hget(names.meta(cid), "status") == b"closed"
     assert await redis.get(names.lease(cid)) is None
     assert await redis.get(names.epoch(cid)) == epoch
-    assert await redis.smembers(names.owns(second)) == set()
+    assert await owned(redis, names, second) == set()
     assert cid not in worker.loops
     assert claimed(logs, cid) == []
     assert await gateway.broker.queue_depth(cid) is None  # not declared again

@@ -5,6 +5,7 @@ Nothing stays holding a user's slot, nor stays closing forever."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import aio_pika
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from broker.amqp import Broker, Consumer
 from broker.leases import Leases
 from broker.liveness import Liveness
-from broker.names import Names, new_conversation_id
+from broker.names import Names
 from broker.ratelimit import Rate
 from broker.settings import Settings
 from broker.store import Limits, Store
@@ -29,11 +30,11 @@ FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5, "publish_timeout": 2.0
 async def half_made(settings: Settings, redis: Redis, user: str) -> str:
     """A conversation as a gateway that died right after admitting it leaves it: its
     queue declared and its record written, but no claim request sent."""
-    names = Names(settings.namespace)
+    names = settings.names
     broker = Broker(settings.amqp_url, names, name="dying-gateway")
     await broker.connect()
     try:
-        cid = new_conversation_id()
+        cid = uuid.uuid4().hex
         await broker.declare_conversation(cid)
         limits = Limits(settings.max_conversations_per_user, "reject", Rate(100.0, 100))
         assert (await Store(redis, names).create(cid, user, limits, "enqueue")).outcome == "ok"
@@ -137,7 +138,7 @@ async def test_a_failover_whose_claim_request_was_lost_still_gets_an_owner(
     assert ack["ok"], ack
 
     async with asyncio.timeout(10):  # the reaper re-dispatches, then forgets the ghost
-        while await redis.zscore(names.deadlines("worker"), "ghost") is not None:
+        while await redis.zscore(names.deadlines("worker", 0), "ghost") is not None:
             await asyncio.sleep(0.05)
     await purge_dispatch(settings, names)  # the claim request is lost
     await fleet.start_worker()
@@ -174,7 +175,7 @@ async def test_a_worker_whose_claim_consumer_failed_to_restart_consumes_at_its_n
 
     worker.broker.consume_claim_requests = fails_once  # type: ignore[method-assign,assignment]
     first_id = worker.worker_id
-    await redis.delete(names.alive("worker", first_id))
+    await redis.delete(names.alive("worker", first_id, 0))
     async with asyncio.timeout(10):  # fenced, rejoined as a new incarnation
         while worker.worker_id == first_id or not worker.alive() or failures == 0:
             await asyncio.sleep(0.05)

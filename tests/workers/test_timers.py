@@ -59,7 +59,7 @@ async def test_a_reminder_fires_once_and_is_answered(
     assert timer["ts"] >= timer["data"]["at"]
     assert replies(events)[timer_id] == ["stretch your legs"]
     assert await redis.hlen(names.timers(cid)) == 0
-    assert await redis.zcard(names.due) == 0
+    assert await redis.zcard(names.due(0)) == 0
     await client.close()
 
 
@@ -95,7 +95,7 @@ async def test_a_cancelled_timer_never_fires(
     assert replies(events)["cancel"] == ["True"]
     assert replies(events)["cancel-again"] == ["False"]
     assert [t["data"]["payload"] for t in fired(events)] == [{"name": "later"}]
-    assert await redis.zcard(names.due) == 0
+    assert await redis.zcard(names.due(0)) == 0
     await client.close()
 
 
@@ -130,12 +130,12 @@ async def test_closing_a_conversation_forgets_its_timers(
     cid, client = await started(fleet)
     await client.act("/remind 3600 never", action_id="r")
     await client.wait_for(replied_to("r"))
-    assert await redis.zcard(names.due) == 1
+    assert await redis.zcard(names.due(0)) == 1
     async with http(fleet.url, token(settings, "alice")) as api:
         assert (await api.delete(f"/api/conversations/{cid}")).status_code == 202
     await status_becomes(redis, names, cid, "closed")
     async with asyncio.timeout(5):
-        while await redis.zcard(names.due) or await redis.exists(names.timers(cid)):
+        while await redis.zcard(names.due(0)) or await redis.exists(names.timers(cid)):
             await asyncio.sleep(0.05)
     await client.close()
 
