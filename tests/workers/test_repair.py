@@ -12,6 +12,7 @@ import aio_pika
 import httpx
 from aio_pika.exceptions import ChannelInvalidStateError
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.amqp import Broker, Consumer
 from broker.leases import Leases
@@ -22,7 +23,16 @@ from broker.settings import Settings
 from broker.store import Limits, Store
 from fleet.harness import free_port
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, http, replied_to, status_becomes, token
+from tests.support import (
+    Client,
+    answers,
+    create_conversation,
+    http,
+    of_kind,
+    replied_to,
+    status_becomes,
+    token,
+)
 
 FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5, "publish_timeout": 2.0}
 
@@ -186,4 +196,42 @@ async def test_a_worker_whose_claim_consumer_failed_to_restart_consumes_at_its_n
     ack = await client.act("anyone?")
     assert ack["ok"], ack
     await client.wait_for(replied_to(ack["action_id"]))
+    await client.close()
+
+
+async def test_a_turn_cut_by_a_redis_error_resumes_even_when_handing_it_over_fails_once(
+    fleet: InProcessFleet, settings: Settings
+) -> None:
+    """Logging a turn's reply fails (Redis went away for a moment): that is not the
+    agent's failure, so the turn is not failed but resumed; and handing the lease over
+    for that fails once too, so it is tried again rather than left with no loop."""
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    append, release = worker.store.append, worker.leases.release
+    failed: list[str] = []
+
+    async def reply_fails_once(*args: Any) -> Any:
+        _cid, _lease, _bodies, once, *_ = args
+        if once.startswith("reply:") and "append" not in failed:
+            failed.append("append")
+            raise RedisConnectionError("Redis went away")
+        return await append(*args)
+
+    async def release_fails_once(*args: Any) -> bool:
+        if "release" not in failed:
+            failed.append("release")
+            raise RedisConnectionError("Redis went away")
+        return await release(*args)
+
+    worker.store.append = reply_fails_once  # type: ignore[method-assign]
+    worker.leases.release = release_fails_once  # type: ignore[method-assign]
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("hello")
+    assert ack["ok"], ack
+    events = await client.wait_for(replied_to(ack["action_id"]))
+    assert failed == ["append", "release"]
+    assert of_kind(events, "error") == []
+    assert answers(events) == ["hello"]
     await client.close()
