@@ -18,6 +18,11 @@
   with a single active consumer (per-conversation order); persistent and confirmed.
   ``<ns>.webhooks.dead``: the deliveries given up on, kept for an operator.
 
+With ``queue_type`` quorum, the conversation, dispatch and webhook queues are quorum
+queues: replicated over the cluster's nodes, they survive the loss of a minority of
+them with what they hold. The type is fixed for a namespace: RabbitMQ refuses to
+declare a queue again with another type (``QueueTypeMismatch``).
+
 Every message body is encoded and decoded in ``broker.events``.
 """
 
@@ -28,8 +33,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -68,6 +75,7 @@ from broker.events import (
 )
 from broker.inbox import Delivery, Inbox
 from broker.names import DIRECT_REPLY_TO, Names
+from broker.settings import ConfigError, QueueType
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
@@ -77,6 +85,12 @@ NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeErr
 # What a consumer sees while the connection is down: retry once it is restored.
 INTERRUPTED = (AMQPError, ConnectionError)
 SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
+
+log = structlog.get_logger()
+
+
+class QueueTypeMismatch(ConfigError):
+    """The namespace's queues exist with another type than ``FLEET_QUEUE_TYPE``."""
 
 
 class NotConnected(RuntimeError):
@@ -112,6 +126,7 @@ class Broker:
     it again (a passivated conversation's queue is deleted; a closed one's is gone for
     good): without it, such input is refused as ``ConversationClosed``. A publish
     not confirmed within ``publish_timeout`` seconds is ``Unavailable``.
+    ``queue_type`` is the type of the queues it declares (``FLEET_QUEUE_TYPE``).
     """
 
     def __init__(
@@ -124,8 +139,10 @@ class Broker:
         heartbeat: int | None = None,
         reopen: Reopen | None = None,
         publish_timeout: float = 10.0,
+        queue_type: QueueType = "classic",
     ) -> None:
         self.url = url
+        self.queue_type = queue_type
         self._reopen = reopen
         self._publish_timeout = publish_timeout
         self.names = names
@@ -163,7 +180,7 @@ class Broker:
                 self._outbound = await unconfirmed.declare_exchange(
                     self.names.outbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
                 )
-                await confirmed.declare_queue(self.names.dispatch_queue, durable=True)
+                await self._declare_durable(confirmed, self.names.dispatch_queue)
         except BaseException:
             await conn.close()  # a retry opens a new one
             raise
@@ -217,12 +234,41 @@ class Broker:
         # and redeclare them all on reconnect; the worker redeclares what it still runs.
         # Single active consumer: a new owner gets nothing until the old owner's
         # consumer is gone and what it held went back, in order, to the queue.
-        return await self._channel_for(cid).declare_queue(
+        return await self._declare_durable(
+            self._channel_for(cid),
             self.names.conversation_queue(cid),
-            durable=True,
             robust=False,
-            arguments=SINGLE_ACTIVE_CONSUMER,
+            single_consumer=True,
         )
+
+    def _arguments(self, single_consumer: bool) -> dict[str, Any]:
+        # A classic queue is declared with no x-queue-type, as it always was: queues of
+        # namespaces made before the setting existed are declared again unchanged.
+        arguments: dict[str, Any] = dict(SINGLE_ACTIVE_CONSUMER) if single_consumer else {}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    async def _declare_durable(
+        self,
+        channel: AbstractRobustChannel,
+        name: str,
+        robust: bool = True,
+        single_consumer: bool = False,
+    ) -> AbstractQueue:
+        """Declare one of the fleet's durable queues with the namespace's queue type."""
+        try:
+            return await channel.declare_queue(
+                name, durable=True, robust=robust, arguments=self._arguments(single_consumer)
+            )
+        except ChannelPreconditionFailed as exc:
+            if "x-queue-type" not in str(exc):
+                raise
+            raise QueueTypeMismatch(
+                f"queue {name} exists with another type than FLEET_QUEUE_TYPE="
+                f"{self.queue_type} ({exc}): a fleet's queue type is fixed for its "
+                "namespace; use the type its queues were made with, or a new FLEET_NAMESPACE"
+            ) from None
 
     async def declare_conversation(self, cid: str) -> int:
         """Make sure the conversation's queue exists; how many messages wait in it."""
@@ -348,11 +394,32 @@ class Broker:
 
         On a channel of its own: a refusal closes the channel it happens on.
         """
+        name = self.names.conversation_queue(cid)
+        if self.queue_type == "quorum":
+            return await self._delete_quorum_if_empty(cid, name)
         async with self._conn().channel(publisher_confirms=False) as channel:
             try:
-                await channel.queue_delete(self.names.conversation_queue(cid), if_empty=True)
+                await channel.queue_delete(name, if_empty=True)
             except ChannelPreconditionFailed:
                 return False
+        return True
+
+    async def _delete_quorum_if_empty(self, cid: str, name: str) -> bool:
+        # RabbitMQ (3.10 to 3.13) cannot delete a quorum queue only if it is empty: it
+        # answers queue.delete with if-empty by closing the whole connection. So look,
+        # then delete. Input queued in between would go with the queue; the callers hold
+        # new input back meanwhile (passivation's ``deleting`` marker; a closing or
+        # purged conversation admits none), and the broker's count of what it deleted
+        # says whether any came all the same.
+        depth = await self.passive_depth(name)
+        if depth is None:
+            return True
+        if depth:
+            return False
+        async with self._conn().channel(publisher_confirms=False) as channel:
+            deleted = await channel.queue_delete(name)
+        if deleted.message_count:
+            log.error("queue_deleted_with_input", conversation_id=cid, lost=deleted.message_count)
         return True
 
     async def delete_queue(self, cid: str) -> None:
@@ -388,7 +455,7 @@ class Broker:
             # Closed for good (not by a reconnect, which restores it): a new one.
             channel = await self._conn().channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)
-            self._dispatch = await channel.declare_queue(self.names.dispatch_queue, durable=True)
+            self._dispatch = await self._declare_durable(channel, self.names.dispatch_queue)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_request(Delivery(message))
@@ -418,8 +485,8 @@ class Broker:
         """Make sure the outbox queues and the dead-letter queue exist."""
         channel = self._channel(self._confirmed)
         for name in self.names.webhook_queues:
-            await channel.declare_queue(name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER)
-        await channel.declare_queue(self.names.webhook_dead_letters, durable=True)
+            await self._declare_durable(channel, name, single_consumer=True)
+        await self._declare_durable(channel, self.names.webhook_dead_letters)
 
     async def publish_webhook(self, webhook: Webhook) -> None:
         """Queue a delivery behind its conversation's earlier ones; return once confirmed."""
@@ -469,9 +536,7 @@ class Broker:
 
         consumers = []
         for name in self.names.webhook_queues:
-            queue = await channel.declare_queue(
-                name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER
-            )
+            queue = await self._declare_durable(channel, name, single_consumer=True)
             consumers.append(Consumer(queue, await queue.consume(deliver)))
         return consumers
 
