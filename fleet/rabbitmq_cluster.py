@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +53,9 @@ class RabbitNode:
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
         self.home = home
         self.base = home / name
-        self.process: asyncio.subprocess.Process | None = None
+        # Not an asyncio subprocess: a session's cluster outlives the event loops of the
+        # tests that use it.
+        self.process: subprocess.Popen[bytes] | None = None
         self.env = {
             **os.environ,
             "HOME": str(home),
@@ -76,25 +79,25 @@ class RabbitNode:
 
     async def start(self) -> None:
         """Boot the node; returns once it has started (``await_startup``)."""
-        self._write_config()
-        log = (self.base / "console.log").open("ab")
-        try:
-            self.process = await asyncio.create_subprocess_exec(
-                script("rabbitmq-server"),
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C of the test run is not sent to it
-            )
-        finally:
-            log.close()
+        self._spawn()
         await self.await_startup()
+
+    def _spawn(self) -> None:
+        self._write_config()
+        with (self.base / "console.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [script("rabbitmq-server")],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group, spared a Ctrl-C of ours
+            )
 
     async def await_startup(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # until the node is up enough to be asked (its pid file)
-            if self.process is not None and self.process.returncode is not None:
+            if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: see {self.base / 'console.log'}")
             if (self.base / "node.pid").exists():
                 break
@@ -112,11 +115,11 @@ class RabbitNode:
     async def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Send the node's processes (the server script, its Erlang VM and the VM's
         helpers: one process group) ``sig``, and wait until the node is gone."""
-        if self.process is None or self.process.returncode is not None:
+        if self.process is None or self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
-        await self.process.wait()
+        await asyncio.to_thread(self.process.wait)
         (self.base / "node.pid").unlink(missing_ok=True)
 
     async def ctl(self, *args: str, timeout: float = 120) -> str:
