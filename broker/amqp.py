@@ -55,6 +55,7 @@ from aio_pika.exceptions import (
 )
 
 from broker import connection, tracing
+from broker.backoff import Backoff
 from broker.errors import ConversationClosed, QueueGone, Unavailable
 from broker.events import (
     Action,
@@ -163,6 +164,9 @@ class Broker:
         self._asking: AbstractRobustChannel | None = None
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
+        # How often each publishing channel was renewed (see ``_publish_confirmed_to``).
+        self._renewals: dict[AbstractRobustChannel, int] = {}
+        self._renewing = asyncio.Lock()
 
     # --- connection ---------------------------------------------------------------------
     async def connect(self, declare: bool = True) -> None:
@@ -315,12 +319,7 @@ class Broker:
         self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
     ) -> None:
         try:
-            await channel.default_exchange.publish(
-                message,
-                routing_key=self.names.conversation_queue(cid),
-                mandatory=True,
-                timeout=self._publish_timeout,
-            )
+            await self._publish_confirmed_to(channel, message, self.names.conversation_queue(cid))
         except PublishError as exc:
             raise QueueGone(f"conversation {cid} takes no more input") from exc
         except NOT_TAKEN as exc:
@@ -435,16 +434,56 @@ class Broker:
         ``cause`` since ``since`` (epoch seconds; default now)."""
         request = ClaimRequest(cid, cause, time.time() if since is None else since)
         message = aio_pika.Message(encode_claim_request(request), delivery_mode=PERSISTENT)
-        exchange = self._channel(self._confirmed).default_exchange
+        channel = self._channel(self._confirmed)
         try:
-            await exchange.publish(
-                message,
-                routing_key=self.names.dispatch_queue,
-                mandatory=True,
-                timeout=self._publish_timeout,
-            )
+            await self._publish_confirmed_to(channel, message, self.names.dispatch_queue)
         except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
+
+    async def _publish_confirmed_to(
+        self, channel: AbstractRobustChannel, message: aio_pika.Message, queue: str
+    ) -> None:
+        """Publish into ``queue`` (mandatory) and wait for the broker's confirm, within
+        the publish timeout; ``PublishError`` when no queue took it.
+
+        A quorum queue's publish refused (nack) is sent again on the channel renewed:
+        RabbitMQ 3.10 refuses, for good, every publish into a quorum queue on a channel
+        that first published into it while the queue's leader was lost and not yet
+        replaced (as a channel restored on another node right after its node died
+        does); a new channel, once a leader is elected, is served. A message refused
+        may still have been queued (then it comes twice; input is deduplicated by id).
+        """
+        deadline = time.monotonic() + self._publish_timeout
+        backoff = Backoff(first=0.05, cap=0.5)
+        while True:
+            renewals = self._renewals.get(channel, 0)
+            try:
+                await channel.default_exchange.publish(
+                    message,
+                    routing_key=queue,
+                    mandatory=True,
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                )
+                return
+            except PublishError:
+                raise
+            except DeliveryError:
+                pause = backoff.next()
+                if self.queue_type != "quorum" or time.monotonic() + pause >= deadline:
+                    raise
+            await self._renew(channel, renewals)
+            await asyncio.sleep(pause)
+
+    async def _renew(self, channel: AbstractRobustChannel, renewals: int) -> None:
+        """Close and reopen ``channel`` (what it declared and consumes is restored),
+        unless it was renewed since it had been renewed ``renewals`` times."""
+        async with self._renewing:
+            if self._renewals.get(channel, 0) != renewals:
+                return
+            self._renewals[channel] = renewals + 1
+            log.warning("channel_renewed", broker=self.name, reason="publish refused")
+            await channel.close()
+            await channel.reopen()
 
     async def consume_claim_requests(
         self, on_request: Callable[[Delivery], Awaitable[None]], prefetch: int
@@ -509,12 +548,10 @@ class Broker:
         await self._publish_confirmed(message, self.names.webhook_dead_letters)
 
     async def _publish_confirmed(self, message: aio_pika.Message, queue: str) -> None:
-        exchange = self._channel(self._confirmed).default_exchange
+        channel = self._channel(self._confirmed)
         for attempt in (1, 2):
             try:
-                await exchange.publish(
-                    message, routing_key=queue, mandatory=True, timeout=self._publish_timeout
-                )
+                await self._publish_confirmed_to(channel, message, queue)
                 return
             except PublishError:  # unroutable: the queue is gone (deleted by hand?)
                 if attempt == 2:

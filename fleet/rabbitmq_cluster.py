@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -40,6 +41,13 @@ def script(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} not found: install rabbitmq-server")
     return found
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    type: str  # classic or quorum
+    leader: str  # the node of a quorum queue's leader ('' for a classic queue)
+    members: list[str]  # the nodes holding a quorum queue's replicas
 
 
 class RabbitNode:
@@ -211,13 +219,18 @@ class RabbitCluster:
                 return sorted(orjson.loads(output)["running_nodes"])
         return []
 
-    async def queue_types(self) -> dict[str, str]:
-        """Every queue's name -> type (classic or quorum), from a running node."""
+    async def queues(self) -> dict[str, QueueInfo]:
+        """Every queue by name: its type, and for a quorum queue its leader and members,
+        as the first node that answers sees them."""
         for node in self.nodes:
             with contextlib.suppress(RuntimeError):
-                output = await node.ctl("-q", "list_queues", "name", "type", "--no-table-headers")
-                pairs = (line.split("\t") for line in output.splitlines() if "\t" in line)
-                return {name: kind for name, kind in pairs}
+                output = await node.ctl(
+                    "-q", "list_queues", "name", "type", "leader", "members", "--formatter", "json"
+                )
+                return {
+                    q["name"]: QueueInfo(q["type"], q.get("leader") or "", q.get("members") or [])
+                    for q in orjson.loads(output)
+                }
         raise RuntimeError("no node of the cluster answers")
 
     async def close(self) -> None:
