@@ -36,6 +36,7 @@ from bench.scenarios import (
     timers,
 )
 from bench.watch import ServiceWatch
+from broker.connection import node_urls
 from broker.settings import Settings
 from fleet.harness import purge
 
@@ -132,10 +133,13 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bo
     mode = "quick" if plan.quick else "full"
     date = datetime.now(UTC).isoformat(timespec="seconds")
     say(f"{base}: {mode} run; fleet logs in {workdir}")
-    watch = ServiceWatch(redis, settings.amqp_url)
+    # The raw ceilings, the watch and the machine's description are of one broker: the
+    # first node, when FLEET_AMQP_URL lists a cluster's.
+    broker_url = node_urls(settings.amqp_url)[0]
+    watch = ServiceWatch(redis, broker_url)
     results: list[Result] = []
     try:
-        described = await machine.describe(redis, settings.amqp_url)
+        described = await machine.describe(redis, broker_url)
         pids = {"redis": int((await redis.info("server"))["process_id"])}
         if (rabbit_pid := await rabbit.os_pid()) is not None:
             pids["rabbitmq"] = rabbit_pid
@@ -143,7 +147,7 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bo
         await watch.start()
         say("ceilings: raw broker and Redis, before any fleet runs")
         ctx.ceilings = await ceilings.measure(
-            plan, f"{base}-raw", redis, settings.amqp_url, pids.get("rabbitmq")
+            plan, f"{base}-raw", redis, broker_url, pids.get("rabbitmq")
         )
         results.append(ctx.ceilings.result())
         if "celery" in wanted:  # first: the fleet's latency and throughput rows need it

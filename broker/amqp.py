@@ -18,6 +18,11 @@
   with a single active consumer (per-conversation order); persistent and confirmed.
   ``<ns>.webhooks.dead``: the deliveries given up on, kept for an operator.
 
+With ``queue_type`` quorum, the conversation, dispatch and webhook queues are quorum
+queues: replicated over the cluster's nodes, they survive the loss of a minority of
+them with what they hold. The type is fixed for a namespace: RabbitMQ refuses to
+declare a queue again with another type (``QueueTypeMismatch``).
+
 Every message body is encoded and decoded in ``broker.events``.
 """
 
@@ -28,8 +33,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -48,6 +55,7 @@ from aio_pika.exceptions import (
 )
 
 from broker import connection, tracing
+from broker.backoff import Backoff
 from broker.errors import ConversationClosed, QueueGone, Unavailable
 from broker.events import (
     Action,
@@ -68,6 +76,7 @@ from broker.events import (
 )
 from broker.inbox import Delivery, Inbox
 from broker.names import DIRECT_REPLY_TO, Names
+from broker.settings import ConfigError, QueueType
 
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
 TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
@@ -77,6 +86,12 @@ NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeErr
 # What a consumer sees while the connection is down: retry once it is restored.
 INTERRUPTED = (AMQPError, ConnectionError)
 SINGLE_ACTIVE_CONSUMER = {"x-single-active-consumer": True}
+
+log = structlog.get_logger()
+
+
+class QueueTypeMismatch(ConfigError):
+    """The namespace's queues exist with another type than ``FLEET_QUEUE_TYPE``."""
 
 
 class NotConnected(RuntimeError):
@@ -112,6 +127,7 @@ class Broker:
     it again (a passivated conversation's queue is deleted; a closed one's is gone for
     good): without it, such input is refused as ``ConversationClosed``. A publish
     not confirmed within ``publish_timeout`` seconds is ``Unavailable``.
+    ``queue_type`` is the type of the queues it declares (``FLEET_QUEUE_TYPE``).
     """
 
     def __init__(
@@ -124,8 +140,10 @@ class Broker:
         heartbeat: int | None = None,
         reopen: Reopen | None = None,
         publish_timeout: float = 10.0,
+        queue_type: QueueType = "classic",
     ) -> None:
         self.url = url
+        self.queue_type = queue_type
         self._reopen = reopen
         self._publish_timeout = publish_timeout
         self.names = names
@@ -146,6 +164,9 @@ class Broker:
         self._asking: AbstractRobustChannel | None = None
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
         self._reconnect_callbacks: list[Callable[[], None]] = []
+        # How often each publishing channel was renewed (see ``_publish_confirmed_to``).
+        self._renewals: dict[AbstractRobustChannel, int] = {}
+        self._renewing = asyncio.Lock()
 
     # --- connection ---------------------------------------------------------------------
     async def connect(self, declare: bool = True) -> None:
@@ -163,7 +184,7 @@ class Broker:
                 self._outbound = await unconfirmed.declare_exchange(
                     self.names.outbound_exchange, aio_pika.ExchangeType.TOPIC, durable=True
                 )
-                await confirmed.declare_queue(self.names.dispatch_queue, durable=True)
+                await self._declare_durable(confirmed, self.names.dispatch_queue)
         except BaseException:
             await conn.close()  # a retry opens a new one
             raise
@@ -217,12 +238,41 @@ class Broker:
         # and redeclare them all on reconnect; the worker redeclares what it still runs.
         # Single active consumer: a new owner gets nothing until the old owner's
         # consumer is gone and what it held went back, in order, to the queue.
-        return await self._channel_for(cid).declare_queue(
+        return await self._declare_durable(
+            self._channel_for(cid),
             self.names.conversation_queue(cid),
-            durable=True,
             robust=False,
-            arguments=SINGLE_ACTIVE_CONSUMER,
+            single_consumer=True,
         )
+
+    def _arguments(self, single_consumer: bool) -> dict[str, Any]:
+        # A classic queue is declared with no x-queue-type, as it always was: queues of
+        # namespaces made before the setting existed are declared again unchanged.
+        arguments: dict[str, Any] = dict(SINGLE_ACTIVE_CONSUMER) if single_consumer else {}
+        if self.queue_type == "quorum":
+            arguments["x-queue-type"] = "quorum"
+        return arguments
+
+    async def _declare_durable(
+        self,
+        channel: AbstractRobustChannel,
+        name: str,
+        robust: bool = True,
+        single_consumer: bool = False,
+    ) -> AbstractQueue:
+        """Declare one of the fleet's durable queues with the namespace's queue type."""
+        try:
+            return await channel.declare_queue(
+                name, durable=True, robust=robust, arguments=self._arguments(single_consumer)
+            )
+        except ChannelPreconditionFailed as exc:
+            if "x-queue-type" not in str(exc):
+                raise
+            raise QueueTypeMismatch(
+                f"queue {name} exists with another type than FLEET_QUEUE_TYPE="
+                f"{self.queue_type} ({exc}): a fleet's queue type is fixed for its "
+                "namespace; use the type its queues were made with, or a new FLEET_NAMESPACE"
+            ) from None
 
     async def declare_conversation(self, cid: str) -> int:
         """Make sure the conversation's queue exists; how many messages wait in it."""
@@ -269,12 +319,7 @@ class Broker:
         self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
     ) -> None:
         try:
-            await channel.default_exchange.publish(
-                message,
-                routing_key=self.names.conversation_queue(cid),
-                mandatory=True,
-                timeout=self._publish_timeout,
-            )
+            await self._publish_confirmed_to(channel, message, self.names.conversation_queue(cid))
         except PublishError as exc:
             raise QueueGone(f"conversation {cid} takes no more input") from exc
         except NOT_TAKEN as exc:
@@ -348,11 +393,32 @@ class Broker:
 
         On a channel of its own: a refusal closes the channel it happens on.
         """
+        name = self.names.conversation_queue(cid)
+        if self.queue_type == "quorum":
+            return await self._delete_quorum_if_empty(cid, name)
         async with self._conn().channel(publisher_confirms=False) as channel:
             try:
-                await channel.queue_delete(self.names.conversation_queue(cid), if_empty=True)
+                await channel.queue_delete(name, if_empty=True)
             except ChannelPreconditionFailed:
                 return False
+        return True
+
+    async def _delete_quorum_if_empty(self, cid: str, name: str) -> bool:
+        # RabbitMQ (3.10 to 3.13) cannot delete a quorum queue only if it is empty: it
+        # answers queue.delete with if-empty by closing the whole connection. So look,
+        # then delete. Input queued in between would go with the queue; the callers hold
+        # new input back meanwhile (passivation's ``deleting`` marker; a closing or
+        # purged conversation admits none), and the broker's count of what it deleted
+        # says whether any came all the same.
+        depth = await self.passive_depth(name)
+        if depth is None:
+            return True
+        if depth:
+            return False
+        async with self._conn().channel(publisher_confirms=False) as channel:
+            deleted = await channel.queue_delete(name)
+        if deleted.message_count:
+            log.error("queue_deleted_with_input", conversation_id=cid, lost=deleted.message_count)
         return True
 
     async def delete_queue(self, cid: str) -> None:
@@ -368,16 +434,56 @@ class Broker:
         ``cause`` since ``since`` (epoch seconds; default now)."""
         request = ClaimRequest(cid, cause, time.time() if since is None else since)
         message = aio_pika.Message(encode_claim_request(request), delivery_mode=PERSISTENT)
-        exchange = self._channel(self._confirmed).default_exchange
+        channel = self._channel(self._confirmed)
         try:
-            await exchange.publish(
-                message,
-                routing_key=self.names.dispatch_queue,
-                mandatory=True,
-                timeout=self._publish_timeout,
-            )
+            await self._publish_confirmed_to(channel, message, self.names.dispatch_queue)
         except NOT_TAKEN as exc:
             raise Unavailable("the message broker did not confirm the claim request") from exc
+
+    async def _publish_confirmed_to(
+        self, channel: AbstractRobustChannel, message: aio_pika.Message, queue: str
+    ) -> None:
+        """Publish into ``queue`` (mandatory) and wait for the broker's confirm, within
+        the publish timeout; ``PublishError`` when no queue took it.
+
+        A quorum queue's publish refused (nack) is sent again on the channel renewed:
+        RabbitMQ 3.10 refuses, for good, every publish into a quorum queue on a channel
+        that first published into it while the queue's leader was lost and not yet
+        replaced (as a channel restored on another node right after its node died
+        does); a new channel, once a leader is elected, is served. A message refused
+        may still have been queued (then it comes twice; input is deduplicated by id).
+        """
+        deadline = time.monotonic() + self._publish_timeout
+        backoff = Backoff(first=0.05, cap=0.5)
+        while True:
+            renewals = self._renewals.get(channel, 0)
+            try:
+                await channel.default_exchange.publish(
+                    message,
+                    routing_key=queue,
+                    mandatory=True,
+                    timeout=max(deadline - time.monotonic(), 0.001),
+                )
+                return
+            except PublishError:
+                raise
+            except DeliveryError:
+                pause = backoff.next()
+                if self.queue_type != "quorum" or time.monotonic() + pause >= deadline:
+                    raise
+            await self._renew(channel, renewals)
+            await asyncio.sleep(pause)
+
+    async def _renew(self, channel: AbstractRobustChannel, renewals: int) -> None:
+        """Close and reopen ``channel`` (what it declared and consumes is restored),
+        unless it was renewed since it had been renewed ``renewals`` times."""
+        async with self._renewing:
+            if self._renewals.get(channel, 0) != renewals:
+                return
+            self._renewals[channel] = renewals + 1
+            log.warning("channel_renewed", broker=self.name, reason="publish refused")
+            await channel.close()
+            await channel.reopen()
 
     async def consume_claim_requests(
         self, on_request: Callable[[Delivery], Awaitable[None]], prefetch: int
@@ -388,7 +494,7 @@ class Broker:
             # Closed for good (not by a reconnect, which restores it): a new one.
             channel = await self._conn().channel(publisher_confirms=False)
             await channel.set_qos(prefetch_count=prefetch)
-            self._dispatch = await channel.declare_queue(self.names.dispatch_queue, durable=True)
+            self._dispatch = await self._declare_durable(channel, self.names.dispatch_queue)
 
         async def deliver(message: AbstractIncomingMessage) -> None:
             await on_request(Delivery(message))
@@ -418,8 +524,8 @@ class Broker:
         """Make sure the outbox queues and the dead-letter queue exist."""
         channel = self._channel(self._confirmed)
         for name in self.names.webhook_queues:
-            await channel.declare_queue(name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER)
-        await channel.declare_queue(self.names.webhook_dead_letters, durable=True)
+            await self._declare_durable(channel, name, single_consumer=True)
+        await self._declare_durable(channel, self.names.webhook_dead_letters)
 
     async def publish_webhook(self, webhook: Webhook) -> None:
         """Queue a delivery behind its conversation's earlier ones; return once confirmed."""
@@ -442,12 +548,10 @@ class Broker:
         await self._publish_confirmed(message, self.names.webhook_dead_letters)
 
     async def _publish_confirmed(self, message: aio_pika.Message, queue: str) -> None:
-        exchange = self._channel(self._confirmed).default_exchange
+        channel = self._channel(self._confirmed)
         for attempt in (1, 2):
             try:
-                await exchange.publish(
-                    message, routing_key=queue, mandatory=True, timeout=self._publish_timeout
-                )
+                await self._publish_confirmed_to(channel, message, queue)
                 return
             except PublishError:  # unroutable: the queue is gone (deleted by hand?)
                 if attempt == 2:
@@ -469,9 +573,7 @@ class Broker:
 
         consumers = []
         for name in self.names.webhook_queues:
-            queue = await channel.declare_queue(
-                name, durable=True, arguments=SINGLE_ACTIVE_CONSUMER
-            )
+            queue = await self._declare_durable(channel, name, single_consumer=True)
             consumers.append(Consumer(queue, await queue.consume(deliver)))
         return consumers
 

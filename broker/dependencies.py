@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from broker.backoff import Backoff
+from broker.settings import ConfigError
 
 log = structlog.get_logger()
 
@@ -93,11 +94,14 @@ class Dependency:
 
     async def reach(self, attempt: Callable[[], Awaitable[object]], stop: asyncio.Event) -> bool:
         """Run ``attempt`` until it succeeds (True) or ``stop`` is set (False), retrying
-        with backoff; ``Unreachable`` once it has failed for longer than ``timeout``."""
+        with backoff; ``Unreachable`` once it has failed for longer than ``timeout``. A
+        ``ConfigError`` is raised at once: no retry would mend it."""
         backoff = Backoff(first=0.1, cap=2.0)
         while not stop.is_set():
             try:
                 await attempt()
+            except ConfigError:
+                raise
             except Exception as exc:
                 self.failed(exc)
             else:

@@ -28,6 +28,10 @@ CLUSTER_GROUPS = 16
 
 OverLimitPolicy = Literal["reject", "evict_oldest"]
 BusyPolicy = Literal["enqueue", "reject", "interrupt", "steer"]
+# classic: one node holds each queue (cheapest); quorum: replicated over a cluster's
+# nodes (Raft), surviving the loss of a minority of them. Fixed for a namespace.
+QueueType = Literal["classic", "quorum"]
+AMQP_SCHEMES = ("amqp", "amqps")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -53,7 +57,11 @@ class Settings(BaseSettings):
     # Each append to a log waits until this many replicas have it (Redis WAIT, at most
     # a second) before the worker goes on: a master that dies loses nothing logged.
     redis_wait_replicas: int = Field(0, ge=0)
+    # One node's URL, or the nodes of a cluster, comma-separated: each process
+    # connects to one of them and fails over to the next.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # The type of the conversation, dispatch and webhook queues (see QueueType).
+    queue_type: QueueType = "classic"
     namespace: str = Field("fleet", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     jwt_secret: SecretStr | None = None
     # Tokens of an identity provider (RS256, ES256): its JWKS, and the issuer and
@@ -183,6 +191,17 @@ class Settings(BaseSettings):
         if value.upper() not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_urls(cls, value: str) -> str:
+        nodes = [part.strip() for part in value.split(",") if part.strip()]
+        if not nodes:
+            raise ValueError("must name at least one node")
+        for node in nodes:
+            if urlsplit(node).scheme not in AMQP_SCHEMES or not urlsplit(node).hostname:
+                raise ValueError("must be amqp:// or amqps:// URLs with a host, comma-separated")
+        return ",".join(nodes)
 
     @field_validator("webhook_url")
     @classmethod
@@ -326,5 +345,9 @@ def _describe(
             source = next((v for v in names if v in environ), names[0] if names else where)
         annotation = str(getattr(Settings.model_fields.get(field), "annotation", ""))
         shown = "" if "SecretStr" in annotation else f"={error['input']!r}"
+        if field.endswith("_url") and isinstance(error["input"], str):
+            from broker.dependencies import redact  # (it imports this module)
+
+            shown = f"={redact(error['input'])!r}"
         lines.append(f"{source}{shown}: {error['msg']}")
     return "invalid configuration: " + "; ".join(lines)

@@ -40,7 +40,12 @@ class Ops:
     async def broker(self) -> Broker:
         """The AMQP connection, opened without declaring anything."""
         if self._broker is None:
-            broker = Broker(self.settings.amqp_url, self.names, name=f"fleet-{self._command}")
+            broker = Broker(
+                self.settings.amqp_url,
+                self.names,
+                name=f"fleet-{self._command}",
+                queue_type=self.settings.queue_type,
+            )
             try:
                 await broker.connect(declare=False)
             except Exception as exc:

@@ -93,6 +93,7 @@ class Gateway(Service):
             channels=DECLARING_CHANNELS,
             reopen=store.may_reopen,
             publish_timeout=settings.publish_timeout,
+            queue_type=settings.queue_type,
         )
         self.liveness = Liveness(self.redis, self.names, "gateway")
         self.presence = Presence(

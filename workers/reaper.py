@@ -83,6 +83,7 @@ class Reaper(Service):
             name="reaper",
             reopen=store.may_reopen,
             publish_timeout=settings.publish_timeout,
+            queue_type=settings.queue_type,
         )
 
     async def serve(self) -> None:

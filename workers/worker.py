@@ -80,6 +80,7 @@ class Worker(Service):
             heartbeat=max(1, round(settings.liveness_ttl)),
             reopen=self.store.may_reopen,
             publish_timeout=settings.publish_timeout,
+            queue_type=settings.queue_type,
         )
         self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
         # With webhooks on, every worker delivers the webhook outbox (see

@@ -27,6 +27,7 @@ from bench.peer import Peer
 from bench.procstat import CpuMeter
 from bench.progress import say
 from bench.results import STATS, Figure, Result, ms, stat
+from broker.connection import node_urls
 
 ROOT = Path(__file__).resolve().parents[2]
 # One process of 8 threads, 8 x 8 messages prefetched: the setting issue 13 measured.
@@ -53,7 +54,7 @@ async def measure(ctx: Context) -> tuple[Peer, dict[str, Any]]:
     name = f"{ctx.base}-celery"
     env = {
         **os.environ,
-        "BENCH_CELERY_BROKER": ctx.amqp_url.split(",")[0],
+        "BENCH_CELERY_BROKER": node_urls(ctx.amqp_url)[0],
         "BENCH_CELERY_BACKEND": ctx.redis_url,
         "BENCH_CELERY_NAME": name,
     }
@@ -178,7 +179,7 @@ async def _load(
 
 async def _clean(ctx: Context, name: str) -> None:
     """The queue, its exchange and every result key of the run's Celery."""
-    connection = await aio_pika.connect(ctx.amqp_url.split(",")[0])
+    connection = await aio_pika.connect(node_urls(ctx.amqp_url)[0])
     async with connection:
         channel = await connection.channel()
         await channel.queue_delete(name)

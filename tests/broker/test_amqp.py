@@ -1,6 +1,7 @@
 """Owner queries on the real RabbitMQ: asked into a conversation's queue, answered by
 direct reply-to; refused at once when the queue is gone; expired when nobody takes
-them; nothing left waiting afterwards. Input into no queue is refused too."""
+them; nothing left waiting afterwards. Input into no queue is refused too. All of it
+with classic and with quorum queues."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ from broker.settings import Settings
 QUERY = Query((ChatMessage("user", "hello?"),), timeout=5.0)
 
 
-@pytest.fixture
-async def brokers(settings: Settings, names: Names) -> AsyncIterator[tuple[Broker, Broker]]:
+@pytest.fixture(params=["classic", "quorum"])
+async def brokers(
+    settings: Settings, names: Names, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Broker, Broker]]:
     """An asker (a gateway's broker) and an owner (a worker's)."""
-    asker = Broker(settings.amqp_url, names, name="asker")
-    owner = Broker(settings.amqp_url, names, name="owner")
+    asker = Broker(settings.amqp_url, names, name="asker", queue_type=request.param)
+    owner = Broker(settings.amqp_url, names, name="owner", queue_type=request.param)
     await asker.connect()
     await owner.connect()
     await asker.listen_answers()

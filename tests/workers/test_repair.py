@@ -223,8 +223,8 @@ async def test_a_turn_cut_by_a_redis_error_resumes_even_when_handing_it_over_fai
             raise RedisConnectionError("Redis went away")
         return await release(*args)
 
-    worker.store.append = reply_fails_once  # type: ignore[method-assign]
-    worker.leases.release = release_fails_once  # type: ignore[method-assign]
+    worker.store.append = reply_fails_once  # type: ignore[method-assign,assignment]
+    worker.leases.release = release_fails_once  # type: ignore[method-assign,assignment]
     bearer = token(settings, "alice")
     cid = await create_conversation(fleet.url, bearer)
     client = await Client().connect(fleet.url, bearer, cid)
