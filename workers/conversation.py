@@ -138,6 +138,8 @@ class ConversationLoop:
 
     async def _consume(self) -> None:
         self._inbox = inbox = await self._broker.inbox(self.conversation_id)
+        if self._failure is not None:  # a turn failed while it opened: ``_fail`` missed it
+            inbox.close()
         metrics.CLAIMED_BACKLOG.observe(inbox.waiting)
         if self._owed_marker is not None:
             await self._broker.publish_input(self.conversation_id, CloseMarker(self._owed_marker))

@@ -230,6 +230,7 @@ class TurnRunner:
             raise
         except (LeaseLost, RedisError, Unavailable) as exc:
             # Ours, not the agent's: the loop stops, and the turn resumes from the log.
+            self._log.warning("turn_cut_short", turn_id=turn.turn_id, error=repr(exc))
             self._on_failure(exc)
         except Exception as exc:
             if not isinstance(exc, TurnFailed):
