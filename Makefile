@@ -27,9 +27,10 @@ lint: install
 test: install services lint
 	$(BIN)/python -m pytest
 
-# Longer fault scenarios (more conversations, more rounds); prints the table at the end.
+# Longer fault scenarios (more conversations, more rounds), on one Redis and RabbitMQ and
+# on local clusters of each; prints the table at the end.
 chaos: install services
-	$(BIN)/python -m pytest tests/chaos --chaos-long --timeout 900
+	$(BIN)/python -m pytest tests/chaos tests/cluster --chaos-long --timeout 900
 
 # Deliberate breakages of the guarantees (tests/mutants.py), each applied to a scratch
 # copy; prints the test that caught each and fails if one was not caught. Slow; not in

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -14,7 +14,6 @@ from broker import postgres
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import free_port, purge
-from fleet.rabbitmq_cluster import RabbitCluster
 from gateway.app import Gateway
 from tests.receiver import Receiver, Receivers
 from workers.reaper import Reaper
@@ -99,23 +98,6 @@ def pg_settings(settings: Settings) -> Settings:
     """The test's settings with history in PostgreSQL: in a schema of its own (named
     like its namespace), dropped when the test ends."""
     return settings.model_copy(update={"postgres_url": POSTGRES_URL})
-
-
-@pytest.fixture(scope="session")
-def rabbit_cluster() -> Iterator[RabbitCluster]:
-    """A local 3-node RabbitMQ cluster beside the shared RabbitMQ, started once per
-    session (10-30 s) for the tests that ask for it, and deleted at the end."""
-    cluster = RabbitCluster(3)
-    asyncio.run(cluster.start())
-    yield cluster
-    asyncio.run(cluster.close())
-
-
-@pytest.fixture
-def quorum_settings(settings: Settings, rabbit_cluster: RabbitCluster) -> Settings:
-    """The test's settings on the local RabbitMQ cluster (every node listed), with
-    quorum queues; its namespace is purged there when the test ends."""
-    return settings.model_copy(update={"amqp_url": rabbit_cluster.url, "queue_type": "quorum"})
 
 
 @pytest.fixture

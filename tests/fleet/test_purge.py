@@ -79,7 +79,7 @@ async def test_purge_deletes_old_closed_conversations_and_nothing_else(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.endswith("closed: 1/1 done: 1 deleted, 0 kept\n"), result.stdout
-    gone = {k for k in before if f"{{{old}}}" in k}
+    gone = {k for k in before if f":conv:{old}:" in k}
     assert names.meta(old) in gone and names.log(old) in gone and names.epoch(old) in gone
     assert await keys(redis, names) == before - gone
     assert await redis.zrange(names.user_conversations("alice"), 0, -1) == [

@@ -1,5 +1,5 @@
-"""Tests here run against a local Redis Cluster (three masters, three replicas) that
-the session starts once: the fixtures ``settings``, ``names`` and ``redis`` of the
+"""Tests here run against a local Redis Cluster (three masters, three replicas),
+started once for them: the fixtures ``settings``, ``names`` and ``redis`` of the
 whole suite are overridden to point at it, so tests written for one Redis run here
 unchanged (the test modules import them)."""
 
@@ -17,7 +17,7 @@ from tests.cluster.redis_cluster import LocalRedisCluster
 from tests.conftest import fleet_settings
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
     cluster = LocalRedisCluster(Path(tmp_path_factory.mktemp("redis-cluster")))
     try:
