@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias, TypeVar
+from collections.abc import Mapping
+from typing import Any, TypeAlias, TypeVar, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.asyncio.retry import Retry
@@ -50,23 +51,31 @@ def connect(url: str, cluster: bool = False) -> Client:
 
 
 async def require_durable(redis: Client) -> None:
-    """``ConfigError`` unless Redis writes every change to its append-only file before it
-    answers (``appendonly yes``, ``appendfsync always``): then nothing the fleet
-    acknowledged is lost when Redis is killed and restarted."""
+    """``ConfigError`` unless Redis (every master of a cluster) writes every change to its
+    append-only file before it answers (``appendonly yes``, ``appendfsync always``):
+    then nothing the fleet acknowledged is lost when Redis is killed and restarted."""
     try:
-        config = await redis.config_get("append*")
+        configs: list[Mapping[Any, Any]]
+        if isinstance(redis, RedisCluster):
+            per_node = await redis.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
+            # One reply per master (a dict of them), or the reply itself if only one.
+            nested = all(isinstance(v, dict) for v in per_node.values())
+            configs = list(cast(dict[str, Any], per_node).values()) if nested else [per_node]
+        else:
+            configs = [await redis.config_get("append*")]
     except ResponseError as exc:
         raise ConfigError(
             f"FLEET_REDIS_DURABLE is set but Redis's configuration cannot be read ({exc}); "
             "check appendonly yes and appendfsync always by hand, then unset it"
         ) from None
-    found = {text(k): text(v) for k, v in config.items() if k is not None and v is not None}
-    if (found.get("appendonly"), found.get("appendfsync")) != ("yes", "always"):
-        raise ConfigError(
-            "FLEET_REDIS_DURABLE is set but Redis runs with appendonly "
-            f"{found.get('appendonly')!r} and appendfsync {found.get('appendfsync')!r}; "
-            "start it with --appendonly yes --appendfsync always"
-        )
+    for config in configs:
+        found = {text(k): text(v) for k, v in config.items() if k is not None and v is not None}
+        if (found.get("appendonly"), found.get("appendfsync")) != ("yes", "always"):
+            raise ConfigError(
+                "FLEET_REDIS_DURABLE is set but Redis runs with appendonly "
+                f"{found.get('appendonly')!r} and appendfsync {found.get('appendfsync')!r}; "
+                "start it with --appendonly yes --appendfsync always"
+            )
 
 
 def text(value: bytes | str) -> str:

@@ -13,7 +13,7 @@ from redis.asyncio import RedisCluster
 from broker.names import Names
 from broker.redis import Client
 from broker.settings import Settings
-from fleet.harness import LocalFleet
+from fleet.harness import FleetProcess, LocalFleet
 from tests.chaos.harness import assert_epochs_grow, under_traffic
 from tests.chaos.test_recovery import test_a_dead_gateways_connections_are_forgotten
 from tests.chaos.test_worker_faults import (
@@ -57,6 +57,30 @@ async def test_a_users_conversations_live_in_its_slot_and_users_spread_over_mast
         assert len(serving) > 1, f"every conversation on one master: {serving}"
         await traffic.finish("redis cluster: 6 users", redis, names, ())
         await traffic.close()
+
+
+async def test_a_durable_fleet_checks_every_master(
+    settings: Settings, redis_cluster: LocalRedisCluster
+) -> None:
+    """FLEET_REDIS_DURABLE on a cluster: every master must fsync each write, not one."""
+    *durable, lax = redis_cluster.masters()
+    try:
+        for node in durable:
+            with node.client() as client:
+                client.config_set("appendonly", "yes")
+                client.config_set("appendfsync", "always")
+        async with LocalFleet(settings, FLEET_REDIS_DURABLE="1") as fleet:
+            process = FleetProcess("worker", ["worker"], fleet.env)
+            fleet.processes.append(await process.start())
+            assert await process.wait(30) == 2
+    finally:
+        for node in durable:
+            with node.client() as client:
+                client.config_set("appendonly", "no")
+    assert any(
+        "FLEET_REDIS_DURABLE is set but Redis runs with appendonly 'no'" in line
+        for line in process.raw
+    ), process.raw
 
 
 async def test_a_master_killed_under_traffic_loses_nothing_acknowledged(
