@@ -74,8 +74,9 @@ class Names:
     def group_tag(self, group: int) -> str:
         return f"{{{self.namespace}.{group}}}"
 
-    def tag(self, owner: str) -> str:
-        return self.group_tag(self.group(owner))
+    def _in(self, group: int, key: str) -> str:
+        """``key`` in the group's slot."""
+        return f"{self.namespace}:{self.group_tag(group)}:{key}"
 
     @property
     def all_groups(self) -> range:
@@ -92,7 +93,7 @@ class Names:
     # --- Redis: conversations -------------------------------------------------
     def conv(self, cid: str) -> str:
         """Prefix of the conversation's keys: meta, lease, epoch, log, once, clients."""
-        return f"{self.namespace}:{self.tag(cid)}:conv:{cid}"
+        return self._in(self.group(cid), f"conv:{cid}")
 
     def meta(self, cid: str) -> str:
         """Hash: the conversation's record (user, status, owner, created_at, active)."""
@@ -147,39 +148,39 @@ class Names:
 
     def user_conversations(self, user: str) -> str:
         """Sorted set: every conversation of the user -> creation time (ms)."""
-        return f"{self.namespace}:{self.tag(user)}:user:{user}:conversations"
+        return self._in(self.group(user), f"user:{user}:conversations")
 
     def running(self, user: str) -> str:
         """Sorted set: the user's running conversations -> last activity (ms)."""
-        return f"{self.namespace}:{self.tag(user)}:user:{user}:running"
+        return self._in(self.group(user), f"user:{user}:running")
 
     def rate(self, user: str) -> str:
         """String: the user's request rate state (GCRA's theoretical arrival time, ms)."""
-        return f"{self.namespace}:{self.tag(user)}:user:{user}:rate"
+        return self._in(self.group(user), f"user:{user}:rate")
 
     # --- Redis: process liveness -----------------------------------------------
     # Each group holds a copy of a process's liveness, deadline and drain request, and
     # what it holds there, so that a script checks a holder's liveness in its own slot.
     def alive(self, role: Role, process_id: str, group: int) -> str:
         """Short-TTL liveness key of one process (its ``ProcessInfo``)."""
-        return f"{self.namespace}:{self.group_tag(group)}:{role}:alive:{process_id}"
+        return self._in(group, f"{role}:alive:{process_id}")
 
     def deadlines(self, role: Role, group: int) -> str:
         """Sorted set: process id -> liveness deadline (ms, Redis clock); swept by the reaper."""
-        return f"{self.namespace}:{self.group_tag(group)}:{role}s"
+        return self._in(group, f"{role}s")
 
     def owns(self, worker_id: str, group: int) -> str:
         """Set of the group's conversations one worker owns."""
-        return f"{self.namespace}:{self.group_tag(group)}:worker:owns:{worker_id}"
+        return self._in(group, f"worker:owns:{worker_id}")
 
     def connections(self, user: str) -> str:
         """Hash of gateway id -> the user's connections to it (the connection limit)."""
-        return f"{self.namespace}:{self.tag(user)}:user:{user}:connections"
+        return self._in(self.group(user), f"user:{user}:connections")
 
     def gateway_index(self, gateway_id: str, group: int) -> str:
         """Hash: what this gateway's clients hold in the group, ``c:<conversation>`` and
         ``u:<user>`` -> how many clients."""
-        return f"{self.namespace}:{self.group_tag(group)}:gateway:index:{gateway_id}"
+        return self._in(group, f"gateway:index:{gateway_id}")
 
     def index(self, role: Role, process_id: str, group: int) -> str:
         """What a process holds in the group, forgotten with it: a worker's owns, a
@@ -193,33 +194,33 @@ class Names:
     def drain(self, role: Role, process_id: str, group: int) -> str:
         """String with a TTL: an operator asked this process to drain and exit
         (``fleet drain``); its heartbeat sees it."""
-        return f"{self.namespace}:{self.group_tag(group)}:{role}:drain:{process_id}"
+        return self._in(group, f"{role}:drain:{process_id}")
 
     # --- Redis: a group's conversations by status, for ops (``fleet status``, ...) ---
     def by_status(self, status: IndexedStatus, group: int) -> str:
         """Sorted set: conversations with this status -> since when (ms, Redis clock).
         Running ones are not indexed here: they are the workers' owns sets."""
-        return f"{self.namespace}:{self.group_tag(group)}:conversations:{status}"
+        return self._in(group, f"conversations:{status}")
 
     def full(self, group: int) -> str:
         """Sorted set: conversations whose input was refused because their log reached
         its cap -> first refusal (ms)."""
-        return f"{self.namespace}:{self.group_tag(group)}:conversations:full"
+        return self._in(group, "conversations:full")
 
     def pending(self, group: int) -> str:
         """Sorted set: conversations owed an owner (admitted input, or closing) -> since
         (ms); the claim removes them, the reaper asks again for those left too long."""
-        return f"{self.namespace}:{self.group_tag(group)}:pending"
+        return self._in(group, "pending")
 
     def due(self, group: int) -> str:
         """Sorted set: ``<cid> <timer_id>`` -> when it is due (ms); the reaper fires them."""
-        return f"{self.namespace}:{self.group_tag(group)}:timers"
+        return self._in(group, "timers")
 
     def archive_owed(self, group: int) -> str:
         """Sorted set: passivated or closed conversations whose log is owed a move to
         PostgreSQL -> since (ms); the move removes them, the reaper does those left too
         long (their mover died)."""
-        return f"{self.namespace}:{self.group_tag(group)}:archive"
+        return self._in(group, "archive")
 
     @property
     def reaper_leader(self) -> str:
