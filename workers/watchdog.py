@@ -10,14 +10,8 @@ the worker fences itself the moment its loop turns again, before anything else.
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 import time
-from typing import Any
-
-import structlog
-
-log = structlog.get_logger()
 
 
 class Watchdog:
@@ -33,29 +27,12 @@ class Watchdog:
     async def pulse(self) -> None:
         """Runs on the loop: proves it turns, several times per budget."""
         self._thread.start()
-        gc.callbacks.append(self._collecting)
         try:
             while True:
                 self._last = time.monotonic()
                 await asyncio.sleep(self.budget / 4)
         finally:
             self._stop.set()
-            gc.callbacks.remove(self._collecting)
-
-    _collection_started = 0.0
-
-    def _collecting(self, phase: str, info: dict[str, Any]) -> None:
-        """A garbage collection that takes a good part of the budget stalls the loop as
-        surely as a blocking call: say so, so that a fence it causes is explained."""
-        if phase == "start":
-            self._collection_started = time.monotonic()
-            return
-        took = time.monotonic() - self._collection_started
-        if took > self.budget / 4:
-            generation, collected = info["generation"], info["collected"]
-            log.warning(
-                "gc_pause", seconds=round(took, 3), generation=generation, collected=collected
-            )
 
     def silent_for(self) -> float:
         """Seconds since the loop last proved it turns (thread-safe: one float)."""

@@ -29,6 +29,7 @@ from broker.webhook_cursors import WebhookCursors
 from workers.agents import AgentFactory, load_factory
 from workers.conversation import ConversationLoop
 from workers.fencing import FenceReason, Fencing
+from workers.heap import Heap
 from workers.watchdog import Watchdog
 from workers.webhook_delivery import WebhookDeliverer
 from workers.webhook_relay import WebhookRelay
@@ -83,6 +84,7 @@ class Worker(Service):
             queue_type=settings.queue_type,
         )
         self.watchdog = Watchdog(budget=settings.liveness_ttl / 2)
+        self.heap = Heap(budget=self.watchdog.budget)
         # With webhooks on, every worker delivers the webhook outbox (see
         # workers.webhook_delivery) and relays its conversations' state changes to it.
         self.webhook_cursors = WebhookCursors(self.redis, self.names)
@@ -126,11 +128,13 @@ class Worker(Service):
     async def serve(self) -> None:
         """Run until stopped (SIGTERM, SIGINT), then drain."""
         self.exposition.start()
+        self.heap.watch()
         metrics.CAPACITY.set(self.settings.worker_capacity)
         try:
             if await self.connect(self.redis, self.broker, self.archive):
                 await self._run()
         finally:
+            self.heap.close()
             self.exposition.close()
             if self.archiver is not None:  # moves cut short stay owed, for the reaper
                 await self.archiver.close()
@@ -199,6 +203,7 @@ class Worker(Service):
             if self.watchdog.stalled.is_set():
                 await self._fence("loop_stalled")
                 self.watchdog.stalled.clear()
+            self.heap.tick(len(self.loops))
             sent = time.monotonic()
             renewed: bool | None = None
             registering = not self.fencing.registered
@@ -375,6 +380,7 @@ class Worker(Service):
             loop.log.exception("loop_failed")
             give_back = True
         finally:
+            self.heap.loop_ended()
             if self.loops.get(cid, (None,))[0] is loop:
                 del self.loops[cid]
                 self._owned_changed()
