@@ -1,0 +1,46 @@
+"""A worker freezes its heap after a slow full collection, and unfreezes it once a
+quarter of the loops alive then have ended (what died meanwhile is collected again)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from workers.heap import UNFREEZE_AFTER, Heap
+
+
+@pytest.fixture
+def heap() -> Iterator[Heap]:
+    heap = Heap(budget=0.0)  # every collection counts as slow
+    heap.watch()
+    yield heap
+    heap.close()
+    gc.unfreeze()
+
+
+def test_a_slow_full_collection_freezes_the_heap_until_loops_turn_over(heap: Heap) -> None:
+    gc.collect(1)
+    heap.tick(loops=8000)
+    assert gc.get_freeze_count() == 0  # a young collection, however slow, scans little
+
+    gc.collect()
+    heap.tick(loops=8000)
+    assert gc.get_freeze_count() > 0
+
+    for _ in range(8000 // 4 - 1):
+        heap.loop_ended()
+    assert gc.get_freeze_count() > 0
+    heap.loop_ended()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_small_frozen_heap_waits_for_the_floor_of_ended_loops(heap: Heap) -> None:
+    gc.collect()
+    heap.tick(loops=10)
+    for _ in range(UNFREEZE_AFTER - 1):
+        heap.loop_ended()
+    assert gc.get_freeze_count() > 0
+    heap.loop_ended()
+    assert gc.get_freeze_count() == 0
