@@ -1,5 +1,5 @@
-"""A worker freezes its heap after a slow full collection, and unfreezes it once a
-quarter of the loops alive then have ended (what died meanwhile is collected again)."""
+"""A worker freezes its heap after a slow full collection, and unfreezes it once the
+loops alive then have turned over (what died meanwhile is collected again)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from workers.heap import UNFREEZE_AFTER, Heap
+from workers.heap import TURNOVER, UNFREEZE_AFTER, Heap
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_a_slow_full_collection_freezes_the_heap_until_loops_turn_over(heap: Hea
     heap.tick(loops=8000)
     assert gc.get_freeze_count() > 0
 
-    for _ in range(8000 // 4 - 1):
+    for _ in range(TURNOVER * 8000 - 1):
         heap.loop_ended()
     assert gc.get_freeze_count() > 0
     heap.loop_ended()
