@@ -432,7 +432,9 @@ class Worker(Service):
         """Stop the loop, then release lease and slot unless someone still needs it."""
         cid = loop.conversation_id
         await loop.drain()
-        await task
+        # Not ``await task``: a fence meanwhile cancels it, and its cancellation must not
+        # end the passivation of every other conversation with it.
+        await asyncio.wait([task])
         if loop.finished:
             return
         settings = self.settings

@@ -120,3 +120,34 @@ async def test_concurrent_senders_through_two_gateways_reopen_a_passivated_conve
         e["data"]["action_id"] for e in events if e["kind"] == "message" and e["source"] == "user"
     ]
     assert sorted(logged[1:]) == sorted(sent)  # each logged once, after the first message
+
+
+async def test_passivation_goes_on_after_a_fence_cancelled_the_loop_it_was_stopping(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    """The worker fences itself (its loops cancelled) while it passivates a
+    conversation: it still passivates the conversations it owns afterwards."""
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    bearer = token(settings, "alice")
+    first = await create_conversation(fleet.url, bearer, initial="hi")
+    async with asyncio.timeout(10):
+        while first not in worker.loops:
+            await asyncio.sleep(0.02)
+    loop, _ = worker.loops[first]
+    stopping, resume = asyncio.Event(), asyncio.Event()
+    drain = loop.drain
+
+    async def drain_slowly() -> None:
+        stopping.set()
+        await resume.wait()
+        await drain()
+
+    loop.drain = drain_slowly  # type: ignore[method-assign]
+    await asyncio.wait_for(stopping.wait(), 10)  # it is passivating the first
+    await worker._fence("loop_stalled")  # its loop task is cancelled under it
+    resume.set()
+
+    second = await create_conversation(fleet.url, bearer, initial="hi")
+    await status_becomes(redis, names, second, "idle")
