@@ -13,6 +13,7 @@ from workers.heap import TURNOVER, UNFREEZE_AFTER, Heap
 
 @pytest.fixture
 def heap() -> Iterator[Heap]:
+    gc.unfreeze()  # a worker that ran in this process may have frozen it
     heap = Heap(budget=0.0)  # every collection counts as slow
     heap.watch()
     yield heap
