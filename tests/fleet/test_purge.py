@@ -86,7 +86,9 @@ async def test_purge_deletes_old_closed_conversations_and_nothing_else(
         recent.encode(),
         running.encode(),
     ]
-    assert await redis.zrange(names.by_status("closed", 0), 0, -1) == [recent.encode()]
+    assert await redis.zrange(names.by_status("closed", names.group("alice")), 0, -1) == [
+        recent.encode()
+    ]
     assert {cid: await redis.llen(names.log(cid)) for cid in (recent, running)} == logged
     assert await queue_depth(settings, names, running) == 0
     assert await queue_depth(settings, names, old) is None
@@ -106,7 +108,9 @@ async def test_a_conversation_that_receives_input_while_purge_runs_is_kept(
         await status_becomes(redis, names, cid, "idle")  # passivated: no owner, no client
     # The purge goes oldest idle first: input goes to conversations in the middle, so
     # that some is admitted before the purge reaches them, and some after.
-    idle = cast(list[bytes], await redis.zrange(names.by_status("idle", 0), 0, -1))
+    idle = cast(
+        list[bytes], await redis.zrange(names.by_status("idle", names.group("alice")), 0, -1)
+    )
     order = [text(c) for c in idle]
     assert sorted(order) == sorted(cids)
     touched = order[8:32]
@@ -141,7 +145,7 @@ async def test_a_conversation_that_receives_input_while_purge_runs_is_kept(
         assert not await redis.exists(names.meta(cid), names.log(cid), names.actions(cid))
         assert await queue_depth(settings, names, cid) is None
         assert await redis.zscore(names.user_conversations("alice"), cid) is None
-        assert await redis.zscore(names.by_status("idle", 0), cid) is None
+        assert await redis.zscore(names.by_status("idle", names.group("alice")), cid) is None
 
 
 async def test_input_found_in_the_queue_restores_the_conversation(

@@ -10,6 +10,7 @@ import orjson
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
+from broker.liveness import Liveness
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet
@@ -46,7 +47,7 @@ async def test_each_kind_of_stuck_conversation_is_listed(
             refused = await api.post(f"/api/conversations/{full}/actions", json=message)
             assert refused.json()["error"]["code"] == "conversation_full"
             await worker.kill()
-            await redis.delete(names.alive("worker", worker_id, 0))  # dead at once, not in a TTL
+            await Liveness(redis, names, "worker").expire(worker_id)  # dead at once, not in a TTL
             assert (await api.delete(f"/api/conversations/{closing}")).status_code == 202
             queued = await api.post(f"/api/conversations/{waiting}/actions", json=message)
             assert queued.status_code == 200, queued.text

@@ -1,0 +1,31 @@
+"""The ops commands (status, inspect, drain, stuck, close, purge) on a Redis Cluster,
+where the fleet's indexes and processes' keys are spread over hash-tag groups: the
+tests written for one Redis, run here unchanged."""
+
+from __future__ import annotations
+
+from tests.fleet.test_drain import test_a_drained_worker_releases_its_conversations_and_exits_0
+from tests.fleet.test_inspect import (
+    test_inspect_shows_input_waiting_for_an_owner,
+    test_inspect_shows_owner_epoch_clients_and_last_events,
+)
+from tests.fleet.test_purge import (
+    test_a_conversation_that_receives_input_while_purge_runs_is_kept,
+    test_purge_deletes_old_closed_conversations_and_nothing_else,
+)
+from tests.fleet.test_status import test_status_shows_every_process_and_conversation
+from tests.fleet.test_stuck import (
+    test_close_closes_for_good_with_the_reason,
+    test_each_kind_of_stuck_conversation_is_listed,
+)
+
+__all__ = [
+    "test_a_conversation_that_receives_input_while_purge_runs_is_kept",
+    "test_a_drained_worker_releases_its_conversations_and_exits_0",
+    "test_close_closes_for_good_with_the_reason",
+    "test_each_kind_of_stuck_conversation_is_listed",
+    "test_inspect_shows_input_waiting_for_an_owner",
+    "test_inspect_shows_owner_epoch_clients_and_last_events",
+    "test_purge_deletes_old_closed_conversations_and_nothing_else",
+    "test_status_shows_every_process_and_conversation",
+]
