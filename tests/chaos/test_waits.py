@@ -99,7 +99,7 @@ async def test_timers_missed_while_the_reaper_was_down_fire_once_each(
         ]
         due = max(e["ts"] for events in scheduled for e in events) + 0.5
         await asyncio.sleep(max(0.0, due - time.time()) + 1.0)  # the downtime: every timer is due
-        assert await redis.zcard(names.due(0)) == 15
+        assert await redis.zcard(names.due(names.group("alice"))) == 15
         for cid in cids:
             assert not of_kind(await log_of(url, bearer, cid), "timer")
 
@@ -107,7 +107,7 @@ async def test_timers_missed_while_the_reaper_was_down_fire_once_each(
         logs = [
             await until_logged(url, bearer, cid, lambda ev: len(replies(ev)) == 10) for cid in cids
         ]
-        assert await redis.zcard(names.due(0)) == 0
+        assert await redis.zcard(names.due(names.group("alice"))) == 0
 
     for events in logs:
         timers = of_kind(events, "timer")
@@ -130,7 +130,7 @@ async def test_a_timer_due_while_no_worker_runs_fires_once_one_is_back(
         await until_logged(url, bearer, cid, lambda ev: len(replies(ev)) == 1)
         await worker.kill()
         async with asyncio.timeout(10):  # the reaper queues it, and finds no worker
-            while await redis.zcard(names.due(0)):
+            while await redis.zcard(names.due(names.group("alice"))):
                 await asyncio.sleep(0.1)
         assert not of_kind(await log_of(url, bearer, cid), "timer")
 

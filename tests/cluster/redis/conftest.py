@@ -16,6 +16,8 @@ from broker.settings import Settings
 from tests.cluster.redis_cluster import LocalRedisCluster
 from tests.conftest import fleet_settings
 
+CHAOS_ON_A_CLUSTER = "tests/cluster/redis/test_chaos_on_a_cluster.py"
+
 
 @pytest.fixture(scope="package")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
@@ -50,3 +52,13 @@ async def redis(settings: Settings) -> AsyncIterator[Client]:
     client = connect(settings.redis_url, cluster=True)
     yield client
     await client.aclose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The whole chaos set on the cluster runs with ``make chaos`` (``--chaos-long``)."""
+    if config.getoption("--chaos-long"):
+        return
+    long = [item for item in items if item.nodeid.startswith(CHAOS_ON_A_CLUSTER)]
+    if long:
+        config.hook.pytest_deselected(items=long)
+        items[:] = [item for item in items if item not in long]
