@@ -32,7 +32,7 @@ class Liveness:
         self.role = role
         self._heartbeat = scripts.load(redis, names, "heartbeat")
         self._expired = scripts.load(redis, names, "expired")
-        self._forget = scripts.load(redis, names, "forget")
+        self._forget_script = scripts.load(redis, names, "forget")
 
     async def heartbeat(
         self,
@@ -66,14 +66,15 @@ class Liveness:
         )
         return Beat(0) if 0 in beats else Beat(max(beats))
 
-    async def expired(self, group: int, limit: int = 100) -> list[str]:
-        """Processes past their deadline in the group whose liveness key there is gone."""
-        keys = [self.names.deadlines(self.role, group)]
+    async def expired(self, limit: int = 100) -> list[str]:
+        """Processes past their deadline whose liveness key is gone, in group 0 (every
+        process has a copy there; ``forget`` forgets group 0 last)."""
+        keys = [self.names.deadlines(self.role, 0)]
         return [text(i) for i in await self._expired(keys=keys, args=[self.role, limit])]
 
-    async def deadline(self, process_id: str, group: int = 0) -> float | None:
+    async def deadline(self, process_id: str) -> float | None:
         """Until when its last heartbeat kept it alive (epoch seconds, Redis clock)."""
-        score = await self.redis.zscore(self.names.deadlines(self.role, group), process_id)
+        score = await self.redis.zscore(self.names.deadlines(self.role, 0), process_id)
         return None if score is None else score / 1000
 
     async def expire(self, process_id: str) -> None:
@@ -83,9 +84,19 @@ class Liveness:
             *(self.redis.delete(n.alive(self.role, process_id, g)) for g in n.all_groups)
         )
 
-    async def forget(self, process_id: str, group: int, leaving: bool = False) -> int:
-        """Drop a dead (or, with ``leaving``, departing) process and what it held in the
-        group; how many conversations that was, or -1 when it turned out to be alive."""
+    async def forget(self, process_id: str, leaving: bool = False) -> int:
+        """Drop a dead (or, with ``leaving``, departing) process and what it held, in every
+        group; how many conversations that was, or -1 when it turned out to be alive (in
+        some group: then its group 0 copy stays, for the next sweep to find)."""
+        others = await asyncio.gather(
+            *(self._forget(process_id, g, leaving) for g in self.names.all_groups if g)
+        )
+        if -1 in others:
+            return -1
+        first = await self._forget(process_id, 0, leaving)
+        return -1 if first == -1 else first + sum(others)
+
+    async def _forget(self, process_id: str, group: int, leaving: bool) -> int:
         n = self.names
         keys = [
             n.deadlines(self.role, group),
@@ -94,11 +105,4 @@ class Liveness:
             n.pending(group),
         ]
         args = [process_id, self.role, "1" if leaving else "0"]
-        return int(await self._forget(keys=keys, args=args))
-
-    async def forget_everywhere(self, process_id: str) -> int:
-        """Forget a departing process in every group; how many conversations it held."""
-        held = await asyncio.gather(
-            *(self.forget(process_id, g, leaving=True) for g in self.names.all_groups)
-        )
-        return sum(held)
+        return int(await self._forget_script(keys=keys, args=args))

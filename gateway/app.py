@@ -169,7 +169,7 @@ class Gateway(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             try:
-                await self.liveness.forget_everywhere(self.gateway_id)
+                await self.liveness.forget(self.gateway_id, leaving=True)
             except Exception as exc:  # the reaper forgets us after our TTL instead
                 log.warning("presence_not_cleared", error=repr(exc))
             await self.feed.close()

@@ -96,7 +96,7 @@ class Reaper(Service):
                 with contextlib.suppress(Exception):
                     await self.leader.resign()
                 with contextlib.suppress(Exception):
-                    await self.reapers.forget_everywhere(self.reaper_id)
+                    await self.reapers.forget(self.reaper_id, leaving=True)
         finally:
             self._lead(False)
             self.exposition.close()
@@ -186,41 +186,35 @@ class Reaper(Service):
         """Re-dispatch the conversations of every dead worker; how many were re-dispatched.
 
         Dead gateways' connections are forgotten too, so passivation sees the truth, and
-        conversations owed an owner for too long are asked for again. Each key group
-        keeps its own indexes: all are swept.
+        conversations owed an owner for too long are asked for again. The dead are found
+        in group 0 (every process has a copy of its liveness there) and forgotten in
+        every group; each key group keeps its own list of conversations owed an owner.
         """
-        moved = await asyncio.gather(*(self._sweep(group) for group in self.names.all_groups))
-        await self.fire_timers()
-        return sum(moved)
-
-    async def _sweep(self, group: int) -> int:
-        for gateway_id in await self.gateways.expired(group):
-            forgotten = await self.gateways.forget(gateway_id, group)
+        for gateway_id in await self.gateways.expired():
+            forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
-                log.warning(
-                    "gateway_reaped", gateway_id=gateway_id, conversations=forgotten, group=group
-                )
-        for reaper_id in await self.reapers.expired(group):
-            if await self.reapers.forget(reaper_id, group) >= 0:
-                log.warning("reaper_reaped", reaper_id=reaper_id, group=group)
-        for cid in await self.leases.pending(group, self.settings.claim_retry_after):
+                log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
+        for reaper_id in await self.reapers.expired():
+            if await self.reapers.forget(reaper_id) >= 0:
+                log.warning("reaper_reaped", reaper_id=reaper_id)
+        retry = self.settings.claim_retry_after
+        owed = await asyncio.gather(*(self.leases.pending(g, retry) for g in self.names.all_groups))
+        for cid in (cid for cids in owed for cid in cids):
             log.info("claim_requested_again", conversation_id=cid)
             await self.broker.request_claim(cid, "retry")
+        await self.fire_timers()
         moved = 0
-        for worker_id in await self.workers.expired(group):
-            cids = await self.leases.owned_by(worker_id, group)
+        for worker_id in await self.workers.expired():
+            cids = await self.leases.owned_by(worker_id)
             # Its last heartbeat renewed its liveness until its deadline: it was alive then.
-            deadline = await self.workers.deadline(worker_id, group)
+            deadline = await self.workers.deadline(worker_id)
             last_seen = None if deadline is None else deadline - self.settings.liveness_ttl
             await asyncio.gather(
                 *(self.broker.request_claim(cid, "failover", last_seen) for cid in cids)
             )
-            if await self.workers.forget(worker_id, group) >= 0:
-                log.warning(
-                    "worker_reaped", worker_id=worker_id, conversations=len(cids), group=group
-                )
-                if group == 0:  # every process is in group 0: a worker counts once
-                    metrics.WORKERS_REAPED.inc()
+            if await self.workers.forget(worker_id) >= 0:
+                log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
+                metrics.WORKERS_REAPED.inc()
                 moved += len(cids)
         return moved
 

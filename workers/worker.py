@@ -171,7 +171,7 @@ class Worker(Service):
             await asyncio.gather(*background, return_exceptions=True)
             if self.fatal is None:
                 # Only now: a heartbeat still running would see the key gone and fence.
-                await self.liveness.forget_everywhere(self.worker_id)
+                await self.liveness.forget(self.worker_id, leaving=True)
             else:
                 self._stopping = True
                 await self._stop_loops()

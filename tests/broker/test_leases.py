@@ -51,7 +51,7 @@ async def live_worker(workers: Liveness, worker_id: str, ttl: float = 30) -> str
 async def wait_until_dead(workers: Liveness, worker_id: str) -> None:
     """Poll (with a deadline) until the reaper's index reports the worker dead."""
     async with asyncio.timeout(5):
-        while worker_id not in await workers.expired(0):
+        while worker_id not in await workers.expired():
             await asyncio.sleep(0.02)
 
 

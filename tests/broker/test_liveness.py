@@ -15,7 +15,7 @@ TTL = 0.3
 
 async def wait_until_expired(liveness: Liveness, process_id: str) -> None:
     async with asyncio.timeout(5):
-        while process_id not in await liveness.expired(0):
+        while process_id not in await liveness.expired():
             await asyncio.sleep(0.02)
 
 
@@ -26,17 +26,17 @@ async def test_a_lapsed_heartbeat_is_never_renewed(redis: Redis, names: Names) -
     await wait_until_expired(workers, "worker-a")
     assert not await workers.heartbeat("worker-a", TTL)
     await redis.sadd(names.owns("worker-a", 0), "c1", "c2")
-    assert await workers.forget("worker-a", 0) == 2
-    assert "worker-a" not in await workers.expired(0)
+    assert await workers.forget("worker-a") == 2
+    assert "worker-a" not in await workers.expired()
     assert not await redis.exists(names.owns("worker-a", 0))
 
 
 async def test_a_live_process_is_not_forgotten_unless_leaving(redis: Redis, names: Names) -> None:
     workers = Liveness(redis, names, "worker")
     await workers.heartbeat("worker-a", 30, register=True)
-    assert await workers.forget("worker-a", 0) == -1
+    assert await workers.forget("worker-a") == -1
     assert await redis.exists(names.alive("worker", "worker-a", 0))
-    assert await workers.forget("worker-a", 0, leaving=True) == 0
+    assert await workers.forget("worker-a", leaving=True) == 0
     assert not await redis.exists(names.alive("worker", "worker-a", 0))
     assert await redis.zscore(names.deadlines("worker", 0), "worker-a") is None
 
@@ -51,9 +51,9 @@ async def test_a_dead_gateways_clients_are_forgotten(redis: Redis, names: Names)
     await dead.joined("c2", "bob")
     await dead.joined("c2", "bob")
     await wait_until_expired(gateways, "gw-dead")
-    assert await gateways.expired(0) == ["gw-dead"]  # roles do not see each other
-    assert await Liveness(redis, names, "worker").expired(0) == []
-    assert await gateways.forget("gw-dead", 0) == 2
+    assert await gateways.expired() == ["gw-dead"]  # roles do not see each other
+    assert await Liveness(redis, names, "worker").expired() == []
+    assert await gateways.forget("gw-dead") == 2
     assert await redis.hgetall(names.clients("c1")) == {b"gw-live": b"1"}
     assert await redis.hgetall(names.clients("c2")) == {}
     assert await redis.hgetall(names.connections("alice")) == {b"gw-live": b"1"}
@@ -84,3 +84,25 @@ async def test_a_user_is_held_to_its_connections_across_gateways(
     await one.left("c1", "alice")
     await one.left("c1", "alice")
     assert await two.joined("c3", "alice")
+
+
+async def test_a_process_is_forgotten_in_every_group_group_0_last(
+    redis: Redis, namespace: str
+) -> None:
+    """Keys spread over groups: the dead are found in group 0 and forgotten everywhere;
+    one still alive in another group keeps its group 0 copy, to be found again."""
+    names = Names(namespace, groups=4)
+    workers = Liveness(redis, names, "worker")
+    await workers.heartbeat("worker-a", TTL, register=True)
+    for group in names.all_groups:
+        await redis.sadd(names.owns("worker-a", group), f"c{group}")
+    await wait_until_expired(workers, "worker-a")
+    await redis.set(names.alive("worker", "worker-a", 2), "1")  # alive there, a moment
+
+    assert await workers.forget("worker-a") == -1
+    assert await workers.expired() == ["worker-a"]  # still found in group 0
+    await redis.delete(names.alive("worker", "worker-a", 2))
+    assert await workers.forget("worker-a") == 4 - 2  # groups 1 and 3 went the first time
+    assert await workers.expired() == []
+    assert not any([await redis.exists(names.owns("worker-a", g)) for g in names.all_groups])
+    assert await redis.zcard(names.pending(0)) == 1  # group 0's conversation is owed an owner

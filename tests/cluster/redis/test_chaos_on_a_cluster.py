@@ -12,6 +12,7 @@ from tests.chaos.test_hung_worker import (
     test_a_worker_whose_agent_blocks_its_loop_for_20s_holds_nothing,
 )
 from tests.chaos.test_llm_turns import (
+    fake_llm,
     test_a_stop_cancels_the_llm_request_in_flight,
     test_a_three_step_turn_resumes_from_its_last_logged_step,
     test_an_llm_failure_ends_the_turn_and_the_conversation_goes_on,
@@ -39,6 +40,7 @@ from tests.chaos.test_worker_faults import (
 )
 
 __all__ = [
+    "fake_llm",
     "test_a_crash_between_logging_and_acking_logs_once",
     "test_a_mover_killed_between_copy_and_trim",
     "test_a_standby_reaper_takes_over_within_its_lease",
