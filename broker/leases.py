@@ -121,10 +121,10 @@ class Leases:
         need not wait any more."""
         await self.redis.delete(self.names.deleting(cid))
 
-    async def owned_by(self, worker_id: str, group: int | None = None) -> list[str]:
-        """What the worker owns in the group (None: in every group)."""
-        groups = self.names.all_groups if group is None else [group]
+    async def owned_by(self, worker_id: str) -> list[str]:
+        """What the worker owns, in every group."""
+        n = self.names
         owned = await asyncio.gather(
-            *(self.redis.smembers(self.names.owns(worker_id, g)) for g in groups)
+            *(self.redis.smembers(n.owns(worker_id, g)) for g in n.all_groups)
         )
         return [text(c) for members in owned for c in members]

@@ -8,7 +8,8 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 
@@ -17,6 +18,9 @@ from broker.archive import Archive
 from broker.dependencies import Dependency, Unreachable
 from broker.redis import Client, require_durable
 from broker.settings import Settings
+
+# Seconds a cancelled task has to end before it is cancelled again.
+CANCEL_AGAIN_AFTER = 1.0
 
 
 async def first_of(*events: asyncio.Event) -> None:
@@ -27,6 +31,17 @@ async def first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, cancelling again those that
+    go on: on Python 3.11 a cancellation that lands as an awaited operation completes
+    can be swallowed (``asyncio.wait_for``), and the task runs on as if never asked."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
 
 
 log = structlog.get_logger()

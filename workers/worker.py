@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -19,7 +20,7 @@ from broker.events import Malformed, ProcessInfo, decode_claim_request
 from broker.exposition import STUCK_AFTER, Exposition
 from broker.inbox import Delivery
 from broker.leases import Leases
-from broker.lifecycle import Service, first_of, process_id
+from broker.lifecycle import Service, cancel_all, first_of, process_id
 from broker.liveness import Beat, Liveness
 from broker.redis import connect
 from broker.settings import Settings
@@ -147,9 +148,9 @@ class Worker(Service):
     async def _run(self) -> None:
         self.broker.on_reconnect(self._on_reconnect)
         async with self._tasks:
+            passivating = self._tasks.create_task(self._passivate_idle())
             background = [
                 self._tasks.create_task(self._heartbeat()),
-                self._tasks.create_task(self._passivate_idle()),
                 self._tasks.create_task(self.watchdog.pulse()),
             ]
             if self.deliverer is not None:
@@ -164,11 +165,12 @@ class Worker(Service):
                 )
                 self.started.set()
                 await self._stop.wait()
+            # A passivation under way finishes first: cut short, its broker operation
+            # could leave the channel waiting for a reply, and the broker's close with it.
+            await asyncio.wait([passivating], timeout=self.settings.shutdown_grace)
             if self.fatal is None:
                 await self._drain()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            await cancel_all([*background, passivating])
             if self.fatal is None:
                 # Only now: a heartbeat still running would see the key gone and fence.
                 await self.liveness.forget(self.worker_id, leaving=True)
@@ -265,10 +267,7 @@ class Worker(Service):
 
     async def _stop_loops(self) -> None:
         """Cancel every loop at once; what they held goes back to its queue."""
-        tasks = [task for _, task in self.loops.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(task for _, task in self.loops.values())
 
     # --- claiming ---------------------------------------------------------------------------
     def _has_room(self) -> bool:
@@ -417,12 +416,13 @@ class Worker(Service):
         """Passivate conversations idle for ``passivate_after`` with no client connected."""
         # No sooner than a publish may take: input admitted before is queued by then.
         delay = max(self.settings.passivate_after, self.settings.publish_timeout)
-        while True:
-            await asyncio.sleep(min(delay / 4, 5.0))
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), min(delay / 4, 5.0))
             now = time.monotonic()
             for loop, task in list(self.loops.values()):
                 idle = loop.idle_since is not None and now - loop.idle_since >= delay
-                if idle and not self._stopping:
+                if idle and not self._stop.is_set() and not self._stopping:
                     try:
                         await self._passivate(loop, task)
                     except Exception as exc:
@@ -467,9 +467,7 @@ class Worker(Service):
         tasks = [task for _, task in loops]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
-            for task in late:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_all(late)
         # Shielded: releasing and re-dispatching must finish even if we are cancelled.
         await asyncio.shield(
             asyncio.gather(*(self._hand_over(loop) for loop, _ in loops), return_exceptions=True)
