@@ -41,6 +41,10 @@ AdmissionOutcome = Literal[
     "unknown",
 ]
 
+# Any id a reader asks to read after is taken as at most this: ids never come near,
+# and the script reading the log counts in doubles, exact only below 2**53.
+MAX_AFTER = 2**52
+
 
 @dataclass(frozen=True, slots=True)
 class ConversationRecord:
@@ -333,6 +337,7 @@ class Store:
     async def read(self, cid: str, after: int = -1, limit: int | None = None) -> list[bytes]:
         """Logged events with ``id > after`` (at most ``limit``), oldest first, as their
         JSON: from the archive, then from Redis, seamlessly."""
+        after = min(after, MAX_AFTER)
         keys = [self.names.meta(cid), self.names.log(cid)]
         base, tail = await self._tail(keys=keys, args=[after, -1 if limit is None else limit])
         if after + 1 >= base:

@@ -22,7 +22,7 @@ from broker import metrics
 from broker.amqp import Broker
 from broker.archive import archive_for
 from broker.events import ProcessInfo
-from broker.lifecycle import Service, process_id
+from broker.lifecycle import Service, cancel_all, process_id
 from broker.liveness import Liveness
 from broker.presence import Presence
 from broker.ratelimit import RateLimiter
@@ -165,9 +165,7 @@ class Gateway(Service):
             stopping.cancel()
             self.server.should_exit = True
             await serving
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_all([heartbeat])
             try:
                 await self.liveness.forget(self.gateway_id, leaving=True)
             except Exception as exc:  # the reaper forgets us after our TTL instead
