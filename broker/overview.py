@@ -7,9 +7,9 @@ whatever the fleet's: no SCAN, only the indexes the fleet keeps anyway.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, cast
+from typing import Any, cast, get_args
 
-from broker.names import Names, parse_lease
+from broker.names import IndexedStatus, Names, parse_lease
 from broker.redis import Client, text
 
 SHOWN = 200  # conversations listed at most
@@ -144,3 +144,17 @@ async def _conversations(
 def _ttl(pttl: int) -> int | None:
     """Milliseconds left of a liveness key (None: gone, or no expiry)."""
     return pttl if pttl >= 0 else None
+
+
+async def count_by_status(redis: Client, names: Names) -> dict[str, int]:
+    """How many conversations are idle, closing, closed, and owed an owner
+    (``pending``), summed over the key groups (each keeps its own indexes)."""
+    statuses: tuple[IndexedStatus, ...] = get_args(IndexedStatus)
+    async with redis.pipeline(transaction=False) as pipe:
+        for group in names.all_groups:
+            for status in statuses:
+                pipe.zcard(names.by_status(status, group))
+            pipe.zcard(names.pending(group))
+        counts = await pipe.execute()
+    kinds = [*statuses, "pending"]
+    return {kind: sum(counts[i :: len(kinds)]) for i, kind in enumerate(kinds)}

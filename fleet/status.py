@@ -16,7 +16,8 @@ from typing import Any, cast
 import orjson
 
 from broker.events import ProcessInfo, decode_process_info
-from broker.names import IndexedStatus, Role
+from broker.names import Role
+from broker.overview import count_by_status
 from broker.redis import text
 from broker.settings import Settings
 from fleet.ops import Ops, ago, run, table
@@ -91,13 +92,7 @@ async def gather(ops: Ops) -> FleetStatus:
     gateways = await _processes(ops, "gateway", now)
     workers = await _processes(ops, "worker", now)
     reapers = await _processes(ops, "reaper", now, leader_id)
-    statuses: tuple[IndexedStatus, ...] = ("idle", "closing", "closed")
-    async with ops.redis.pipeline(transaction=False) as pipe:
-        for group in n.all_groups:
-            for status in statuses:
-                pipe.zcard(n.by_status(status, group))
-        counts = await pipe.execute()
-    idle, closing, closed = (sum(counts[i::3]) for i in range(3))
+    counts = await count_by_status(ops.redis, n)
     running = sum(w.owned or 0 for w in workers)
     broker = await ops.broker()
     backlog = await broker.dispatch_backlog()
@@ -110,7 +105,10 @@ async def gather(ops: Ops) -> FleetStatus:
         workers=workers,
         reapers=reapers,
         leader=leader_id,
-        conversations={"running": running, "idle": idle, "closing": closing, "closed": closed},
+        conversations={
+            "running": running,
+            **{status: counts[status] for status in ("idle", "closing", "closed")},
+        },
         dispatch_backlog=backlog,
         dead_letters=sum(depth or 0 for depth in dead),
         webhooks_waiting=webhooks,

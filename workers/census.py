@@ -8,7 +8,8 @@ from typing import cast, get_args
 
 from broker.amqp import Broker
 from broker.metrics import Figures
-from broker.names import IndexedStatus, Names, Role
+from broker.names import Names, Role
+from broker.overview import count_by_status
 from broker.redis import Client, text
 
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -34,19 +35,15 @@ async def count(redis: Client, names: Names, broker: Broker) -> Figures:
         live[role] = sum(replies[: len(ids)])
         if role == "worker":
             running = sum(replies[len(ids) :])
-    statuses: tuple[IndexedStatus, ...] = ("idle", "closing", "closed")
-    async with redis.pipeline(transaction=False) as pipe:
-        for group in n.all_groups:
-            for status in statuses:
-                pipe.zcard(n.by_status(status, group))
-            pipe.zcard(n.pending(group))
-        replies = await pipe.execute()
-    idle, closing, closed, pending = (sum(replies[i::4]) for i in range(4))
+    counts = await count_by_status(redis, n)
     dead = [await broker.passive_depth(queue) for queue in n.dead_letter_queues]
     return Figures(
         live=live,
-        conversations={"running": running, "idle": idle, "closing": closing, "closed": closed},
-        awaiting_owner=pending,
+        conversations={
+            "running": running,
+            **{status: counts[status] for status in ("idle", "closing", "closed")},
+        },
+        awaiting_owner=counts["pending"],
         dispatch_backlog=await broker.dispatch_backlog() or 0,
         dead_letters=sum(depth or 0 for depth in dead),
     )

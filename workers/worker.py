@@ -422,7 +422,7 @@ class Worker(Service):
             now = time.monotonic()
             for loop, task in list(self.loops.values()):
                 idle = loop.idle_since is not None and now - loop.idle_since >= delay
-                if idle and not self._stop.is_set() and not self._stopping:
+                if idle and not self._stop.is_set():
                     try:
                         await self._passivate(loop, task)
                     except Exception as exc:
