@@ -36,8 +36,7 @@ from bench.scenarios import (
     timers,
 )
 from bench.watch import ServiceWatch
-from broker.connection import node_urls
-from broker.settings import Settings
+from broker.settings import Settings, node_urls
 from fleet.harness import purge
 
 HERE = Path(__file__).resolve().parent

@@ -23,6 +23,7 @@ from yarl import URL
 
 from broker.backoff import Backoff
 from broker.dependencies import redact
+from broker.settings import node_urls
 
 RECONNECT = Backoff(first=0.1, cap=2.0)
 # One attempt at one node; a node that does not even answer (a partitioned host)
@@ -30,14 +31,6 @@ RECONNECT = Backoff(first=0.1, cap=2.0)
 CONNECT_TIMEOUT = 10.0
 
 log = structlog.get_logger()
-
-
-def node_urls(url: str) -> list[str]:
-    """The node URLs of an AMQP URL setting: one, or several comma-separated."""
-    nodes = [part.strip() for part in url.split(",") if part.strip()]
-    if not nodes:
-        raise ValueError("no AMQP URL given")
-    return nodes
 
 
 class NodesConnection(RobustConnection):

@@ -35,6 +35,14 @@ AMQP_SCHEMES = ("amqp", "amqps")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def node_urls(url: str) -> list[str]:
+    """The node URLs of an AMQP URL setting: one, or several comma-separated."""
+    nodes = [part.strip() for part in url.split(",") if part.strip()]
+    if not nodes:
+        raise ValueError("must name at least one node")
+    return nodes
+
+
 class ConfigError(RuntimeError):
     """Required configuration is missing or invalid."""
 
@@ -195,9 +203,7 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_urls(cls, value: str) -> str:
-        nodes = [part.strip() for part in value.split(",") if part.strip()]
-        if not nodes:
-            raise ValueError("must name at least one node")
+        nodes = node_urls(value)
         for node in nodes:
             if urlsplit(node).scheme not in AMQP_SCHEMES or not urlsplit(node).hostname:
                 raise ValueError("must be amqp:// or amqps:// URLs with a host, comma-separated")

@@ -27,7 +27,7 @@ from bench.peer import Peer
 from bench.procstat import CpuMeter
 from bench.progress import say
 from bench.results import STATS, Figure, Result, ms, stat
-from broker.connection import node_urls
+from broker.settings import node_urls
 
 ROOT = Path(__file__).resolve().parents[2]
 # One process of 8 threads, 8 x 8 messages prefetched: the setting issue 13 measured.

@@ -12,8 +12,8 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from broker import connection
-from broker.connection import NodesConnection, node_urls
-from broker.settings import ConfigError, load_settings
+from broker.connection import NodesConnection
+from broker.settings import ConfigError, load_settings, node_urls
 from fleet.harness import free_port
 from tests.chaos.servers import Proxy
 from tests.conftest import AMQP_URL

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from broker.settings import Settings
+from broker.settings import Settings, node_urls
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DEFAULTED = re.compile(r"\$\{(\w+)(?::[-?]([^}]*))?\}")
@@ -34,7 +34,7 @@ def test_the_fleet_reaches_only_services_of_its_file(
 ) -> None:
     file = compose(name)
     settings = fleet_settings(file, monkeypatch)
-    hosts = {urlsplit(url).hostname for url in settings.amqp_url.split(",")}
+    hosts = {urlsplit(url).hostname for url in node_urls(settings.amqp_url)}
     hosts |= {urlsplit(settings.redis_url).hostname}
     hosts |= {urlsplit(settings.postgres_url or "").hostname}
     assert hosts <= set(file["services"]), hosts - set(file["services"])
@@ -49,7 +49,7 @@ def test_the_clustered_fleet_runs_on_every_node_with_replicated_queues(
     assert settings.redis_wait_replicas == 1
     assert settings.queue_type == "quorum"
     rabbits = {s for s in file["services"] if s.startswith("rabbitmq-")}
-    assert {urlsplit(url).hostname for url in settings.amqp_url.split(",")} == rabbits
+    assert {urlsplit(url).hostname for url in node_urls(settings.amqp_url)} == rabbits
     # Every RabbitMQ node is in the peer list its config forms the cluster from.
     peers = set(re.findall(r"= rabbit@(\S+)", (DEPLOY / "rabbitmq" / "cluster.conf").read_text()))
     assert peers == {file["services"][s]["hostname"] for s in rabbits}
