@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+from fleet.rabbitmq_cluster import run_tool
 
 TIMEOUT = 120.0
 
 
 async def rabbitmqctl(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        "rabbitmqctl",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise
-    if process.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {err.decode().strip()}")
-    return out.decode()
+    """``rabbitmqctl ARGS`` of the machine's own node."""
+    return await run_tool(["rabbitmqctl", *args], TIMEOUT)
 
 
 async def queues(prefix: str) -> dict[str, tuple[int, int]]:

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +42,30 @@ def script(name: str) -> str:
     if found is None:
         raise RuntimeError(f"{name} not found: install rabbitmq-server")
     return found
+
+
+async def run_tool(
+    argv: Sequence[str], timeout: float, env: Mapping[str, str] | None = None
+) -> str:
+    """Run a command-line tool to its end (killed after ``timeout`` seconds); what it
+    printed, or ``RuntimeError`` with what it said when it failed."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        said = (err or out).decode(errors="replace").strip()
+        raise RuntimeError(f"{' '.join(argv)}: {said}")
+    return out.decode(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -132,26 +157,7 @@ class RabbitNode:
 
     async def ctl(self, *args: str, timeout: float = 120) -> str:
         """``rabbitmqctl -n <this node> ARGS``; its output, or an error with it."""
-        process = await asyncio.create_subprocess_exec(
-            script("rabbitmqctl"),
-            "-n",
-            self.name,
-            *args,
-            env=self.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        try:
-            output, _ = await asyncio.wait_for(process.communicate(), timeout)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise
-        text = output.decode(errors="replace")
-        if process.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl -n {self.name} {' '.join(args)}: {text}")
-        return text
+        return await run_tool([script("rabbitmqctl"), "-n", self.name, *args], timeout, self.env)
 
     def rss(self) -> int:
         """Resident memory of the node's Erlang VM, in bytes (0 when it is not running)."""
