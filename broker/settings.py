@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     # keys are where their group says). Default: 1 on one Redis, 16 on a cluster.
     redis_groups: int | None = Field(None, ge=1, le=1024)
     # Each append to a log waits until this many replicas have it (Redis WAIT, at most
-    # a second) before the worker goes on: a master that dies loses nothing logged.
+    # a second) before the worker goes on: a master that dies loses nothing logged
+    # while its replica keeps up.
     redis_wait_replicas: int = Field(0, ge=0)
     # One node's URL, or the nodes of a cluster, comma-separated: each process
     # connects to one of them and fails over to the next.

@@ -40,7 +40,8 @@ log = structlog.get_logger()
 
 # Seconds between the leader's counts of the whole fleet (its metrics).
 CENSUS_EVERY = 2.0
-# Timers fired per sweep, at most: after downtime, a backlog goes out in batches.
+# Timers fired per sweep and key group, at most: after downtime, a backlog goes out in
+# batches.
 TIMER_BATCH = 500
 # A timer whose firing is not confirmed is fired again after this long (seconds).
 TIMER_RETRY = 5.0
