@@ -390,9 +390,11 @@ class Worker(Service):
     async def _give_back(self, loop: ConversationLoop) -> None:
         """Hand over the lease of a loop that ended: another worker (or this one: the
         loop is gone, so it may) claims it again. Tried until it works, or the lease is
-        no longer ours: until then nobody runs the conversation."""
+        no longer ours: until then nobody runs the conversation. A moment's doubt about
+        our liveness (a late heartbeat) does not stop it: the release compares the
+        lease, and only a fence (which hands everything over) makes it not ours."""
         backoff = Backoff(first=0.1, cap=2.0)
-        while self.alive() and not self._stopping:
+        while loop.worker_id == self.worker_id and not self._stopping:
             try:
                 await self._hand_over(loop)
                 return

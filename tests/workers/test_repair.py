@@ -235,3 +235,34 @@ async def test_a_turn_cut_by_a_redis_error_resumes_even_when_handing_it_over_fai
     assert of_kind(events, "error") == []
     assert answers(events) == ["hello"]
     await client.close()
+
+
+async def test_a_lease_is_handed_over_though_liveness_is_in_doubt_as_its_loop_fails(
+    fleet: InProcessFleet, settings: Settings
+) -> None:
+    """A loop fails just as a heartbeat is late (our liveness in doubt for a moment,
+    as after a long garbage collection): its lease is still handed over, not left held
+    by a live worker with no loop to answer."""
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    append = worker.store.append
+    failed: list[str] = []
+
+    async def reply_fails_as_liveness_lapses(*args: Any) -> Any:
+        _cid, _lease, _bodies, once, *_ = args
+        if once.startswith("reply:") and not failed:
+            failed.append("append")
+            worker.fencing.valid_until = 0.0  # until the next heartbeat confirms
+            raise RedisConnectionError("Redis went away")
+        return await append(*args)
+
+    worker.store.append = reply_fails_as_liveness_lapses  # type: ignore[method-assign,assignment]
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("hello")
+    assert ack["ok"], ack
+    events = await client.wait_for(replied_to(ack["action_id"]))
+    assert failed == ["append"]
+    assert answers(events) == ["hello"]
+    await client.close()
