@@ -22,6 +22,7 @@ from aio_pika.connection import make_url
 from yarl import URL
 
 from broker.backoff import Backoff
+from broker.coalesce import CoalescedTCP
 from broker.dependencies import redact
 from broker.settings import node_urls
 
@@ -47,6 +48,8 @@ class NodesConnection(RobustConnection):
         super().__init__(nodes[first], **kwargs)
         self.nodes = tuple(nodes)
         self._at = first
+        if all(node.scheme == "amqp" for node in nodes):  # TLS keeps aiormq's transport
+            self.kwargs["transport_factory"] = CoalescedTCP()
 
     @property
     def node(self) -> str:

@@ -7,6 +7,7 @@ or the clock by hand.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any, cast
@@ -14,6 +15,7 @@ from typing import Any, cast
 import structlog
 from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from broker.names import Names
 from broker.redis import Client
@@ -32,21 +34,72 @@ def load(redis: Client, names: Names, name: str) -> AsyncScript:
     return redis.register_script(names.lua_prelude(source) + source)
 
 
+class Batch:
+    """Script calls made during one turn of the event loop go to Redis as one pipeline:
+    one write, one read and one pooled connection for many conversations' appends or
+    admissions, instead of a round trip each. Each call still runs on its own (not a
+    transaction) and gets its own reply or error. On a cluster each call goes alone."""
+
+    def __init__(self, redis: Client) -> None:
+        self.redis = redis
+        self._calls: list[tuple[AsyncScript, Sequence[Any], asyncio.Future[Any]]] = []
+        self._sending: set[asyncio.Task[None]] = set()  # referenced until done
+
+    async def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if isinstance(self.redis, RedisCluster):
+            return await script(keys=keys, args=args)
+        if not self._calls:  # the first of this turn: send them all at the next one
+            task = asyncio.create_task(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        future = asyncio.get_running_loop().create_future()
+        self._calls.append((script, [script.sha, len(keys), *keys, *args], future))
+        reply = await future
+        if isinstance(reply, NoScriptError):  # Redis forgot it: the script sends it again
+            return await script(keys=keys, args=args)
+        return reply
+
+    async def _send(self) -> None:
+        calls, self._calls = self._calls, []
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, command, _ in calls:
+                    pipe.execute_command("EVALSHA", *command)
+                replies = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for *_, future in calls:
+                future.cancel()
+            raise
+        except Exception as exc:  # the callers' error, not this task's
+            for *_, future in calls:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), reply in zip(calls, replies, strict=True):
+            if future.done():  # its caller was cancelled
+                continue
+            if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+
 class Replicated:
     """Calls of a script whose writes must reach ``replicas`` replicas before the caller
     goes on (Redis ``WAIT``), so that a master killed right after loses none of them.
     ``WAIT`` counts the writes of its own connection: it is sent in one pipeline with
     the script, to the node that serves the script's slot."""
 
-    def __init__(self, redis: Client, script: AsyncScript, replicas: int) -> None:
-        self.redis = redis
+    def __init__(self, batch: Batch, script: AsyncScript, replicas: int) -> None:
+        self.batch = batch
+        self.redis = batch.redis
         self.script = script
         self.replicas = replicas
         self._short = False  # the last wait fell short: logged once until one does not
 
     async def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
         if not self.replicas:
-            return await self.script(keys=keys, args=args)
+            return await self.batch.call(self.script, keys, args)
         target: dict[str, Any] = {}
         if isinstance(self.redis, RedisCluster):
             target["target_nodes"] = self.redis.get_node_from_key(keys[0])

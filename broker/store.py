@@ -153,8 +153,9 @@ class Store:
         self.names = names
         self.archive = archive
         # Appends reach this many replicas before they count (see scripts.Replicated).
+        self._batch = scripts.Batch(redis)
         self._append = scripts.Replicated(
-            redis, scripts.load(redis, names, "append"), wait_replicas
+            self._batch, scripts.load(redis, names, "append"), wait_replicas
         )
         self._tail = scripts.load(redis, names, "tail")
         self._admit = scripts.load(redis, names, "admit")
@@ -243,7 +244,9 @@ class Store:
                 digest,
                 *(part for pair in (record or {}).items() for part in pair),
             ]
-            outcome, needs_owner, evicted, wait_ms, *rest = await self._admit(keys=keys, args=args)
+            outcome, needs_owner, evicted, wait_ms, *rest = await self._batch.call(
+                self._admit, keys, args
+            )
             if outcome != b"archived":
                 return Admission(
                     one_of(outcome, get_args(AdmissionOutcome)),
@@ -418,7 +421,7 @@ class Store:
             frame.delta,
         ]
         keys = [self.names.lease(cid), self.names.stream(cid)]
-        return bool(await self._stream(keys=keys, args=args))
+        return bool(await self._batch.call(self._stream, keys, args))
 
     async def streaming(self, cid: str) -> StreamFrame | None:
         """The step being streamed, as one frame holding its whole text so far."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import orjson
 from redis.asyncio import Redis
 
+from broker.errors import LeaseLost
 from broker.events import NewEvent, state
 from broker.leases import Leases
 from broker.liveness import Liveness
 from broker.names import Names, lease_value
 from broker.ratelimit import Rate
 from broker.store import Limits, Store
+from tests.conftest import REDIS_URL
 
 LIMITS = Limits(100, "reject", Rate(1000.0, 1000))
 
@@ -88,3 +91,39 @@ async def test_reading_after_an_id_far_past_the_log_reads_nothing(
     await store.append(cid, lease, [message("a").body(cid)])
     assert await store.read(cid, 892181448554428928) == []
     assert await store.read(cid, 2**62, 10) == []
+
+
+async def test_appends_made_at_once_share_one_pipeline_each_with_its_own_reply(
+    redis: Redis, names: Names
+) -> None:
+    """Fifty conversations append in the same loop turn: one connection carries them
+    all, each gets its own first id, and the one whose lease moved on alone is fenced."""
+    owners = [await owned(redis, names) for _ in range(50)]
+    stale_cid = owners[7][1]
+    await redis.delete(names.lease(stale_cid))  # its lease is gone: fenced
+    await owners[3][0].append(owners[3][1], owners[3][2], [message("first").body(owners[3][1])])
+
+    client = Redis.from_url(REDIS_URL)
+    store = Store(client, names)
+    try:
+        replies = await asyncio.gather(
+            *(store.append(cid, lease, [message("x").body(cid)]) for _, cid, lease in owners),
+            return_exceptions=True,
+        )
+        connections = len(client.connection_pool._available_connections)
+    finally:
+        await client.aclose()
+    assert connections == 1
+    assert isinstance(replies[7], LeaseLost)
+    first_ids = [r.first_id for i, r in enumerate(replies) if i != 7]  # type: ignore[union-attr]
+    assert first_ids == [1 if i == 3 else 0 for i in range(50) if i != 7]
+
+
+async def test_a_batch_outlives_redis_forgetting_its_scripts(redis: Redis, names: Names) -> None:
+    store, cid, lease = await owned(redis, names)
+    await redis.script_flush()  # as after a restart: every client sends its scripts again
+    appended = await asyncio.gather(
+        store.append(cid, lease, [message("a").body(cid)]),
+        store.append(cid, lease, [message("b").body(cid)]),
+    )
+    assert sorted(a.first_id for a in appended) == [0, 1]
