@@ -34,8 +34,8 @@ from gateway.feed import ClientGone, Feed
 from gateway.http import HttpApi, route_error
 from gateway.operations import Operations
 from gateway.outbox import Outbox, TooSlow
-from gateway.protocol import with_header_timeout
-from gateway.sockets import FleetNamespace, FleetServer
+from gateway.protocol import CoalescedWebSocket, with_header_timeout
+from gateway.sockets import FleetNamespace, FleetServer, PacketJson
 
 log = structlog.get_logger()
 
@@ -81,6 +81,7 @@ class Gateway(Service):
             # Oversized actions must reach the handler to get a clear error, so the
             # transport limit sits well above the action limit.
             max_http_buffer_size=4 * settings.max_payload_bytes,
+            json=PacketJson,
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
         self.redis = connect(settings.redis_url, settings.redis_cluster)
@@ -130,6 +131,7 @@ class Gateway(Service):
                 lifespan="off",
                 timeout_graceful_shutdown=5,
                 http=with_header_timeout(settings.header_timeout),
+                ws=CoalescedWebSocket,
             )
         )
 

@@ -1,4 +1,5 @@
-"""uvicorn's HTTP protocol with a deadline for request headers.
+"""uvicorn's protocols, adjusted: a deadline for request headers, and websocket
+frames written once per loop turn.
 
 uvicorn closes idle keep-alive connections, but a client that sends part of its
 headers and then nothing is held forever (a slowloris). Here each request's headers
@@ -11,6 +12,17 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from broker.coalesce import CoalescedTransport
+
+
+class CoalescedWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's websocket protocol, sending the frames of one loop turn in one write: a
+    client's acks and the events of a batch, emitted one by one, leave together."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(CoalescedTransport(transport))
 
 
 def with_header_timeout(timeout: float) -> type[HttpToolsProtocol]:
