@@ -390,11 +390,11 @@ class Worker(Service):
     async def _give_back(self, loop: ConversationLoop) -> None:
         """Hand over the lease of a loop that ended: another worker (or this one: the
         loop is gone, so it may) claims it again. Tried until it works, or the lease is
-        no longer ours: until then nobody runs the conversation. A moment's doubt about
-        our liveness (a late heartbeat) does not stop it: the release compares the
-        lease, and only a fence (which hands everything over) makes it not ours."""
+        no longer ours: until then nobody runs the conversation (without a reaper, for
+        good). Neither a moment's doubt about our liveness (a late heartbeat) nor a
+        fence since stops it: the release compares the lease it held."""
         backoff = Backoff(first=0.1, cap=2.0)
-        while loop.worker_id == self.worker_id and not self._stopping:
+        while not self._stopping:
             try:
                 await self._hand_over(loop)
                 return

@@ -266,3 +266,41 @@ async def test_a_lease_is_handed_over_though_liveness_is_in_doubt_as_its_loop_fa
     assert failed == ["append"]
     assert answers(events) == ["hello"]
     await client.close()
+
+
+async def test_a_lease_is_handed_over_though_the_worker_fenced_itself_meanwhile(
+    fleet: InProcessFleet, settings: Settings
+) -> None:
+    """A loop fails, and its worker fences itself before the hand-over gets through (a
+    stall, as a long garbage collection makes): the old incarnation's lease is still
+    handed over, so the conversation answers without waiting for a reaper."""
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    append, release = worker.store.append, worker.leases.release
+    failed: list[str] = []
+
+    async def reply_fails_once(*args: Any) -> Any:
+        _cid, _lease, _bodies, once, *_ = args
+        if once.startswith("reply:") and not failed:
+            failed.append("append")
+            raise RedisConnectionError("Redis went away")
+        return await append(*args)
+
+    async def release_fails_across_a_fence(*args: Any) -> bool:
+        if "release" not in failed:
+            failed.append("release")
+            await worker._fence("loop_stalled")
+            raise RedisConnectionError("Redis went away")
+        return await release(*args)
+
+    worker.store.append = reply_fails_once  # type: ignore[method-assign,assignment]
+    worker.leases.release = release_fails_across_a_fence  # type: ignore[method-assign,assignment]
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("hello")
+    assert ack["ok"], ack
+    events = await client.wait_for(replied_to(ack["action_id"]))
+    assert failed == ["append", "release"]
+    assert answers(events) == ["hello"]
+    await client.close()
