@@ -33,21 +33,22 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import structlog
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
-    AbstractRobustConnection,
     ConsumerTag,
 )
 from aio_pika.exceptions import (
     AMQPError,
     ChannelClosed,
+    ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveryError,
@@ -113,6 +114,36 @@ class Consumer:
 Reopen = Callable[[str, QueueItem], Awaitable[bool]]
 
 
+async def publish(
+    channel: AbstractRobustChannel,
+    message: aio_pika.Message,
+    routing_key: str,
+    exchange: str = "",
+    mandatory: bool = False,
+    timeout: float | None = None,
+) -> None:
+    """aio-pika's ``Exchange.publish``, without waiting for the frames to be written.
+
+    aio-pika waits for that holding the channel's lock, so the publishes of one channel
+    went out one per turn of the event loop, each in its own socket write, and the
+    others queued behind it. Here the lock is held only while the frames are queued:
+    those of many conversations leave together (``broker.coalesce``). A confirmed
+    channel's publish still returns once the broker confirmed it (``DeliveryError``
+    when it refused, ``PublishError`` when no queue took a mandatory one)."""
+    if channel.is_closed:
+        raise ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = cast(aiormq.Channel, await channel.get_underlay_channel())  # it has ``wait``
+    await underlay.basic_publish(
+        message.body,
+        exchange=exchange,
+        routing_key=routing_key,
+        properties=message.properties,
+        mandatory=mandatory,
+        timeout=timeout,
+        wait=False,
+    )
+
+
 class Broker:
     """One robust AMQP connection with the fleet's topology, and every verb the fleet
     needs of it. ``connect`` first.
@@ -151,7 +182,7 @@ class Broker:
         self._pool_size = channels
         self._prefetch = prefetch
         self._heartbeat = heartbeat
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: connection.NodesConnection | None = None
         self._confirmed: AbstractRobustChannel | None = None
         # Live events and bindings go out without confirms: nothing waits for them.
         self._unconfirmed: AbstractRobustChannel | None = None
@@ -216,7 +247,7 @@ class Broker:
         for callback in self._reconnect_callbacks:
             callback()
 
-    def _conn(self) -> AbstractRobustConnection:
+    def _conn(self) -> connection.NodesConnection:
         if self._connection is None:
             raise NotConnected(f"{self.name}: the broker is not connected")
         return self._connection
@@ -377,8 +408,7 @@ class Broker:
             content_type="application/json",
             correlation_id=correlation_id,
         )
-        exchange = self._channel(self._unconfirmed).default_exchange
-        await exchange.publish(message, routing_key=reply_to, mandatory=False)
+        await self._publish_unconfirmed(message, reply_to)
 
     async def close_conversation(self, cid: str, reason: str) -> None:
         """Queue the close marker behind the input already queued; its owner finishes it."""
@@ -458,9 +488,10 @@ class Broker:
         while True:
             renewals = self._renewals.get(channel, 0)
             try:
-                await channel.default_exchange.publish(
+                await publish(
+                    channel,
                     message,
-                    routing_key=queue,
+                    queue,
                     mandatory=True,
                     timeout=max(deadline - time.monotonic(), 0.001),
                 )
@@ -595,13 +626,21 @@ class Broker:
         """Send logged events to the gateways that have clients of ``cid``: one message
         per batch."""
         message = aio_pika.Message(encode_batch(entries), delivery_mode=TRANSIENT)
-        await self._exchange().publish(message, routing_key=cid, mandatory=False)
+        await self._publish_unconfirmed(message, cid, self._exchange().name)
 
     async def publish_frame(self, frame: StreamFrame) -> None:
         """Send a stream frame to the gateways that have clients of its conversation,
         in order with its events (same exchange, channel and routing key)."""
         message = aio_pika.Message(encode_frame(frame), delivery_mode=TRANSIENT)
-        await self._exchange().publish(message, routing_key=frame.conversation_id, mandatory=False)
+        await self._publish_unconfirmed(message, frame.conversation_id, self._exchange().name)
+
+    async def _publish_unconfirmed(
+        self, message: aio_pika.Message, routing_key: str, exchange: str = ""
+    ) -> None:
+        """Publish on the unconfirmed channel; wait while the socket is backed up, as
+        aio-pika's publish did (it waited for each message to be written)."""
+        await publish(self._channel(self._unconfirmed), message, routing_key, exchange)
+        await self._conn().transports.drained()
 
     async def listen_events(self, on_batch: Callable[[bytes], None]) -> None:
         """Receive live-event batches of the conversations bound with ``bind_events``,

@@ -81,21 +81,32 @@ class CoalescedTransport(asyncio.Transport):
         return self._transport.is_reading()
 
 
-class CoalescedTCP(TransportFactory):
-    """aiormq's plain TCP transport, its writes coalesced (``asyncio.open_connection``
-    with the transport wrapped)."""
+class CoalescedTransports(TransportFactory):
+    """aiormq's TCP (or TLS, for ``amqps``) transport, its writes coalesced
+    (``asyncio.open_connection`` with the transport wrapped). ``drained`` waits while
+    the latest connection's socket is backed up: publishes that do not wait for their
+    frames to be written (see ``broker.amqp``) apply back-pressure with it."""
+
+    writer: asyncio.StreamWriter | None = None
 
     async def create(
         self, url: URL, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        kwargs.pop("ssl_context_provider", None)
+        provider = kwargs.pop("ssl_context_provider", None)
+        ssl = await provider.get_context() if url.scheme == "amqps" and provider else None
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         try:
             transport, _ = await loop.create_connection(
-                lambda: protocol, url.host or "localhost", url.port or 5672, **kwargs
+                lambda: protocol, url.host or "localhost", url.port or 5672, ssl=ssl, **kwargs
             )
         except OSError as exc:
             raise AMQPConnectionError(*exc.args) from exc
-        return reader, asyncio.StreamWriter(CoalescedTransport(transport), protocol, reader, loop)
+        self.writer = asyncio.StreamWriter(CoalescedTransport(transport), protocol, reader, loop)
+        return reader, self.writer
+
+    async def drained(self) -> None:
+        writer = self.writer
+        if writer is not None and not writer.transport.is_closing():
+            await writer.drain()

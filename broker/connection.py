@@ -15,16 +15,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import aiormq
 import structlog
 from aio_pika import RobustConnection
-from aio_pika.abc import AbstractRobustConnection
 from aio_pika.connection import make_url
 from yarl import URL
 
 from broker.backoff import Backoff
-from broker.coalesce import CoalescedTCP
+from broker.coalesce import CoalescedTransports
 from broker.dependencies import redact
 from broker.settings import node_urls
+
+# aiormq drops the CloseOk it owes for a channel the broker closed when its write queue
+# is full (10 frames by default); reopening that channel then kills the whole connection
+# ("second 'channel.open' seen"). Publishes that do not wait for their frames to be
+# written (``broker.amqp.publish``) fill it often: a deep queue keeps room, and the
+# socket's own back-pressure (``CoalescedTransports.drained``) bounds what waits there.
+aiormq.Connection.FRAME_BUFFER_SIZE = 4096
 
 RECONNECT = Backoff(first=0.1, cap=2.0)
 # One attempt at one node; a node that does not even answer (a partitioned host)
@@ -48,8 +55,8 @@ class NodesConnection(RobustConnection):
         super().__init__(nodes[first], **kwargs)
         self.nodes = tuple(nodes)
         self._at = first
-        if all(node.scheme == "amqp" for node in nodes):  # TLS keeps aiormq's transport
-            self.kwargs["transport_factory"] = CoalescedTCP()
+        self.transports = CoalescedTransports()
+        self.kwargs["transport_factory"] = self.transports
 
     @property
     def node(self) -> str:
@@ -84,7 +91,7 @@ class NodesConnection(RobustConnection):
             log.info("amqp_connected", node=self.node, connection=name)
 
 
-async def connect(url: str, name: str, heartbeat: int | None = None) -> AbstractRobustConnection:
+async def connect(url: str, name: str, heartbeat: int | None = None) -> NodesConnection:
     """A robust connection to one of the nodes ``url`` lists, trying each once, from a
     random one; raises the last node's error when none answers. ``heartbeat``
     (seconds) overrides the broker's default (60)."""

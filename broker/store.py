@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 import orjson
@@ -24,6 +24,9 @@ SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
 # Looking an action id or a dedupe key up in the archive and asking again can meet a
 # move that just finished (only while no owner runs the conversation): a few tries.
 ARCHIVE_LOOKUPS = 5
+# How many of its last events a new owner publishes again: an owner that died may have
+# logged its last batches without their messages leaving its process.
+UNPUBLISHED = 16
 
 # "purging": ``fleet purge`` is deleting it (see lua/purge.lua); it takes no input.
 Status = Literal["idle", "running", "closing", "closed", "purging"]
@@ -108,6 +111,9 @@ class TurnState:
     on_busy: BusyPolicy
     since: list[bytes]  # the log from the oldest unfinished turn's first event
     next_id: int = 0  # the id the next event logged gets
+    # The last events logged (in Redis), which the last owner may have died before
+    # publishing: published again, gateways drop the ids they delivered already.
+    tail: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,12 +409,13 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self.names.meta(cid), "turn_from", "on_busy", "archived")
             pipe.llen(self.names.log(cid))
-            (turn_from, on_busy, archived), length = await pipe.execute()
+            pipe.lrange(self.names.log(cid), -UNPUBLISHED, -1)
+            (turn_from, on_busy, archived), length, tail = await pipe.execute()
         policy: BusyPolicy = one_of(on_busy, get_args(BusyPolicy)) if on_busy else "enqueue"
         next_id = int(archived or 0) + length  # the archived part comes first
         if turn_from is None:
-            return TurnState(policy, [], next_id)
-        return TurnState(policy, await self.read(cid, int(turn_from) - 1), next_id)
+            return TurnState(policy, [], next_id, tail)
+        return TurnState(policy, await self.read(cid, int(turn_from) - 1), next_id, tail)
 
     async def stream(self, cid: str, lease: str, frame: StreamFrame) -> bool:
         """Keep the snapshot of a streaming step (fenced); False when the lease moved on."""

@@ -112,6 +112,8 @@ class ConversationLoop:
                 await self.relay.start()
                 relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
+            if state.tail:
+                await self.scribe.publish(state.tail)
             self.turns.policy = state.on_busy
             self.turns.first_new_id = state.next_id
             await self.turns.resume([Event.from_json(raw) for raw in state.since])

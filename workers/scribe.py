@@ -121,10 +121,10 @@ class Scribe:
             logged = [event.logged(first + i, cid) for i, event in enumerate(events)]
             self._observe(events)
         if entries:
-            await self._publish(entries)
+            await self.publish(entries)
         return Logged(logged, not appended.duplicate)
 
-    async def _publish(self, entries: list[bytes]) -> None:
+    async def publish(self, entries: list[bytes]) -> None:
         """Send what was just logged to the gateways, retrying while the broker is away:
         it is logged, so failing the caller now would leave its work half done (its input
         comes again, finds itself logged, and is skipped). Gives up only with the lease."""

@@ -8,7 +8,7 @@ from typing import Any
 import aio_pika
 
 from broker import connection
-from broker.coalesce import CoalescedTCP, CoalescedTransport
+from broker.coalesce import CoalescedTransport, CoalescedTransports
 from tests.conftest import AMQP_URL
 
 
@@ -63,7 +63,7 @@ async def test_a_fleet_connection_coalesces_and_loses_nothing(namespace: str) ->
     each confirmed, and consumed whole and in order."""
     conn = await connection.connect(AMQP_URL, "test-coalesce")
     try:
-        assert isinstance(conn.kwargs["transport_factory"], CoalescedTCP)
+        assert isinstance(conn.kwargs["transport_factory"], CoalescedTransports)
         channel = await conn.channel()
         queue = await channel.declare_queue(f"{namespace}.coalesce", auto_delete=True)
         bodies = [str(i).encode() * (1 + i % 300) for i in range(500)]

@@ -165,7 +165,8 @@ async def test_a_worker_killed_between_logging_and_publishing(
     settings: Settings, redis: Redis, names: Names, tmp_path: Path
 ) -> None:
     """Its last answer is in the log, never published: the client gets it all the same,
-    in order, once the conversation's next event comes live from the next owner."""
+    in order, from the next owner, which publishes its predecessor's last events again
+    as it takes over (no need to wait for the conversation's next event)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     agent = {"FLEET_AGENT": "tests.agents:DiesBeforePublishing", "CRASH_MARKERS": str(tmp_path)}
@@ -185,6 +186,7 @@ async def test_a_worker_killed_between_logging_and_publishing(
         logged = [orjson.loads(raw) for raw in await redis.lrange(names.log(cid), 0, -1)]
         assert "die" in replies(logged)  # logged, then the worker died
         assert "die" not in replies(client.events)  # and never published
+        await client.wait_for(replied_to("die"), timeout=20)  # until the next owner came
 
         assert (await client.act("after", action_id="after"))["ok"]
         events = await client.wait_for(replied_to("after"), timeout=20)
