@@ -24,9 +24,10 @@ SETTLE_POLL = 0.005  # seconds between looks at a queue being deleted
 # Looking an action id or a dedupe key up in the archive and asking again can meet a
 # move that just finished (only while no owner runs the conversation): a few tries.
 ARCHIVE_LOOKUPS = 5
-# How many of its last events a new owner publishes again: an owner that died may have
-# logged its last batches without their messages leaving its process.
-UNPUBLISHED = 16
+# How many of its last events a new owner publishes again when it took over from one
+# that died: that one may have logged its last batches without their messages leaving
+# its process (a conversation logs one batch at a time; a batch is a few events).
+UNPUBLISHED = 8
 
 # "purging": ``fleet purge`` is deleting it (see lua/purge.lua); it takes no input.
 Status = Literal["idle", "running", "closing", "closed", "purging"]

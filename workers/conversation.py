@@ -55,8 +55,11 @@ class ConversationLoop:
         alive: Callable[[], bool],
         closing: str | None = None,
         relay: WebhookRelay | None = None,
+        took_over: bool = False,
     ) -> None:
         self.conversation_id = cid
+        # Taken over from a holder that died: it may have logged events it never published.
+        self._took_over = took_over
         self.worker_id = worker_id
         self.epoch = epoch
         self.lease = lease_value(worker_id, epoch)
@@ -112,7 +115,7 @@ class ConversationLoop:
                 await self.relay.start()
                 relaying = asyncio.create_task(self.relay.run())
             state = await self._store.turns(self.conversation_id)
-            if state.tail:
+            if self._took_over and state.tail:
                 await self.scribe.publish(state.tail)
             self.turns.policy = state.on_busy
             self.turns.first_new_id = state.next_id

@@ -322,7 +322,7 @@ class Worker(Service):
                     if request.since:
                         waited = max(0.0, time.time() - request.since)
                         metrics.CLAIM_LATENCY.labels(request.cause).observe(waited)
-                    self._start(cid, claim.epoch, claim.closing)
+                    self._start(cid, claim.epoch, claim.closing, claim.took_over)
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
                 else:
@@ -333,7 +333,9 @@ class Worker(Service):
             self._claiming -= 1
         await self._update_dispatch()
 
-    def _start(self, cid: str, epoch: int, closing: str | None = None) -> None:
+    def _start(
+        self, cid: str, epoch: int, closing: str | None = None, took_over: bool = False
+    ) -> None:
         if cid in self.loops:
             return
         loop = ConversationLoop(
@@ -348,6 +350,7 @@ class Worker(Service):
             self.alive,
             closing,
             relay=self._relay(cid),
+            took_over=took_over,
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
