@@ -75,11 +75,15 @@ async def test_every_process_exposes_its_roles_metrics(
         await client.wait_for(replied_to(again["action_id"]))
         async with http(url, bearer) as api:
             assert (await api.get("/api/conversations/nope")).status_code == 404
-        async with asyncio.timeout(10):  # the leader counts the fleet every few seconds
-            while 'fleet_live_processes{role="worker"} 1.0' not in (
-                reaper := await scrape(reaper_url)
-            ):
+        # The leader counts the fleet every few seconds: wait for a count taken once the
+        # dead worker was forgotten and its conversations claimed again (a count taken
+        # in between sees one live worker owning nothing yet).
+        counted = ('fleet_live_processes{role="worker"} 1.0', 'status="running"} 4.0')
+        async with asyncio.timeout(10):
+            reaper = await scrape(reaper_url)
+            while not all(line in reaper for line in counted):
                 await asyncio.sleep(0.1)
+                reaper = await scrape(reaper_url)
         gateway, worker = await scrape(url), await scrape(worker_url)
         async with http(worker_url) as api:
             health = await api.get("/healthz")
