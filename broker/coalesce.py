@@ -1,4 +1,5 @@
-"""One socket write per event-loop turn for an AMQP connection, however many frames.
+"""One socket write per event-loop turn, however many frames: for AMQP connections
+(here) and the gateway's websockets (``gateway.protocol``).
 
 aiormq writes each frame (a publish, an ack) on its own, and the transport sends each
 at once: one system call per frame. A process publishing for many conversations makes

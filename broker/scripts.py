@@ -42,7 +42,7 @@ class Batch:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
-        self._calls: list[tuple[AsyncScript, Sequence[Any], asyncio.Future[Any]]] = []
+        self._calls: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []  # EVALSHA's
         self._sending: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -53,7 +53,7 @@ class Batch:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         future = asyncio.get_running_loop().create_future()
-        self._calls.append((script, [script.sha, len(keys), *keys, *args], future))
+        self._calls.append(([script.sha, len(keys), *keys, *args], future))
         reply = await future
         if isinstance(reply, NoScriptError):  # Redis forgot it: the script sends it again
             return await script(keys=keys, args=args)
@@ -63,19 +63,19 @@ class Batch:
         calls, self._calls = self._calls, []
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for _, command, _ in calls:
+                for command, _ in calls:
                     pipe.execute_command("EVALSHA", *command)
                 replies = await pipe.execute(raise_on_error=False)
         except asyncio.CancelledError:
-            for *_, future in calls:
+            for _, future in calls:
                 future.cancel()
             raise
         except Exception as exc:  # the callers' error, not this task's
-            for *_, future in calls:
+            for _, future in calls:
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (*_, future), reply in zip(calls, replies, strict=True):
+        for (_, future), reply in zip(calls, replies, strict=True):
             if future.done():  # its caller was cancelled
                 continue
             if isinstance(reply, Exception) and not isinstance(reply, NoScriptError):
