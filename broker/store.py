@@ -113,7 +113,8 @@ class TurnState:
     since: list[bytes]  # the log from the oldest unfinished turn's first event
     next_id: int = 0  # the id the next event logged gets
     # The last events logged (in Redis), which the last owner may have died before
-    # publishing: published again, gateways drop the ids they delivered already.
+    # publishing: published again, gateways drop the ids they delivered already
+    # (read only for a new owner that took over a dead holder's lease).
     tail: list[bytes] = field(default_factory=list)
 
 
@@ -404,14 +405,17 @@ class Store:
             return Appended(first, await self.read(cid, first - 1, count), duplicate=True)
         return Appended(first_id=code, entries=[], duplicate=False)
 
-    async def turns(self, cid: str) -> TurnState:
+    async def turns(self, cid: str, took_over: bool = False) -> TurnState:
         """Where the oldest unfinished turn starts, what the conversation does with
-        input while busy, and every event since that turn (empty when none is)."""
+        input while busy, and every event since that turn (empty when none is); when
+        ``took_over`` (from a holder that died), the last events too."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self.names.meta(cid), "turn_from", "on_busy", "archived")
             pipe.llen(self.names.log(cid))
-            pipe.lrange(self.names.log(cid), -UNPUBLISHED, -1)
-            (turn_from, on_busy, archived), length, tail = await pipe.execute()
+            if took_over:
+                pipe.lrange(self.names.log(cid), -UNPUBLISHED, -1)
+            (turn_from, on_busy, archived), length, *tails = await pipe.execute()
+        tail: list[bytes] = tails[0] if tails else []
         policy: BusyPolicy = one_of(on_busy, get_args(BusyPolicy)) if on_busy else "enqueue"
         next_id = int(archived or 0) + length  # the archived part comes first
         if turn_from is None:

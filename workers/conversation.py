@@ -114,8 +114,8 @@ class ConversationLoop:
             if self.relay is not None:
                 await self.relay.start()
                 relaying = asyncio.create_task(self.relay.run())
-            state = await self._store.turns(self.conversation_id)
-            if self._took_over and state.tail:
+            state = await self._store.turns(self.conversation_id, self._took_over)
+            if state.tail:
                 await self.scribe.publish(state.tail)
             self.turns.policy = state.on_busy
             self.turns.first_new_id = state.next_id
