@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -33,6 +34,7 @@ from tests.support import (
     status_becomes,
     token,
 )
+from workers.worker import Worker
 
 FAST = {"claim_retry_after": 0.3, "passivate_after": 0.5, "publish_timeout": 2.0}
 
@@ -199,6 +201,54 @@ async def test_a_worker_whose_claim_consumer_failed_to_restart_consumes_at_its_n
     await client.close()
 
 
+def reply_fails_once(
+    worker: Worker, failed: list[str], also: Callable[[], None] = lambda: None
+) -> None:
+    """The worker's first append of a reply raises a Redis connection error (after
+    ``also``), as if Redis went away for a moment."""
+    append = worker.store.append
+
+    async def failing(*args: Any) -> Any:
+        _cid, _lease, _bodies, once, *_ = args
+        if once.startswith("reply:") and "append" not in failed:
+            failed.append("append")
+            also()
+            raise RedisConnectionError("Redis went away")
+        return await append(*args)
+
+    worker.store.append = failing  # type: ignore[method-assign,assignment]
+
+
+def release_fails_once(
+    worker: Worker, failed: list[str], before: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """The worker's first lease release raises a Redis connection error (after
+    ``before``)."""
+    release = worker.leases.release
+
+    async def failing(*args: Any) -> bool:
+        if "release" not in failed:
+            failed.append("release")
+            if before is not None:
+                await before()
+            raise RedisConnectionError("Redis went away")
+        return await release(*args)
+
+    worker.leases.release = failing  # type: ignore[method-assign,assignment]
+
+
+async def hello_answered(fleet: InProcessFleet, settings: Settings) -> list[dict[str, Any]]:
+    """A new conversation's client says hello; the events it got once answered."""
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer)
+    client = await Client().connect(fleet.url, bearer, cid)
+    ack = await client.act("hello")
+    assert ack["ok"], ack
+    events = await client.wait_for(replied_to(ack["action_id"]))
+    await client.close()
+    return events
+
+
 async def test_a_turn_cut_by_a_redis_error_resumes_even_when_handing_it_over_fails_once(
     fleet: InProcessFleet, settings: Settings
 ) -> None:
@@ -207,34 +257,13 @@ async def test_a_turn_cut_by_a_redis_error_resumes_even_when_handing_it_over_fai
     for that fails once too, so it is tried again rather than left with no loop."""
     await fleet.start_gateway()
     worker = await fleet.start_worker()
-    append, release = worker.store.append, worker.leases.release
     failed: list[str] = []
-
-    async def reply_fails_once(*args: Any) -> Any:
-        _cid, _lease, _bodies, once, *_ = args
-        if once.startswith("reply:") and "append" not in failed:
-            failed.append("append")
-            raise RedisConnectionError("Redis went away")
-        return await append(*args)
-
-    async def release_fails_once(*args: Any) -> bool:
-        if "release" not in failed:
-            failed.append("release")
-            raise RedisConnectionError("Redis went away")
-        return await release(*args)
-
-    worker.store.append = reply_fails_once  # type: ignore[method-assign,assignment]
-    worker.leases.release = release_fails_once  # type: ignore[method-assign,assignment]
-    bearer = token(settings, "alice")
-    cid = await create_conversation(fleet.url, bearer)
-    client = await Client().connect(fleet.url, bearer, cid)
-    ack = await client.act("hello")
-    assert ack["ok"], ack
-    events = await client.wait_for(replied_to(ack["action_id"]))
+    reply_fails_once(worker, failed)
+    release_fails_once(worker, failed)
+    events = await hello_answered(fleet, settings)
     assert failed == ["append", "release"]
     assert of_kind(events, "error") == []
     assert answers(events) == ["hello"]
-    await client.close()
 
 
 async def test_a_lease_is_handed_over_though_liveness_is_in_doubt_as_its_loop_fails(
@@ -245,27 +274,15 @@ async def test_a_lease_is_handed_over_though_liveness_is_in_doubt_as_its_loop_fa
     by a live worker with no loop to answer."""
     await fleet.start_gateway()
     worker = await fleet.start_worker()
-    append = worker.store.append
     failed: list[str] = []
 
-    async def reply_fails_as_liveness_lapses(*args: Any) -> Any:
-        _cid, _lease, _bodies, once, *_ = args
-        if once.startswith("reply:") and not failed:
-            failed.append("append")
-            worker.fencing.valid_until = 0.0  # until the next heartbeat confirms
-            raise RedisConnectionError("Redis went away")
-        return await append(*args)
+    def liveness_lapses() -> None:
+        worker.fencing.valid_until = 0.0  # until the next heartbeat confirms
 
-    worker.store.append = reply_fails_as_liveness_lapses  # type: ignore[method-assign,assignment]
-    bearer = token(settings, "alice")
-    cid = await create_conversation(fleet.url, bearer)
-    client = await Client().connect(fleet.url, bearer, cid)
-    ack = await client.act("hello")
-    assert ack["ok"], ack
-    events = await client.wait_for(replied_to(ack["action_id"]))
+    reply_fails_once(worker, failed, also=liveness_lapses)
+    events = await hello_answered(fleet, settings)
     assert failed == ["append"]
     assert answers(events) == ["hello"]
-    await client.close()
 
 
 async def test_a_lease_is_handed_over_though_the_worker_fenced_itself_meanwhile(
@@ -276,31 +293,9 @@ async def test_a_lease_is_handed_over_though_the_worker_fenced_itself_meanwhile(
     handed over, so the conversation answers without waiting for a reaper."""
     await fleet.start_gateway()
     worker = await fleet.start_worker()
-    append, release = worker.store.append, worker.leases.release
     failed: list[str] = []
-
-    async def reply_fails_once(*args: Any) -> Any:
-        _cid, _lease, _bodies, once, *_ = args
-        if once.startswith("reply:") and not failed:
-            failed.append("append")
-            raise RedisConnectionError("Redis went away")
-        return await append(*args)
-
-    async def release_fails_across_a_fence(*args: Any) -> bool:
-        if "release" not in failed:
-            failed.append("release")
-            await worker._fence("loop_stalled")
-            raise RedisConnectionError("Redis went away")
-        return await release(*args)
-
-    worker.store.append = reply_fails_once  # type: ignore[method-assign,assignment]
-    worker.leases.release = release_fails_across_a_fence  # type: ignore[method-assign,assignment]
-    bearer = token(settings, "alice")
-    cid = await create_conversation(fleet.url, bearer)
-    client = await Client().connect(fleet.url, bearer, cid)
-    ack = await client.act("hello")
-    assert ack["ok"], ack
-    events = await client.wait_for(replied_to(ack["action_id"]))
+    reply_fails_once(worker, failed)
+    release_fails_once(worker, failed, before=lambda: worker._fence("loop_stalled"))
+    events = await hello_answered(fleet, settings)
     assert failed == ["append", "release"]
     assert answers(events) == ["hello"]
-    await client.close()
