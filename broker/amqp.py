@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import aio_pika
 import aiormq
@@ -79,8 +79,10 @@ from broker.inbox import Delivery, Inbox
 from broker.names import DIRECT_REPLY_TO, Names
 from broker.settings import ConfigError, QueueType
 
-PERSISTENT = aio_pika.DeliveryMode.PERSISTENT
-TRANSIENT = aio_pika.DeliveryMode.NOT_PERSISTENT
+Properties = aiormq.spec.Basic.Properties
+PERSISTENT = 2  # AMQP's delivery modes
+TRANSIENT = 1
+TRANSIENT_PROPERTIES = Properties(delivery_mode=TRANSIENT)  # live events' and frames'
 # aio-pika's words for a broker that did not take a message: refused, unconfirmed,
 # timed out, or a channel/connection that is closed (RuntimeError).
 NOT_TAKEN = (AMQPError, DeliveryError, TimeoutError, ConnectionError, RuntimeError)
@@ -114,9 +116,19 @@ class Consumer:
 Reopen = Callable[[str, QueueItem], Awaitable[bool]]
 
 
+class Message(NamedTuple):
+    """A message to publish: its body and its AMQP properties, built directly. An
+    ``aio_pika.Message`` (which builds the same properties) took 14 µs a publish
+    against 0.8 µs, most of it in its guarded ``__setattr__``: about 4 % of a gateway's
+    and of a worker's time."""
+
+    body: bytes
+    properties: Properties
+
+
 async def publish(
     channel: AbstractRobustChannel,
-    message: aio_pika.Message,
+    message: Message,
     routing_key: str,
     exchange: str = "",
     mandatory: bool = False,
@@ -324,17 +336,17 @@ class Broker:
 
     async def publish_input(self, cid: str, item: Action | CloseMarker | TimerFired) -> None:
         """Queue input for the conversation; return only once the broker confirmed it."""
-        message = aio_pika.Message(
-            encode_input(item, sent_at=time.time()),
+        properties = Properties(
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=input_id(cid, item),
             headers=tracing.inject() or None,  # the action's trace goes on in the worker
         )
+        message = Message(encode_input(item, sent_at=time.time()), properties)
         await self._queue(self._channel(self._confirmed), cid, message, item)
 
     async def _queue(
-        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
+        self, channel: AbstractRobustChannel, cid: str, message: Message, item: QueueItem
     ) -> None:
         """Publish into the conversation's queue, declaring it again if it was deleted
         on passivation (and ``reopen`` agrees); return once the broker confirmed it."""
@@ -347,7 +359,7 @@ class Broker:
             await self._publish_queued(channel, cid, message, item)  # gone again: closed
 
     async def _publish_queued(
-        self, channel: AbstractRobustChannel, cid: str, message: aio_pika.Message, item: QueueItem
+        self, channel: AbstractRobustChannel, cid: str, message: Message, item: QueueItem
     ) -> None:
         try:
             await self._publish_confirmed_to(channel, message, self.names.conversation_queue(cid))
@@ -385,14 +397,14 @@ class Broker:
         correlation_id = uuid.uuid4().hex
         answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[correlation_id] = answer
-        message = aio_pika.Message(
-            encode_input(query),
+        properties = Properties(
             delivery_mode=TRANSIENT,  # a question nobody waits for any more is worthless
             content_type="application/json",
             reply_to=DIRECT_REPLY_TO,
             correlation_id=correlation_id,
-            expiration=query.timeout,
+            expiration=str(int(query.timeout * 1000)),  # milliseconds
         )
+        message = Message(encode_input(query), properties)
         try:
             await self._queue(channel, cid, message, query)
             yield answer
@@ -402,12 +414,10 @@ class Broker:
 
     async def answer(self, reply_to: str, correlation_id: str, body: bytes) -> None:
         """Answer a query: straight to its asker's connection (dropped if it is gone)."""
-        message = aio_pika.Message(
-            body,
-            delivery_mode=TRANSIENT,
-            content_type="application/json",
-            correlation_id=correlation_id,
+        properties = Properties(
+            delivery_mode=TRANSIENT, content_type="application/json", correlation_id=correlation_id
         )
+        message = Message(body, properties)
         await self._publish_unconfirmed(message, reply_to)
 
     async def close_conversation(self, cid: str, reason: str) -> None:
@@ -463,7 +473,7 @@ class Broker:
         """Ask some worker with spare capacity to claim ``cid``, owed an owner because of
         ``cause`` since ``since`` (epoch seconds; default now)."""
         request = ClaimRequest(cid, cause, time.time() if since is None else since)
-        message = aio_pika.Message(encode_claim_request(request), delivery_mode=PERSISTENT)
+        message = Message(encode_claim_request(request), Properties(delivery_mode=PERSISTENT))
         channel = self._channel(self._confirmed)
         try:
             await self._publish_confirmed_to(channel, message, self.names.dispatch_queue)
@@ -471,7 +481,7 @@ class Broker:
             raise Unavailable("the message broker did not confirm the claim request") from exc
 
     async def _publish_confirmed_to(
-        self, channel: AbstractRobustChannel, message: aio_pika.Message, queue: str
+        self, channel: AbstractRobustChannel, message: Message, queue: str
     ) -> None:
         """Publish into ``queue`` (mandatory) and wait for the broker's confirm, within
         the publish timeout; ``PublishError`` when no queue took it.
@@ -560,25 +570,25 @@ class Broker:
 
     async def publish_webhook(self, webhook: Webhook) -> None:
         """Queue a delivery behind its conversation's earlier ones; return once confirmed."""
-        message = aio_pika.Message(
-            encode_webhook(webhook),
+        properties = Properties(
             delivery_mode=PERSISTENT,
             content_type="application/json",
             message_id=webhook.delivery_id,
         )
+        message = Message(encode_webhook(webhook), properties)
         await self._publish_confirmed(message, self.names.webhook_queue(webhook.conversation_id))
 
     async def dead_letter(self, body: bytes, reason: str, error: str) -> None:
         """Park an outbox message for good, saying why; return once confirmed."""
-        message = aio_pika.Message(
-            body,
+        properties = Properties(
             delivery_mode=PERSISTENT,
             content_type="application/json",
             headers={"x-fleet-reason": reason, "x-fleet-error": error[:500]},
         )
+        message = Message(body, properties)
         await self._publish_confirmed(message, self.names.webhook_dead_letters)
 
-    async def _publish_confirmed(self, message: aio_pika.Message, queue: str) -> None:
+    async def _publish_confirmed(self, message: Message, queue: str) -> None:
         channel = self._channel(self._confirmed)
         for attempt in (1, 2):
             try:
@@ -625,17 +635,17 @@ class Broker:
     async def publish_events(self, cid: str, entries: Sequence[bytes]) -> None:
         """Send logged events to the gateways that have clients of ``cid``: one message
         per batch."""
-        message = aio_pika.Message(encode_batch(entries), delivery_mode=TRANSIENT)
+        message = Message(encode_batch(entries), TRANSIENT_PROPERTIES)
         await self._publish_unconfirmed(message, cid, self._exchange().name)
 
     async def publish_frame(self, frame: StreamFrame) -> None:
         """Send a stream frame to the gateways that have clients of its conversation,
         in order with its events (same exchange, channel and routing key)."""
-        message = aio_pika.Message(encode_frame(frame), delivery_mode=TRANSIENT)
+        message = Message(encode_frame(frame), TRANSIENT_PROPERTIES)
         await self._publish_unconfirmed(message, frame.conversation_id, self._exchange().name)
 
     async def _publish_unconfirmed(
-        self, message: aio_pika.Message, routing_key: str, exchange: str = ""
+        self, message: Message, routing_key: str, exchange: str = ""
     ) -> None:
         """Publish on the unconfirmed channel; wait while the socket is backed up, as
         aio-pika's publish did (it waited for each message to be written)."""
