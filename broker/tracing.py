@@ -5,8 +5,9 @@ agent's turn and its LLM calls.
 Off unless the standard variables ask for it: ``OTEL_TRACES_EXPORTER`` (``otlp`` or
 ``console``) or ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``;
 the SDK then reads the rest (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, the
-exporter's endpoint and headers). Off, every span here is OpenTelemetry's no-op: the
-hot path pays a function call, and no header is added to a message.
+exporter's endpoint and headers). Off (no tracer provider installed, by ``configure``
+or by the program around it), a span here is nothing at all: the hot path pays a
+function call, and no header is added to a message.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def configure(service: str) -> bool:
     return True
 
 
+def _on() -> bool:
+    """Whether a tracer provider is installed. Without one, OpenTelemetry's no-op span
+    still switched the current context in and out: about 2 % of a gateway's time."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def span(
     name: str,
@@ -77,6 +84,9 @@ def span(
     parent: Context | None = None,
 ) -> Iterator[Span]:
     """A span, current in this block (and in tasks created in it)."""
+    if not _on():
+        yield trace.INVALID_SPAN
+        return
     with _tracer.start_as_current_span(
         name, context=parent, kind=kind, attributes=dict(attributes)
     ) as current:
@@ -86,7 +96,7 @@ def span(
 def inject() -> dict[str, Any]:
     """The current trace context as message headers (``traceparent``, ...): empty when
     nothing is traced."""
-    if not trace.get_current_span().get_span_context().is_valid:
+    if not _on() or not trace.get_current_span().get_span_context().is_valid:
         return {}
     headers: dict[str, Any] = {}
     propagate.inject(headers)
