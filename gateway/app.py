@@ -35,7 +35,7 @@ from gateway.http import HttpApi, route_error
 from gateway.operations import Operations
 from gateway.outbox import Outbox, TooSlow
 from gateway.protocol import CoalescedWebSocket, with_header_timeout
-from gateway.sockets import FleetNamespace, FleetServer, PacketJson
+from gateway.sockets import FleetNamespace, FleetPacket, FleetServer, PacketJson
 
 log = structlog.get_logger()
 
@@ -81,6 +81,7 @@ class Gateway(Service):
             # Oversized actions must reach the handler to get a clear error, so the
             # transport limit sits well above the action limit.
             max_http_buffer_size=4 * settings.max_payload_bytes,
+            serializer=FleetPacket,
             json=PacketJson,
         )
         self.outbox = Outbox(self.sio, settings.slow_client_timeout)
