@@ -215,7 +215,7 @@ class Gateway(Service):
             await self.sio.emit("error", {"code": "too_slow", "message": message}, to=sid)
             await self.sio.disconnect(sid)
             raise ClientGone(str(exc)) from None
-        await self.sio.emit(name, payload, to=sid)
+        await self.sio.emit_to(sid, name, payload)
         (metrics.FRAMES_DELIVERED if name == "stream" else metrics.EVENTS_DELIVERED).inc()
 
     async def is_ready(self) -> bool:
