@@ -42,11 +42,12 @@ class Batch:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
+        self._alone = isinstance(redis, RedisCluster)  # each call goes on its own
         self._calls: list[tuple[Sequence[Any], asyncio.Future[Any]]] = []  # EVALSHA's
         self._sending: set[asyncio.Task[None]] = set()  # referenced until done
 
     async def call(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if isinstance(self.redis, RedisCluster):
+        if self._alone:
             return await script(keys=keys, args=args)
         if not self._calls:  # the first of this turn: send them all at the next one
             task = asyncio.create_task(self._send())
