@@ -82,7 +82,7 @@ class FleetServer(socketio.AsyncServer):  # type: ignore[misc]
         if eio_sid is None:
             return  # gone: as ``emit`` to it, nothing to do
         packet = self.packet_class(socketio.packet.EVENT, namespace="/", data=[event, data])
-        await self.eio.send(eio_sid, packet.encode())
+        await self._send_packet(eio_sid, packet)  # as the server sends acks
 
     async def _handle_eio_message(self, eio_sid: str, data: object) -> None:
         try:
