@@ -12,6 +12,7 @@ import socketio
 from redis.asyncio import Redis
 
 from broker import tokens
+from broker.events import Event
 from broker.leases import Leases
 from broker.names import Names
 from broker.settings import Settings
@@ -170,10 +171,18 @@ def replies(events: EventList) -> dict[str, list[str]]:
 
 
 async def status_becomes(redis: Redis, names: Names, cid: str, status: str) -> None:
-    """Poll (with a deadline) until the conversation's record has ``status``."""
-    async with asyncio.timeout(10):
-        while (await redis.hget(names.meta(cid), "status")) != status.encode():
-            await asyncio.sleep(0.05)
+    """Poll (with a deadline) until the conversation's record has ``status``; if it
+    never does, fail with the record and its last events, to show where it stopped."""
+    try:
+        async with asyncio.timeout(10):
+            while (await redis.hget(names.meta(cid), "status")) != status.encode():
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        record = await redis.hgetall(names.meta(cid))
+        last = [Event.from_json(raw).kind for raw in await redis.lrange(names.log(cid), -5, -1)]
+        raise AssertionError(
+            f"{cid} is not {status} after 10 s: record {record}, last events {last}"
+        ) from None
 
 
 async def archived_becomes(redis: Redis, names: Names, cid: str, count: int) -> None:
