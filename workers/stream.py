@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from typing import Protocol
 
 import structlog
 
 from broker.events import StreamFrame
-from workers.scribe import Scribe
 
 log = structlog.get_logger()
 
@@ -21,10 +21,19 @@ log = structlog.get_logger()
 INTERVAL = 0.05
 
 
+class FrameSink(Protocol):
+    """Where frames go (``workers.scribe.Scribe``: the step's snapshot, then the broker)."""
+
+    @property
+    def conversation_id(self) -> str: ...
+
+    async def stream(self, frame: StreamFrame) -> None: ...
+
+
 class Streamer:
     """Buffers deltas of the step being made; flushes them as one frame per interval."""
 
-    def __init__(self, scribe: Scribe, epoch: int, interval: float = INTERVAL) -> None:
+    def __init__(self, scribe: FrameSink, epoch: int, interval: float = INTERVAL) -> None:
         self._scribe = scribe
         self._epoch = epoch
         self._interval = interval
@@ -32,6 +41,7 @@ class Streamer:
         self._seq = -1
         self._pending: list[str] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._due = asyncio.Event()  # the step ends: the flusher sends at once
 
     def add(self, turn_id: str, step: int, delta: str) -> None:
         """Buffer ``delta`` of a step; a frame goes out within the interval."""
@@ -45,7 +55,9 @@ class Streamer:
             self._flusher = asyncio.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self._interval)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._interval):
+                await self._due.wait()
         try:
             await self.flush()
         except asyncio.CancelledError:
@@ -66,11 +78,15 @@ class Streamer:
         await self._scribe.stream(frame)
 
     async def end_step(self) -> None:
-        """The step is about to be logged: send what is buffered, then start over."""
+        """The step is about to be logged: send what is buffered, then start over.
+
+        The flusher is hurried, not cancelled: cut short while sending, it would drop
+        the frame it took from the buffer (a gap in ``seq``, text the client never sees).
+        """
         if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            self._due.set()
+            await self._flusher
+            self._due.clear()
         await self.flush()
         self._key, self._seq = None, -1
 
