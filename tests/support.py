@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import socketio
 from redis.asyncio import Redis
 
@@ -168,6 +169,16 @@ def replies(events: EventList) -> dict[str, list[str]]:
         if event["source"] == "agent" and event["kind"] == "message" and in_reply_to:
             out.setdefault(in_reply_to, []).append(event["data"]["content"])
     return out
+
+
+async def answered(redis: Redis, names: Names, cid: str, action_id: str) -> None:
+    """Poll (with a deadline) until the agent answered ``action_id`` in the log."""
+    async with asyncio.timeout(10):
+        while True:
+            log = [orjson.loads(raw) for raw in await redis.lrange(names.log(cid), 0, -1)]
+            if action_id in replies(log):
+                return
+            await asyncio.sleep(0.05)
 
 
 async def status_becomes(redis: Redis, names: Names, cid: str, status: str) -> None:

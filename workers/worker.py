@@ -444,9 +444,15 @@ class Worker(Service):
             return
         settings = self.settings
         idle = max(settings.passivate_after, settings.publish_timeout)
-        outcome = await self.leases.passivate(
-            cid, loop.worker_id, loop.epoch, idle, deleting=settings.publish_timeout
-        )
+        try:
+            outcome = await self.leases.passivate(
+                cid, loop.worker_id, loop.epoch, idle, deleting=settings.publish_timeout
+            )
+        except Exception:
+            # Its loop has stopped and its lease may still be ours: without a hand-over
+            # nobody would run it (a live worker's conversations are not the reaper's).
+            self._tasks.create_task(self._give_back(loop))
+            raise
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
             # Its queue goes too (the next input declares it again), unless input came

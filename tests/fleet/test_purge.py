@@ -8,7 +8,6 @@ import sys
 from datetime import UTC, datetime
 from typing import cast
 
-import orjson
 from redis.asyncio import Redis
 
 from broker.amqp import Broker
@@ -18,23 +17,13 @@ from broker.redis import text
 from broker.settings import Settings
 from tests.conftest import InProcessFleet
 from tests.fleet.test_status import fleet_env, run_fleet
-from tests.support import create_conversation, http, replies, status_becomes, token
+from tests.support import answered, create_conversation, http, status_becomes, token
 
 
 async def keys(redis: Redis, names: Names) -> set[str]:
     """Every key of the namespace but the rate limit's, which expires by itself."""
     found = {k.decode() async for k in redis.scan_iter(match=f"{names.namespace}:*")}
     return {k for k in found if not k.endswith(":rate")}
-
-
-async def answered(redis: Redis, names: Names, cid: str, action_id: str) -> None:
-    """Poll (with a deadline) until the agent answered ``action_id`` in the log."""
-    async with asyncio.timeout(10):
-        while True:
-            log = [orjson.loads(raw) for raw in await redis.lrange(names.log(cid), 0, -1)]
-            if action_id in replies(log):
-                return
-            await asyncio.sleep(0.05)
 
 
 async def queue_depth(settings: Settings, names: Names, cid: str) -> int | None:

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.amqp import Broker
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import free_port
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, http, replies, status_becomes, token
+from tests.support import (
+    Client,
+    answered,
+    create_conversation,
+    http,
+    replies,
+    status_becomes,
+    token,
+)
 
 PASSIVATE_AFTER = 0.5
 FAST = {"passivate_after": PASSIVATE_AFTER, "publish_timeout": 2.0}
@@ -151,3 +161,34 @@ async def test_passivation_goes_on_after_a_fence_cancelled_the_loop_it_was_stopp
 
     second = await create_conversation(fleet.url, bearer, initial="hi")
     await status_becomes(redis, names, second, "idle")
+
+
+async def test_a_passivation_that_fails_at_redis_hands_the_conversation_over(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    failed: list[str] = []
+    passivate = worker.leases.passivate
+
+    async def fails_once(cid: str, *args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(cid)
+            raise RedisConnectionError("Redis went away")
+        return await passivate(cid, *args, **kwargs)
+
+    worker.leases.passivate = fails_once  # type: ignore[method-assign]
+    bearer = token(settings, "alice")
+    cid = await create_conversation(fleet.url, bearer, initial="hi")
+    epoch = int(await redis.get(names.epoch(cid)) or 0)
+
+    # The first try stopped its loop, then failed: the lease is handed over, the
+    # conversation claimed again, and passivated at the next try.
+    await status_becomes(redis, names, cid, "idle")
+    assert failed == [cid]
+    assert int(await redis.get(names.epoch(cid)) or 0) > epoch
+    async with http(fleet.url, bearer) as api:
+        body = {"kind": "message", "data": {"content": "after"}, "action_id": "after"}
+        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
+    await answered(redis, names, cid, "after")
