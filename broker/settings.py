@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_timeout: float = Field(60.0, gt=0)  # seconds per LLM request
     llm_retries: int = Field(2, ge=0)  # on 429, 5xx and timeouts, with the SDK's backoff
+    # Characters of earlier turns a turn sends the model at most (the latest that fit):
+    # a long-lived conversation must not outgrow the model's context, nor its bill.
+    llm_history_chars: int = Field(100_000, ge=0)
     # module:registry of the tools the LLM agent may call (none by default).
     tools: str | None = None
     # Seconds a gateway waits for a conversation's owner to answer a completion (an

@@ -161,8 +161,9 @@ class Scribe:
     async def timer_logged(self, timer_id: str) -> None:
         await self._timers.forget(self.conversation_id, timer_id)
 
-    async def history(self) -> list[Event]:
-        return [Event.from_json(raw) for raw in await self._store.read(self.conversation_id)]
+    async def history(self, after: int = -1) -> list[Event]:
+        raw = await self._store.read(self.conversation_id, after)
+        return [Event.from_json(event) for event in raw]
 
 
 def last_state(events: tuple[NewEvent, ...]) -> str:

@@ -133,5 +133,5 @@ class LiveTurn:
     async def log(self, *events: NewEvent, once: str) -> list[Event]:
         return (await self._runner.scribe.log(*events, once=f"{self.turn_id}:{once}")).events
 
-    async def history(self) -> list[Event]:
-        return await self._runner.scribe.history()
+    async def history(self, after: int = -1) -> list[Event]:
+        return await self._runner.scribe.history(after)

@@ -111,8 +111,9 @@ class Turn(Protocol):
         key ever (what the turn logs itself needs none of this)."""
         ...
 
-    async def history(self) -> list[Event]:
-        """Every event of the conversation logged so far, oldest first."""
+    async def history(self, after: int = -1) -> list[Event]:
+        """The conversation's events logged so far with ids above ``after`` (by
+        default all of them), oldest first."""
         ...
 
 

@@ -37,6 +37,9 @@ log = structlog.get_logger()
 MAX_LLM_CALLS = 8
 # What the user may answer when a tool that needs approval is called.
 APPROVAL_OPTIONS = ("yes", "no")
+# Events of earlier turns read from the log at most: with FLEET_LLM_HISTORY_CHARS, what
+# a turn costs stays bounded however long the conversation grew.
+HISTORY_EVENTS = 2_000
 
 
 class LLMAgent:
@@ -66,8 +69,11 @@ class LLMAgent:
     async def run_turn(self, turn: Turn) -> None:
         """Ask, run tools, ask again, ... then ``finish`` with the answer that calls no
         tool; resume from ``turn.steps`` if some were logged already."""
-        transcript = Transcript(self.system_prompt)
-        transcript.extend(_logged(await turn.history(), turn))
+        transcript = Transcript(
+            self.system_prompt, self.settings.llm_history_chars, turn.message.id
+        )
+        history = await turn.history(after=max(-1, turn.message.id - HISTORY_EVENTS - 1))
+        transcript.extend(_logged(history, turn))
         calls = sum(1 for step in turn.steps if step.kind == "message")
         pending = unanswered(turn.steps)
         if turn.steps:

@@ -5,12 +5,15 @@ messages steered in while tools ran. OpenAI (and the servers that copy it) refus
 assistant message whose tool calls are not all answered by the ``tool`` messages right
 after it, so the transcript keeps the sequence valid: a user message said while calls
 are open waits until they are answered, and calls never answered are dropped.
+
+A long-lived conversation would outgrow the model's context: what earlier turns said
+is sent within a budget of characters, the latest first; the current turn goes whole.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
@@ -46,12 +49,24 @@ def is_user_message(event: Event) -> bool:
 
 
 class Transcript:
-    """Chat Completions messages built from logged events, added in log order."""
+    """Chat Completions messages built from logged events, added in log order.
 
-    def __init__(self, system_prompt: str = SYSTEM_PROMPT) -> None:
+    With a ``budget``, the messages before the current turn's user message (the event
+    ``turn_message``) are sent only as far as their characters fit, newest first.
+    """
+
+    def __init__(
+        self,
+        system_prompt: str = SYSTEM_PROMPT,
+        budget: int | None = None,
+        turn_message: int | None = None,
+    ) -> None:
         self._messages: list[ChatCompletionMessageParam] = [
             {"role": "system", "content": system_prompt}
         ]
+        self._budget = budget
+        self._turn_message = turn_message
+        self._turn_start: ChatCompletionMessageParam | None = None  # never cut, nor after
         self._user_ids: set[int] = set()  # user messages already in
         # The last assistant message while some of its tool calls are unanswered.
         self._open: ChatCompletionAssistantMessageParam | None = None
@@ -77,7 +92,23 @@ class Transcript:
     def messages(self) -> list[ChatCompletionMessageParam]:
         """The messages to send now; calls still unanswered are dropped for good."""
         self._close()
-        return list(self._messages)
+        system, *rest = self._messages
+        return [system, *self._within_budget(rest)]
+
+    def _within_budget(
+        self, messages: list[ChatCompletionMessageParam]
+    ) -> list[ChatCompletionMessageParam]:
+        """The latest earlier messages whose characters fit the budget, then the current
+        turn's; never a tool result whose call was cut."""
+        if self._budget is None:
+            return messages
+        turn = next((i for i, m in enumerate(messages) if m is self._turn_start), len(messages))
+        size = sum(_chars(m) for m in messages[:turn])
+        cut = 0
+        while cut < turn and (size > self._budget or messages[cut]["role"] == "tool"):
+            size -= _chars(messages[cut])
+            cut += 1
+        return messages[cut:]
 
     def _user(self, event: Event) -> None:
         if event.id in self._user_ids:
@@ -87,6 +118,8 @@ class Transcript:
             "role": "user",
             "content": str(event.data.get("content", "")),
         }
+        if event.id == self._turn_message:
+            self._turn_start = message
         if self._open is not None:
             self._held.append(message)
         else:
@@ -142,6 +175,18 @@ class Transcript:
         self._answered = set()
         self._messages.extend(self._held)
         self._held = []
+
+
+def _chars(message: ChatCompletionMessageParam) -> int:
+    """What a message costs of the budget: its text, and its tool calls' names and
+    arguments."""
+    content = message.get("content")
+    size = len(content) if isinstance(content, str) else 0
+    # The only calls a transcript holds are ``_call``'s.
+    calls = cast(list[ChatCompletionMessageFunctionToolCallParam], message.get("tool_calls", []))
+    for call in calls:
+        size += len(call["function"]["name"]) + len(call["function"]["arguments"])
+    return size
 
 
 def _call(call: Mapping[str, Any]) -> ChatCompletionMessageFunctionToolCallParam:

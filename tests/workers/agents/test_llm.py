@@ -22,7 +22,7 @@ from fleet.harness import free_port
 from tests.conftest import wait_for_event
 from workers.agents import Turn, TurnFailed
 from workers.agents.clients import NO_KEY, close_clients
-from workers.agents.llm import LLMAgent
+from workers.agents.llm import HISTORY_EVENTS, LLMAgent
 from workers.agents.tools import Registry, Tool
 from workers.agents.transcript import SYSTEM_PROMPT
 
@@ -59,6 +59,7 @@ class FakeTurn:
         self._steered: list[Event] = []
         self.choice = "yes"  # what the user answers to every approval request
         self.asked: list[str] = []  # the prompts of the approval requests
+        self.read_after: int | None = None  # where the agent began reading the log
 
     def append(self, source: Source, kind: str, data: Mapping[str, Any]) -> Event:
         event = Event(len(self.events), self.conversation_id, source, kind, dict(data), time.time())
@@ -122,8 +123,9 @@ class FakeTurn:
     async def log(self, *events: NewEvent, once: str) -> list[Event]:
         return [self.append(e.source, e.kind, e.data) for e in events]
 
-    async def history(self) -> list[Event]:
-        return list(self.events)
+    async def history(self, after: int = -1) -> list[Event]:
+        self.read_after = after
+        return [event for event in self.events if event.id > after]
 
     # --- what tests read ---
     def streamed(self, step: int) -> str:
@@ -547,6 +549,43 @@ async def test_the_history_of_earlier_turns_is_sent_valid_and_without_the_noise(
         user("and the date?"),  # t4 dropped, and the message with it
         user("thanks"),
     ]
+
+
+async def test_earlier_turns_are_sent_newest_first_within_the_budget(
+    settings_for: Callable[..., Settings],
+    agents: Callable[..., LLMAgent],
+    http: httpx.AsyncClient,
+) -> None:
+    agent = agents(settings_for(llm_history_chars=31))
+    mark = marker()
+    await script(http, mark, {"content": "Noted."})
+    calc = '{"expression": "2+2"}'  # with the tool's name, 30 characters
+    idle: tuple[Source, str, Mapping[str, Any]] = ("agent", "state", {"state": "idle"})
+    earlier: list[tuple[Source, str, Mapping[str, Any]]] = [
+        *[idle] * HISTORY_EVENTS,  # a long conversation: only its tail is read
+        ("user", "message", {"content": "x" * 40, "action_id": "a1"}),
+        ("agent", "message", {**answer_step("", ("t1", "calculate", calc)), "turn_id": "a1"}),
+        ("agent", "tool_result", {"tool_call_id": "t1", "name": "calculate", "content": "4"}),
+        ("agent", "message", {"content": "It is 4.", "in_reply_to": "a1", "turn_id": "a1"}),
+        ("user", "message", {"content": "y" * 20, "action_id": "a2"}),
+        ("agent", "message", {"content": "ok", "in_reply_to": "a2", "turn_id": "a2"}),
+    ]
+    turn = FakeTurn(f"{mark} " + "z" * 100, earlier)  # over the budget alone: sent whole
+
+    await agent.run_turn(turn)
+
+    [record] = await recorded(http)
+    assert record["status"] == 200, record["error"]
+    # Newest first, 31 characters fit: "ok", the 20 y's, "It is 4." and the result "4";
+    # but a result whose call is cut would be refused, so it goes too.
+    assert record["body"]["messages"] == [
+        system(),
+        {"role": "assistant", "content": "It is 4."},
+        user("y" * 20),
+        {"role": "assistant", "content": "ok"},
+        user(f"{mark} " + "z" * 100),
+    ]
+    assert turn.read_after == turn.message.id - HISTORY_EVENTS - 1 > 0
 
 
 # --- steering ------------------------------------------------------------------------
