@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis, RedisCluster
 
+from broker.leases import Leases
 from broker.names import Names
+from broker.redis import connect
 from broker.settings import Settings
 from fleet.harness import FleetProcess, LocalFleet, free_port
 from tests.support import Client, create_conversation, replies, token
@@ -151,18 +153,32 @@ async def under_traffic(
     fleet: LocalFleet, settings: Settings, count: int, interval: float, users: int = 1
 ) -> tuple[list[tuple[FleetProcess, str]], Traffic]:
     """A gateway, a reaper and two workers (the first one up while the conversations
-    are created, so it claims them), with ``count`` clients (of ``users`` users) each
-    sending an action every ``interval`` seconds, all answered at least twice already."""
+    are created, and the second only once the first claimed them all), with ``count``
+    clients (of ``users`` users) each sending an action every ``interval`` seconds, all
+    answered at least twice already."""
     port = free_port()
     await fleet.gateway(port)
     await fleet.reaper()
     first = await fleet.worker()
     bearers = [token(settings, "alice" if users == 1 else f"user-{i}") for i in range(users)]
     traffic = await Traffic.open(f"http://127.0.0.1:{port}", bearers, count)
+    await owns(settings, first[1], count)
     workers = [first, await fleet.worker()]
     traffic.start(interval)
     await traffic.warm_up()
     return workers, traffic
+
+
+async def owns(settings: Settings, worker_id: str, count: int) -> None:
+    """Poll (with a deadline) until the worker owns ``count`` conversations: on a loaded
+    machine claims lag behind creation, and a worker started meanwhile takes a share."""
+    redis = connect(settings.redis_url, settings.redis_cluster)
+    try:
+        async with asyncio.timeout(30):
+            while len(await Leases(redis, settings.names).owned_by(worker_id)) < count:
+                await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
 
 
 async def assert_epochs_grow(redis: Redis | RedisCluster, names: Names, cids: list[str]) -> int:
