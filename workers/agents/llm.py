@@ -70,7 +70,9 @@ class LLMAgent:
         """Ask, run tools, ask again, ... then ``finish`` with the answer that calls no
         tool; resume from ``turn.steps`` if some were logged already."""
         transcript = Transcript(
-            self.system_prompt, self.settings.llm_history_chars, turn.message.id
+            self.system_prompt,
+            budget=self.settings.llm_history_chars,
+            turn_message=turn.message.id,
         )
         history = await turn.history(after=max(-1, turn.message.id - HISTORY_EVENTS - 1))
         transcript.extend(_logged(history, turn))
