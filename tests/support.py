@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import socketio
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from broker import tokens
 from broker.events import Event
@@ -214,6 +214,6 @@ async def say(
         assert response.status_code == 200, response.text
 
 
-async def owned(redis: Redis, names: Names, worker_id: str) -> set[str]:
+async def owned(redis: Redis | RedisCluster, names: Names, worker_id: str) -> set[str]:
     """The conversations a worker owns, in all key groups."""
     return set(await Leases(redis, names).owned_by(worker_id))

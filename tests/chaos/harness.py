@@ -10,12 +10,11 @@ from dataclasses import dataclass
 import orjson
 from redis.asyncio import Redis, RedisCluster
 
-from broker.leases import Leases
 from broker.names import Names
 from broker.redis import connect
 from broker.settings import Settings
 from fleet.harness import FleetProcess, LocalFleet, free_port
-from tests.support import Client, create_conversation, replies, token
+from tests.support import Client, create_conversation, owned, replies, token
 from tests.traffic import Sender, settled, tally, unanswered
 
 
@@ -175,7 +174,7 @@ async def owns(settings: Settings, worker_id: str, count: int) -> None:
     redis = connect(settings.redis_url, settings.redis_cluster)
     try:
         async with asyncio.timeout(30):
-            while len(await Leases(redis, settings.names).owned_by(worker_id)) < count:
+            while len(await owned(redis, settings.names, worker_id)) < count:
                 await asyncio.sleep(0.05)
     finally:
         await redis.aclose()

@@ -181,7 +181,9 @@ async def test_a_passivation_that_fails_at_redis_hands_the_conversation_over(
     worker.leases.passivate = fails_once  # type: ignore[method-assign]
     bearer = token(settings, "alice")
     cid = await create_conversation(fleet.url, bearer, initial="hi")
-    epoch = int(await redis.get(names.epoch(cid)) or 0)
+    async with asyncio.timeout(10):  # its first claim, to compare the next one's epoch with
+        while not (epoch := int(await redis.get(names.epoch(cid)) or 0)):
+            await asyncio.sleep(0.05)
 
     # The first try stopped its loop, then failed: the lease is handed over, the
     # conversation claimed again, and passivated at the next try.
