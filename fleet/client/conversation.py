@@ -264,7 +264,7 @@ class Conversation:
                         raise
                     refused = exc
                 except (socketio.exceptions.ConnectionError, OSError, TimeoutError) as exc:
-                    failures.append(f"{url}: {exc or type(exc).__name__}")
+                    failures.append(f"{url}: {_why(exc)}")
             round_ += 1
             if rounds is None or round_ < rounds:
                 await backoff.sleep()
@@ -338,6 +338,18 @@ class Conversation:
         update = self._text.frame(frame, fresh)
         if update is not None:
             self._updates.put_nowait(update)
+
+
+def _why(exc: BaseException) -> str:
+    """An error with its causes: python-socketio says only "Connection error" and
+    chains what aiohttp said (refused, reset, an HTTP status)."""
+    said = [str(exc) or type(exc).__name__]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if str(cause) not in said[0]:
+            said.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return said[0] + "".join(f" ({more})" for more in said[1:])
 
 
 def _new_id() -> str:

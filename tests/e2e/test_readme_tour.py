@@ -95,7 +95,7 @@ async def test_the_readme_tour(
 
         # talk.py, as printed: the ack, the replay, then the answer streamed, then logged
         talk = await run_talk(tmp_path, url, bearer, cid)
-        assert talk.returncode == 0, talk.stderr
+        assert talk.returncode == 0, talk.stderr + "\nfleet dev said:\n" + "\n".join(dev.raw[-60:])
         printed = talk.stdout.splitlines()
         assert printed[0].startswith("Ack(action_id=") and "error=None" in printed[0]
         ids = [int(line.split(" ", 1)[0]) for line in printed[1:] if not line.startswith(" ")]

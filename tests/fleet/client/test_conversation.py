@@ -117,12 +117,14 @@ async def test_refusals_raise_with_the_protocols_code(
         await Conversation(fleet.url, "not-a-token", cid).connect()
     with pytest.raises(ConnectionRefused) as not_yours:
         await Conversation(fleet.url, token(settings, "bob"), cid).connect()
-    with pytest.raises(Unreachable):
-        nobody = f"http://127.0.0.1:{free_port()}"
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(Unreachable) as unreachable:
         await Conversation(nobody, token(settings, "alice"), cid).connect()
 
     assert bad_token.value.code == "unauthorized"
     assert not_yours.value.code == "not_found"
+    # python-socketio says "Connection error"; what aiohttp said is kept
+    assert f"{nobody}: Connection error (ClientConnectorError: " in str(unreachable.value)
 
 
 async def test_a_dropped_connection_resumes_with_no_gap_or_duplicate(
