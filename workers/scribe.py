@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -19,6 +21,9 @@ from broker.timers import Timers
 
 # Messages whose reply is being timed, per conversation: the oldest are forgotten first.
 AWAITED = 1000
+# A turn's start (state ``running``) goes out with what the turn says first, or after
+# this many seconds: most turns say something sooner, and then one message carries both.
+LINGER = 0.005
 
 log = structlog.get_logger()
 
@@ -59,6 +64,9 @@ class Scribe:
         # Told of every append that may have logged a state change (the webhook relay).
         self._on_state = on_state
         self._awaited: OrderedDict[str, float] = OrderedDict()  # action id -> sent_at
+        self._held: list[bytes] = []  # logged, to be published with what comes next
+        self._linger: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None  # what lingered too long
 
     def expect_reply(self, action_id: str, sent_at: float) -> None:
         """Time the reply to this message, from when its gateway published it."""
@@ -120,14 +128,42 @@ class Scribe:
             entries = [with_id(first + i, body) for i, body in enumerate(bodies)]
             logged = [event.logged(first + i, cid) for i, event in enumerate(events)]
             self._observe(events)
-        if entries:
+        if entries and last_state(events) == "running":
+            self._hold(entries)
+        elif entries:
             await self.publish(entries)
         return Logged(logged, not appended.duplicate)
 
+    def _hold(self, entries: list[bytes]) -> None:
+        self._held += entries
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(LINGER, self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger = None
+        self._sending = asyncio.create_task(self._send_held())
+
+    async def _send_held(self) -> None:
+        with contextlib.suppress(LeaseLost):  # the next owner publishes our last events
+            await self.publish([])
+
+    async def flush(self) -> None:
+        """Publish what is held (when the conversation stops here)."""
+        await self.publish([])
+        if self._sending is not None:
+            await self._sending
+
     async def publish(self, entries: list[bytes]) -> None:
-        """Send what was just logged to the gateways, retrying while the broker is away:
-        it is logged, so failing the caller now would leave its work half done (its input
-        comes again, finds itself logged, and is skipped). Gives up only with the lease."""
+        """Send what was just logged to the gateways (after what is held), retrying while
+        the broker is away: it is logged, so failing the caller now would leave its work
+        half done (its input comes again, finds itself logged, and is skipped). Gives up
+        only with the lease."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        entries, self._held = self._held + entries, []
+        if not entries:
+            return
         retry, warned = Backoff(first=0.05), False
         while True:
             try:
@@ -147,6 +183,7 @@ class Scribe:
         self._check()
         if not await self._store.stream(self.conversation_id, self.lease, frame):
             raise LeaseLost(f"lease {self.lease} is no longer current")
+        await self.publish([])  # the turn's start first
         await self._broker.publish_frame(frame)
         metrics.FRAMES.inc()
 

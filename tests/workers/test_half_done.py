@@ -34,7 +34,7 @@ async def test_live_events_refused_once_are_sent_again(
     events = await client.wait_for(lambda ev: "a-1" in replies(ev))
     await client.close()
 
-    assert refused == [2]  # the message and its state running, refused once
+    assert refused == [4]  # the turn's start and its answer (one message), refused once
     assert replies(events) == {"a-1": ["hello"]}
 
 
