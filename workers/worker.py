@@ -455,17 +455,27 @@ class Worker(Service):
             raise
         if outcome == "passivated":
             loop.log.info("conversation_passivated")
-            # Its queue goes too (the next input declares it again), unless input came
-            # meanwhile, or was requeued by the drain: that is owed an owner.
-            try:
-                if not await self.broker.delete_if_empty(cid):
-                    await self.broker.request_claim(cid)
-            finally:
-                await self.leases.queue_deleted(cid)
+            await self._delete_queue(loop)
             if self.archiver is not None:
                 self.archiver.soon(cid)  # its history moves; Redis keeps its record
         elif outcome != "moved" and self.alive():
             self._start(cid, loop.epoch)  # a client or fresh input still needs it
+
+    async def _delete_queue(self, loop: ConversationLoop) -> None:
+        """A passivated conversation's queue goes too (the next input declares it again),
+        unless input came meanwhile, or was requeued by the drain: that is owed an owner,
+        and so is whatever a failed delete left in it."""
+        cid = loop.conversation_id
+        try:
+            try:
+                empty = await self.broker.delete_if_empty(cid)
+            except Exception as exc:
+                loop.log.warning("queue_not_deleted", error=repr(exc))
+                empty = False
+            if not empty:
+                await self.broker.request_claim(cid)
+        finally:
+            await self.leases.queue_deleted(cid)
 
     # --- drain ---------------------------------------------------------------------------
     async def _drain(self) -> None:

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.amqp import Broker
+from broker.events import Action
 from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import free_port
@@ -194,3 +195,28 @@ async def test_a_passivation_that_fails_at_redis_hands_the_conversation_over(
         body = {"kind": "message", "data": {"content": "after"}, "action_id": "after"}
         assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
     await answered(redis, names, cid, "after")
+
+
+async def test_input_left_behind_a_queue_delete_that_failed_is_answered(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names
+) -> None:
+    fleet.settings = settings.model_copy(update=FAST)
+    await fleet.start_gateway()
+    worker = await fleet.start_worker()
+    delete_if_empty = worker.broker.delete_if_empty
+    failed: list[str] = []
+
+    async def input_arrives_then_fails(cid: str) -> bool:
+        if failed:
+            return await delete_if_empty(cid)
+        failed.append(cid)  # input came as the passivation ended (no client to wait for it)
+        await worker.broker.publish_input(cid, Action("late", "message", "late"))
+        raise ConnectionError("the broker went away")
+
+    worker.broker.delete_if_empty = input_arrives_then_fails  # type: ignore[method-assign]
+    cid = await create_conversation(fleet.url, token(settings, "alice"), initial="hi")
+
+    # Whether the queue held anything is unknown: an owner is asked for, and answers it.
+    await answered(redis, names, cid, "late")
+    assert failed == [cid]
+    await status_becomes(redis, names, cid, "idle")  # and it is passivated again
