@@ -345,7 +345,9 @@ def _why(exc: BaseException) -> str:
     chains what aiohttp said (refused, reset, an HTTP status)."""
     said = [str(exc) or type(exc).__name__]
     cause = exc.__cause__ or exc.__context__
-    while cause is not None:
+    for _ in range(4):  # the few that say something (a chain can even loop)
+        if cause is None:
+            break
         if str(cause) not in said[0]:
             said.append(f"{type(cause).__name__}: {cause}")
         cause = cause.__cause__ or cause.__context__
