@@ -136,8 +136,7 @@ class ConversationLoop:
             # a query cut short tells its asker to retry.
             await asyncio.shield(self.turns.halt())
             await asyncio.shield(self.queries.close())
-            with contextlib.suppress(LeaseLost):  # the next owner publishes it then
-                await asyncio.shield(self.scribe.flush())
+            await asyncio.shield(self.scribe.flush())
             if relaying is not None:  # what it did not queue, the next owner will
                 relaying.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

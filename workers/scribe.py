@@ -148,10 +148,22 @@ class Scribe:
             await self.publish([])
 
     async def flush(self) -> None:
-        """Publish what is held (when the conversation stops here)."""
-        await self.publish([])
+        """Publish what is held, trying once: the conversation stops here, and must not
+        wait for a broker that is away (gateways fill the gap from the log when the
+        next events reach them)."""
         if self._sending is not None:
-            await self._sending
+            self._sending.cancel()
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        held, self._held = self._held, []
+        if held:
+            try:
+                await self._broker.publish_events(self.conversation_id, held)
+            except NOT_TAKEN as exc:
+                log.warning(
+                    "publish_dropped", conversation_id=self.conversation_id, error=repr(exc)
+                )
 
     async def publish(self, entries: list[bytes]) -> None:
         """Send what was just logged to the gateways (after what is held), retrying while

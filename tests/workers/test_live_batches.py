@@ -1,17 +1,23 @@
 """What a turn sends the gateways, message by message: a quick turn's start goes out
-with its answer (one broker message), a slow turn's start goes out on its own."""
+with its answer (one broker message), a slow turn's start goes out on its own, and a
+conversation that stops does not wait for a broker that is away to send it."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import orjson
 import pytest
 
 from broker.amqp import Broker
+from broker.events import NewEvent
 from broker.settings import Settings
+from broker.store import Appended, Store
+from broker.timers import Timers
 from tests.conftest import InProcessFleet
 from tests.support import Client, create_conversation, replied_to, token
+from workers.scribe import Scribe
 
 Kinds = list[tuple[str, str]]
 
@@ -59,3 +65,39 @@ async def test_a_slow_turn_is_seen_running_before_it_answers(
         [("user", "message"), ("agent", "state")],
         [("agent", "message"), ("agent", "state")],
     ]
+
+
+class Logging:
+    """A store that logs whatever it is given, from id 0."""
+
+    async def append(self, cid: str, lease: str, bodies: list[bytes], *args: Any) -> Appended:
+        return Appended(first_id=0, entries=[], duplicate=False)
+
+
+class AwayBroker:
+    """A broker that takes no event: it is away."""
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def publish_events(self, cid: str, entries: list[bytes]) -> None:
+        self.tries += 1
+        raise ConnectionError("the broker is away")
+
+
+async def test_a_stopping_conversation_does_not_wait_for_an_away_broker() -> None:
+    broker = AwayBroker()
+    scribe = Scribe(
+        "c-1", "w:1", cast(Store, Logging()), cast(Timers, None), cast(Broker, broker), lambda: True
+    )
+    await scribe.log(NewEvent("agent", "state", {"state": "running"}))  # held, then retried
+    async with asyncio.timeout(5):
+        while broker.tries < 2:
+            await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # the loop stops: the retries give up
+        await scribe.flush()
+    await scribe.log(NewEvent("agent", "state", {"state": "running"}))
+    tries = broker.tries
+    async with asyncio.timeout(5):  # what is held when it stops is tried once
+        await scribe.flush()
+    assert broker.tries == tries + 1
