@@ -147,16 +147,21 @@ class Scribe:
         with contextlib.suppress(LeaseLost):  # the next owner publishes our last events
             await self.publish([])
 
+    def _take(self, entries: list[bytes]) -> list[bytes]:
+        """What is held, then ``entries``: held no more, and no longer lingering."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        taken, self._held = self._held + entries, []
+        return taken
+
     async def flush(self) -> None:
         """Publish what is held, trying once: the conversation stops here, and must not
         wait for a broker that is away (gateways fill the gap from the log when the
         next events reach them)."""
         if self._sending is not None:
             self._sending.cancel()
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        held, self._held = self._held, []
+        held = self._take([])
         if held:
             try:
                 await self._broker.publish_events(self.conversation_id, held)
@@ -170,10 +175,7 @@ class Scribe:
         the broker is away: it is logged, so failing the caller now would leave its work
         half done (its input comes again, finds itself logged, and is skipped). Gives up
         only with the lease."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        entries, self._held = self._held + entries, []
+        entries = self._take(entries)
         if not entries:
             return
         retry, warned = Backoff(first=0.05), False
