@@ -14,6 +14,7 @@ starts WARMUP seconds later. Both print one JSON line at the end: seconds per ta
 from __future__ import annotations
 
 import argparse
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -89,6 +90,7 @@ def main() -> None:
     lo.add_argument("warmup", type=float)
     lo.add_argument("seconds", type=float)
     args = parser.parse_args()
+    gc.freeze()  # as the fleet's processes and the bench's clients do (``Service.serving``)
     if args.mode == "latency":
         out = latency(args.count, args.warmup)
     else:

@@ -4,6 +4,7 @@ stopping on signals at any stage (connecting, serving, draining)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import secrets
 import signal
@@ -79,12 +80,21 @@ class Service:
         )
         self._main: asyncio.Task[None] | None = None
         self._forced = False  # signalled twice: the graceful stop was cut short
+        self._own_process = False  # run as the process's main (``run``), not in a test's
         self._redis_durable = settings.redis_durable
 
     def run(self) -> None:
         """Serve until stopped, on uvloop where it is installed."""
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(self.main(handle_signals=True))
+
+    def serving(self) -> None:
+        """It serves now. What the process built to get here (modules, clients,
+        connections) lives as long as it does: frozen, the garbage collector stops
+        scanning it, so a full collection takes a few milliseconds instead of 50-100."""
+        if self._own_process:
+            gc.freeze()
+        self.started.set()
 
     def stop(self) -> None:
         """Begin a graceful stop."""
@@ -103,6 +113,7 @@ class Service:
 
     async def main(self, handle_signals: bool = False) -> None:
         if handle_signals:
+            self._own_process = True
             self._main = asyncio.current_task()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -161,7 +161,7 @@ class Gateway(Service):
             await asyncio.wait([listening, stopping, serving], return_when=asyncio.FIRST_COMPLETED)
             if self.server.started and not self._stop.is_set():
                 log.info("gateway_started", host=self.settings.host, port=self.settings.port)
-                self.started.set()
+                self.serving()
                 await asyncio.wait([stopping, serving], return_when=asyncio.FIRST_COMPLETED)
         finally:
             listening.cancel()

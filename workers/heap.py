@@ -9,8 +9,9 @@ watchdog's budget, the heap is frozen (``gc.freeze``): what lives now is not sca
 again. What dies later among frozen objects, in reference cycles, is not collected
 while frozen: little (measured: 3.5 objects per conversation loop ended), but it adds
 up; so once the loops alive at the freeze have turned over four times, the heap is
-unfrozen, and the next full collection reclaims it (one slow collection, which may
-fence the worker once).
+unfrozen, the next full collection reclaims it (one slow collection, which may
+fence the worker once), and the heap is frozen again right after. (The heap the
+process built to start is frozen once it serves: see ``Service.serving``.)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Heap:
         self._freeze = False  # a slow full collection asked for it
         self._frozen_loops = 0  # loops alive at the last freeze (0: not frozen)
         self._ended = 0  # loops ended since
+        self._reclaiming = False  # unfrozen: freeze again after the next full collection
 
     def watch(self) -> None:
         gc.callbacks.append(self._collecting)
@@ -61,12 +63,16 @@ class Heap:
             gc.unfreeze()
             log.info("heap_unfrozen", ended=self._ended)
             self._frozen_loops = 0
+            self._reclaiming = True
 
     def _collecting(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.monotonic()
             return
         took = time.monotonic() - self._started
+        if info["generation"] == 2 and self._reclaiming:
+            self._reclaiming = False
+            self._freeze = True
         if took > self.budget / 4:
             generation, collected = info["generation"], info["collected"]
             log.warning(

@@ -92,7 +92,7 @@ class Reaper(Service):
         try:
             if await self.connect(self.redis, self.broker, self.archive):
                 log.info("reaper_started", reaper_id=self.reaper_id)
-                self.started.set()
+                self.serving()
                 await self._loop()
                 with contextlib.suppress(Exception):
                     await self.leader.resign()

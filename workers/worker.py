@@ -163,7 +163,7 @@ class Worker(Service):
                     worker_id=self.worker_id,
                     capacity=self.settings.worker_capacity,
                 )
-                self.started.set()
+                self.serving()
                 await self._stop.wait()
             # A passivation under way finishes first: cut short, its broker operation
             # could leave the channel waiting for a reply, and the broker's close with it.

@@ -1,9 +1,11 @@
 """A worker freezes its heap after a slow full collection, and unfreezes it once the
-loops alive then have turned over (what died meanwhile is collected again)."""
+loops alive then have turned over (what died meanwhile is collected again), and
+freezes it again after that collection."""
 
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +47,30 @@ def test_a_small_frozen_heap_waits_for_the_floor_of_ended_loops(heap: Heap) -> N
     assert gc.get_freeze_count() > 0
     heap.loop_ended()
     assert gc.get_freeze_count() == 0
+
+
+class Node:
+    me: Node
+
+
+def test_an_unfrozen_heap_is_frozen_again_after_the_collection_that_reclaims_it(
+    heap: Heap,
+) -> None:
+    node = Node()
+    node.me = node  # a cycle: only the garbage collector frees it
+    freed = weakref.ref(node)
+    gc.collect()
+    heap.tick(loops=10)
+    heap.budget = 3600.0  # from now on no collection is slow
+    del node
+    gc.collect()
+    assert freed() is not None  # frozen: not scanned
+
+    for _ in range(UNFREEZE_AFTER):
+        heap.loop_ended()
+    heap.tick(loops=10)
+    assert gc.get_freeze_count() == 0
+    gc.collect()
+    assert freed() is None
+    heap.tick(loops=10)
+    assert gc.get_freeze_count() > 0
