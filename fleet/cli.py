@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics-port",
         type=int,
         metavar="PORT",
-        help="first worker's metrics port; the others follow (default FLEET_METRICS_PORT, 9400)",
+        help="workers and reapers serve metrics on the first free ports from PORT "
+        "(default FLEET_METRICS_PORT, 9400)",
     )
     dev.add_argument(
         "--llm",

@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,8 @@ READY_TIMEOUT = 30.0
 BAD_CONFIG = 2  # the exit code of a process whose configuration is bad (fleet.cli)
 # A child that ran at least this long before dying is restarted at once again.
 HEALTHY_RUN = 10.0
-# Workers and reapers serve their metrics on consecutive ports from this one, unless
-# FLEET_METRICS_PORT (or --metrics-port) says otherwise.
+# Workers and reapers serve their metrics on the first free ports from this one,
+# unless FLEET_METRICS_PORT (or --metrics-port) says otherwise.
 METRICS_PORT = 9400
 
 
@@ -130,7 +131,7 @@ class Plan:
     reapers: int = 1
     port: int | None = None
     llm: str | None = None  # "fake": the fake LLM, and the LLM agent talking to it
-    metrics_port: int | None = None  # the first worker's; the others follow
+    metrics_port: int | None = None  # workers' and reapers' take the free ports from it
 
 
 def run_dev(settings: Settings, plan: Plan) -> int:
@@ -153,18 +154,18 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
         )
         for i in range(plan.gateways)
     ]
-    # One metrics port each, consecutive: the same port for all would fail all but one.
-    metrics = plan.metrics_port or settings.metrics_port or METRICS_PORT
+    # One metrics port each: the same port for all would fail all but one.
     roles = [("worker", i) for i in range(plan.workers)] + [
         ("reaper", i) for i in range(plan.reapers)
     ]
-    for offset, (role, i) in enumerate(roles):
+    first = plan.metrics_port or settings.metrics_port or METRICS_PORT
+    for (role, i), metrics in zip(roles, free_ports(host, first, len(roles)), strict=True):
         children.append(
             Child(
                 f"{role}-{i}",
                 [role],
-                env={"FLEET_METRICS_PORT": str(metrics + offset)},
-                metrics=f"http://{host}:{metrics + offset}/metrics",
+                env={"FLEET_METRICS_PORT": str(metrics)},
+                metrics=f"http://{host}:{metrics}/metrics",
             )
         )
     if plan.llm == "fake":
@@ -186,6 +187,25 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
         print(f"fleet dev: {fleet.failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def free_ports(host: str, first: int, count: int) -> list[int]:
+    """The first ``count`` ports from ``first`` up that are free on ``host`` now. A port
+    taken is skipped: a child that cannot bind its port exits as misconfigured, which
+    stops the whole fleet, and a port in the ephemeral range may be held by any
+    outgoing connection."""
+    ports: list[int] = []
+    port = first
+    while len(ports) < count:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                pass
+            else:
+                ports.append(port)
+        port += 1
+    return ports
 
 
 async def _wait_ready(host: str, port: int, gateways: int, stop: asyncio.Event) -> bool:

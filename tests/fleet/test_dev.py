@@ -1,19 +1,25 @@
 """``fleet dev`` on a terminal prints its children's logs human-readable and colored,
 each line prefixed by the child's name (elsewhere they are JSON lines: see
-tests/e2e/test_readme_tour.py)."""
+tests/e2e/test_readme_tour.py); a metrics port that is taken is skipped."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pty
+import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+import httpx
+
 from broker.settings import Settings
-from fleet.harness import free_port
+from fleet.harness import FleetProcess, free_port
 
 ANSI = "\x1b["
 
@@ -68,3 +74,36 @@ def test_on_a_terminal_the_logs_are_colored_and_prefixed(settings: Settings) -> 
     assert started.startswith("gateway-0 | ")
     assert ANSI in started  # colored
     assert "{" not in started  # not JSON
+
+
+async def test_a_metrics_port_taken_is_skipped_not_fatal(settings: Settings) -> None:
+    """A port held by anything (in the ephemeral range, any outgoing connection) made
+    its worker exit as misconfigured, and fleet dev stop every process with it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env = {**clean, "FLEET_NAMESPACE": settings.namespace, "PYTHONUNBUFFERED": "1"}
+    with socket.socket() as held:
+        while True:  # a free port whose successor is free too: hold the successor
+            first = free_port()
+            with contextlib.suppress(OSError):
+                held.bind(("127.0.0.1", first + 1))
+                break
+        held.listen()
+        args = ["dev", "--port", str(free_port()), "--workers", "2", "--reapers", "0"]
+        dev = FleetProcess("fleet-dev", [*args, "--metrics-port", str(first)], env)
+        await dev.start()
+        try:
+            async with asyncio.timeout(60):
+                while sum("worker_started" in line for line in dev.raw) < 2 or not any(
+                    "Ctrl-C stops every process" in line for line in dev.raw
+                ):
+                    assert dev.running, "\n".join(dev.raw)
+                    await asyncio.sleep(0.05)
+            shown = "\n".join(dev.raw)
+            ports = [int(p) for p in re.findall(r"worker-\d +http://127.0.0.1:(\d+)/", shown)]
+            assert ports[0] == first and ports[1] > first + 1
+            async with httpx.AsyncClient() as client:
+                for port in ports:
+                    answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+                    assert answer.status_code == 200
+        finally:
+            await dev.stop()
