@@ -20,7 +20,7 @@ from bench import ceilings, machine, rabbit, report
 from bench.context import FLEET_SETTINGS, Context
 from bench.plan import Plan
 from bench.progress import elapsed, say
-from bench.results import Result
+from bench.results import Figure, Result
 from bench.scenarios import (
     celery,
     completions,
@@ -57,11 +57,19 @@ SCENARIOS = (
 PURGE_TRIES = 3
 
 
+def stolen_since(ticks: list[int]) -> Figure:
+    """How much of the machine's CPU the hypervisor took since ``ticks``: beside each
+    scenario's figures, since a virtual machine's speed drifts with it."""
+    return Figure(
+        "CPU stolen by the hypervisor", machine.stolen_percent(ticks, machine.cpu_ticks()), "%"
+    )
+
+
 async def phase(
     name: str, timeout: float, run: Callable[[], Awaitable[Result | list[Result]]]
 ) -> list[Result]:
     """Run one scenario, bounded; a failure is reported as that scenario's row, not fatal."""
-    began = time.monotonic()
+    began, ticks = time.monotonic(), machine.cpu_ticks()
     say(f"{name}: starting")
     try:
         async with asyncio.timeout(timeout):
@@ -70,8 +78,10 @@ async def phase(
         traceback.print_exc(file=sys.stderr)
         outcome = Result(name, error=f"{type(exc).__name__}: {exc}")
     results = outcome if isinstance(outcome, list) else [outcome]
+    stolen = stolen_since(ticks)
     for result in results:
         result.seconds = time.monotonic() - began
+        result.add(stolen)
     say(f"{name}: done in {time.monotonic() - began:.1f} s")
     return results
 
@@ -145,10 +155,12 @@ async def run(plan: Plan, wanted: set[str], keep_logs: bool = False, profile: bo
         ctx.service_pids = pids
         await watch.start()
         say("ceilings: raw broker and Redis, before any fleet runs")
+        ticks = machine.cpu_ticks()
         ctx.ceilings = await ceilings.measure(
             plan, f"{base}-raw", redis, broker_url, pids.get("rabbitmq")
         )
         results.append(ctx.ceilings.result())
+        results[-1].add(stolen_since(ticks))
         if "celery" in wanted:  # first: the fleet's latency and throughput rows need it
             results += await phase("celery", plan.scenario_timeout, lambda: celery.run(ctx))
         if wanted & {"latency", "throughput", "load", "start"}:

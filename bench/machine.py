@@ -21,6 +21,20 @@ def _first(path: str, prefix: str) -> str | None:
     return None
 
 
+def cpu_ticks() -> list[int]:
+    """The machine's CPU time so far, by kind: /proc/stat's ``cpu`` line (user, nice,
+    system, idle, iowait, irq, softirq, steal)."""
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:9]]
+
+
+def stolen_percent(before: list[int], after: list[int]) -> float | None:
+    """Of the CPU time between two ``cpu_ticks``, the percent the hypervisor gave to
+    others (steal): a virtual machine's figures drift with it."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    return 100 * spent[7] / sum(spent) if sum(spent) else None
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
