@@ -144,11 +144,14 @@ async def test_the_readme_tour(
         alive = re.findall(r"^  \S+ .* alive$", status.stdout, re.MULTILINE)
         assert len(alive) == 4, status.stdout  # the gateway, both workers, the reaper
 
-        # every process's metrics, on the ports the banner lists, each its role's only
+        # every process's metrics, on the ports the banner lists (the first free ones
+        # from --metrics-port), each its role's only
+        banner = re.findall(r"^    (\S+) +http://127.0.0.1:(\d+)/metrics$", text, re.MULTILINE)
+        listed = {name: int(port) for name, port in banner}
+        assert metrics_port <= listed["worker-0"] < listed["worker-1"] < listed["reaper-0"], text
         async with httpx.AsyncClient(timeout=10) as scraper:
-            for name, offset in (("worker-0", 0), ("worker-1", 1), ("reaper-0", 2)):
-                metrics_url = f"http://127.0.0.1:{metrics_port + offset}/metrics"
-                assert re.search(rf"^    {name} +{metrics_url}$", text, re.MULTILINE), text
+            for name in ("worker-0", "worker-1", "reaper-0"):
+                metrics_url = f"http://127.0.0.1:{listed[name]}/metrics"
                 scraped = (await scraper.get(metrics_url)).text
                 assert ("fleet_conversations_owned " in scraped) == name.startswith("worker")
                 assert ("fleet_reaper_leader " in scraped) == name.startswith("reaper")
