@@ -20,8 +20,6 @@ from broker.dependencies import Dependency, Unreachable
 from broker.redis import Client, require_durable
 from broker.settings import Settings
 
-# Allocations (net) between two young garbage collections once serving (Python: 700).
-YOUNG_COLLECTION_AFTER = 10_000
 # Seconds a cancelled task has to end before it is cancelled again.
 CANCEL_AGAIN_AFTER = 1.0
 
@@ -93,12 +91,9 @@ class Service:
     def serving(self) -> None:
         """It serves now. What the process built to get here (modules, clients,
         connections) lives as long as it does: frozen, the garbage collector stops
-        scanning it, so a full collection takes a few milliseconds instead of 50-100.
-        Young collections are made rarer too: each scans what is in flight, whatever
-        the threshold, and at the default (700) they took 5 % of a busy gateway's CPU."""
+        scanning it, so a full collection takes a few milliseconds instead of 50-100."""
         if self._own_process:
             gc.freeze()
-            gc.set_threshold(YOUNG_COLLECTION_AFTER, *gc.get_threshold()[1:])
         self.started.set()
 
     def stop(self) -> None:
