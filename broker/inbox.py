@@ -88,7 +88,15 @@ class Inbox:
         self._queue = queue
         result = queue.declaration_result
         self.waiting = int(result.message_count or 0) if result is not None else 0
+        # A channel that closes under us (a channel error; aiormq closing it because
+        # another conversation's RPC on it was cancelled) is reopened by the robust
+        # connection without our consumer: end, so that our loop consumes again.
+        queue.close_callbacks.add(self._channel_closed)
         self._tag = await queue.consume(self._deliver)
+
+    def _channel_closed(self, _queue: AbstractQueue | None, _exc: BaseException | None, /) -> None:
+        if not self._closed:
+            self.close()
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         if self._closed:
@@ -108,6 +116,8 @@ class Inbox:
     async def release(self) -> None:
         """Cancel the consumer and requeue what it holds; quiet if the channel died."""
         self.close()
+        if self._queue is not None:
+            self._queue.close_callbacks.discard(self._channel_closed)
         if self._queue is not None and self._tag is not None:
             with contextlib.suppress(Exception):
                 await self._queue.cancel(self._tag)
