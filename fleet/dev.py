@@ -14,7 +14,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
 from broker import tokens
 from broker.backoff import Backoff
@@ -38,6 +40,7 @@ class Child:
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)  # on top of the fleet's
     metrics: str | None = None  # where its metrics are served
+    metrics_port: int | None = None  # its own (workers and reapers), in ``env``
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
 
@@ -94,7 +97,20 @@ class DevFleet:
             try:
                 await asyncio.wait_for(self.stop.wait(), delay)
             except TimeoutError:
-                continue
+                self._keep_metrics_port_free(child)
+
+    def _keep_metrics_port_free(self, child: Child) -> None:
+        """A child restarted after its metrics port was taken (by anything, meanwhile)
+        moves to the next free one: on the old one it would exit as misconfigured."""
+        port = child.metrics_port
+        if port is None or is_free(self.settings.host, port):
+            return
+        ours = {other.metrics_port for other in self.children}
+        moved = next(p for p in free_ports(self.settings.host, port + 1) if p not in ours)
+        child.metrics_port = moved
+        child.env["FLEET_METRICS_PORT"] = str(moved)
+        child.metrics = f"http://{self.settings.host}:{moved}/metrics"
+        say(f"{child.name}'s metrics port {port} is taken now; it moves to {child.metrics}")
 
     async def _run_once(self, child: Child) -> int:
         child.process = process = await asyncio.create_subprocess_exec(
@@ -159,13 +175,15 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
         ("reaper", i) for i in range(plan.reapers)
     ]
     first = plan.metrics_port or settings.metrics_port or METRICS_PORT
-    for (role, i), metrics in zip(roles, free_ports(host, first, len(roles)), strict=True):
+    ports = islice(free_ports(host, first), len(roles))
+    for (role, i), metrics in zip(roles, ports, strict=True):
         children.append(
             Child(
                 f"{role}-{i}",
                 [role],
                 env={"FLEET_METRICS_PORT": str(metrics)},
                 metrics=f"http://{host}:{metrics}/metrics",
+                metrics_port=metrics,
             )
         )
     if plan.llm == "fake":
@@ -189,23 +207,24 @@ async def _dev(settings: Settings, plan: Plan, port: int) -> int:
     return 0
 
 
-def free_ports(host: str, first: int, count: int) -> list[int]:
-    """The first ``count`` ports from ``first`` up that are free on ``host`` now. A port
-    taken is skipped: a child that cannot bind its port exits as misconfigured, which
-    stops the whole fleet, and a port in the ephemeral range may be held by any
-    outgoing connection."""
-    ports: list[int] = []
-    port = first
-    while len(ports) < count:
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                pass
-            else:
-                ports.append(port)
-        port += 1
-    return ports
+def free_ports(host: str, first: int) -> Iterator[int]:
+    """The ports from ``first`` up that are free on ``host`` now. A port taken is
+    skipped: a child that cannot bind its port exits as misconfigured, which stops the
+    whole fleet, and a port in the ephemeral range may be held by any outgoing
+    connection."""
+    return (port for port in range(first, 65536) if is_free(host, port))
+
+
+def is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as the metrics server does, with
+    SO_REUSEADDR: a port with only closed connections lingering is free)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def _wait_ready(host: str, port: int, gateways: int, stop: asyncio.Event) -> bool:
