@@ -118,9 +118,9 @@ class Inbox:
         self.close()
         if self._queue is not None:
             self._queue.close_callbacks.discard(self._channel_closed)
-        if self._queue is not None and self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self._queue.cancel(self._tag)
+            if self._tag is not None:
+                with contextlib.suppress(Exception):
+                    await self._queue.cancel(self._tag)
         while not self._buffer.empty():
             delivery = self._buffer.get_nowait()
             if delivery is not None:
