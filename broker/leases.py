@@ -8,6 +8,7 @@ the fencing token that the append script checks.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -120,6 +121,22 @@ class Leases:
         """The passivated conversation's queue is gone (or kept: input came): input
         need not wait any more."""
         await self.redis.delete(self.names.deleting(cid))
+
+    async def consuming(self, cid: str, epoch: int) -> None:
+        """A handed-over conversation's new owner consumes its queue (the epoch of its
+        lease): the drained worker moves the next one on seeing it."""
+        await self.redis.hset(self.names.meta(cid), "consuming", epoch)
+
+    async def consumed_since(self, epochs: Mapping[str, int]) -> set[str]:
+        """Those of these conversations a later epoch than the one given consumes."""
+        cids = list(epochs)
+        if not cids:
+            return set()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cid in cids:
+                pipe.hget(self.names.meta(cid), "consuming")
+            found = await pipe.execute()
+        return {cid for cid, at in zip(cids, found, strict=True) if int(at or 0) > epochs[cid]}
 
     async def owned_by(self, worker_id: str) -> list[str]:
         """What the worker owns, in every group."""

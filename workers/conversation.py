@@ -56,10 +56,14 @@ class ConversationLoop:
         closing: str | None = None,
         relay: WebhookRelay | None = None,
         took_over: bool = False,
+        handed_over: bool = False,
     ) -> None:
         self.conversation_id = cid
         # Taken over from a holder that died: it may have logged events it never published.
         self._took_over = took_over
+        # Handed over by a draining worker: it moves the next one once we consume.
+        self._handed_over = handed_over
+        self._moved = took_over or handed_over  # its first consume is worth a line
         self.worker_id = worker_id
         self.epoch = epoch
         self.lease = lease_value(worker_id, epoch)
@@ -93,6 +97,7 @@ class ConversationLoop:
         self.finished = False  # closed for good: nothing to hand over
         self._handling = False
         self._last_input = time.monotonic()
+        self.stopped_at: float | None = None  # when drained: it took no input since
 
     @property
     def idle_since(self) -> float | None:
@@ -147,6 +152,14 @@ class ConversationLoop:
         if self._failure is not None:  # a turn failed while it opened: ``_fail`` missed it
             inbox.close()
         metrics.CLAIMED_BACKLOG.observe(inbox.waiting)
+        if self._moved:  # it answers again after a failover or a drain
+            self._moved = False
+            self.log.info("consuming", waiting=inbox.waiting)
+            if self._handed_over:
+                try:
+                    await self._leases.consuming(self.conversation_id, self.epoch)
+                except Exception as exc:  # the drain goes on without it, after its patience
+                    self.log.warning("consuming_not_announced", error=repr(exc))
         if self._owed_marker is not None:
             await self._broker.publish_input(self.conversation_id, CloseMarker(self._owed_marker))
             self._owed_marker = None
@@ -182,6 +195,7 @@ class ConversationLoop:
     async def drain(self) -> None:
         """Stop after the input in hand; what is not yet logged goes back to the queue."""
         self._draining = True
+        self.stopped_at = time.time()
         if self._inbox is not None:
             await self._inbox.release()
 

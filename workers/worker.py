@@ -42,6 +42,14 @@ DISPATCH_PREFETCH = 32
 # The broker serves each channel's methods one after another: spreading loops over a
 # few channels lets a burst of claims (failover, drain) declare and consume in parallel.
 CONSUME_CHANNELS = 8
+# A drain has at most this many conversations in transit (released, their queue not
+# yet consumed by another worker): the others are served meanwhile, so each pauses for
+# its own move only. Released all at once, each waited for the heir to open them all.
+DRAIN_WINDOW = 20
+DRAIN_POLL = 0.02  # seconds between looks at which of those are consumed again
+# None consumed again for this long: no worker is taking them (none is up, or all are
+# full); the rest are released at once, owed an owner.
+HEIR_PATIENCE = 1.0
 
 
 class Worker(Service):
@@ -322,7 +330,8 @@ class Worker(Service):
                     if request.since:
                         waited = max(0.0, time.time() - request.since)
                         metrics.CLAIM_LATENCY.labels(request.cause).observe(waited)
-                    self._start(cid, claim.epoch, claim.closing, claim.took_over)
+                    handed_over = request.cause == "handover"
+                    self._start(cid, claim.epoch, claim.closing, claim.took_over, handed_over)
                 elif claim.outcome == "not_alive":
                     raise LeaseLost(f"{self.worker_id} is not alive; cannot claim {cid}")
                 else:
@@ -334,7 +343,12 @@ class Worker(Service):
         await self._update_dispatch()
 
     def _start(
-        self, cid: str, epoch: int, closing: str | None = None, took_over: bool = False
+        self,
+        cid: str,
+        epoch: int,
+        closing: str | None = None,
+        took_over: bool = False,
+        handed_over: bool = False,
     ) -> None:
         if cid in self.loops:
             return
@@ -351,6 +365,7 @@ class Worker(Service):
             closing,
             relay=self._relay(cid),
             took_over=took_over,
+            handed_over=handed_over,
         )
         loop.log.info("lease_claimed")
         self.loops[cid] = (loop, self._tasks.create_task(self._run_loop(loop)))
@@ -409,12 +424,15 @@ class Worker(Service):
         metrics.CONVERSATIONS_OWNED.set(len(self.loops))
         metrics.UTILIZATION.set(len(self.loops) / self.settings.worker_capacity)
 
-    async def _hand_over(self, loop: ConversationLoop) -> None:
-        """Release the lease (compare-and-delete) and ask another worker to claim."""
+    async def _hand_over(self, loop: ConversationLoop) -> bool:
+        """Release the lease (compare-and-delete) and ask another worker to claim;
+        whether it was still ours to release."""
         cid = loop.conversation_id
-        if await self.leases.release(cid, loop.worker_id, loop.epoch):
-            await self.broker.request_claim(cid, "handover")
-            loop.log.info("lease_released")
+        if not await self.leases.release(cid, loop.worker_id, loop.epoch):
+            return False
+        await self.broker.request_claim(cid, "handover")
+        loop.log.info("lease_released", stopped_at=loop.stopped_at)
+        return True
 
     # --- passivation -------------------------------------------------------------------
     async def _passivate_idle(self) -> None:
@@ -479,17 +497,54 @@ class Worker(Service):
 
     # --- drain ---------------------------------------------------------------------------
     async def _drain(self) -> None:
-        """Stop claiming, finish the actions in hand, release and re-dispatch everything."""
+        """Stop claiming, then hand every conversation over after the input in hand,
+        ``DRAIN_WINDOW`` in transit at a time for half of ``shutdown_grace`` at most,
+        then the rest at once: all within ``shutdown_grace``."""
         self._stopping = True
         await self._update_dispatch()
-        loops = list(self.loops.values())
-        log.info("worker_draining", worker_id=self.worker_id, conversations=len(loops))
-        await asyncio.gather(*(loop.drain() for loop, _ in loops), return_exceptions=True)
-        tasks = [task for _, task in loops]
+        waiting = list(self.loops.values())
+        log.info("worker_draining", worker_id=self.worker_id, conversations=len(waiting))
+        started = time.monotonic()
+        hurry = started + self.settings.shutdown_grace / 2
+        deadline = started + self.settings.shutdown_grace
+        in_transit: dict[str, int] = {}  # conversation: the epoch we released
+        progress = started  # of the last release, or one consumed again
+        while waiting:
+            now = time.monotonic()
+            if now - progress > HEIR_PATIENCE or now > hurry:
+                log.info("drain_hurried", worker_id=self.worker_id, left=len(waiting))
+                room = len(waiting)
+            else:
+                room = DRAIN_WINDOW - len(in_transit)
+            moving, waiting = waiting[:room], waiting[room:]
+            if moving:
+                in_transit |= await self._move(moving, deadline)
+                progress = time.monotonic()
+            if waiting:
+                await asyncio.sleep(DRAIN_POLL)
+                with contextlib.suppress(Exception):  # unseen, it counts as in transit
+                    if moved := await self.leases.consumed_since(in_transit):
+                        for cid in moved:
+                            del in_transit[cid]
+                        progress = time.monotonic()
+
+    async def _move(
+        self, moving: list[tuple[ConversationLoop, asyncio.Task[None]]], deadline: float
+    ) -> dict[str, int]:
+        """Stop these loops after the input in hand (cut short at ``deadline``), then
+        release their leases and ask another worker to claim each; those released, with
+        the epoch they were released at."""
+        await asyncio.gather(*(loop.drain() for loop, _ in moving), return_exceptions=True)
+        tasks = [task for _, task in moving]
         if tasks:
-            _, late = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
             await cancel_all(late)
         # Shielded: releasing and re-dispatching must finish even if we are cancelled.
-        await asyncio.shield(
-            asyncio.gather(*(self._hand_over(loop) for loop, _ in loops), return_exceptions=True)
+        released = await asyncio.shield(
+            asyncio.gather(*(self._hand_over(loop) for loop, _ in moving), return_exceptions=True)
         )
+        return {
+            loop.conversation_id: loop.epoch
+            for (loop, _), ok in zip(moving, released, strict=True)
+            if ok is True
+        }

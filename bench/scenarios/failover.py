@@ -46,6 +46,9 @@ class Move:
     resume: list[float]  # seconds from the signal until each probe was answered
     not_resumed: int  # probes still unanswered after RESUME_TIMEOUT
     claims: list[float]  # seconds from the signal until the new owner claimed each
+    # seconds each took no input: from its owner stopping (the signal, for a kill) until
+    # the new owner consumed its queue; read from both workers' logs
+    unavailable: list[float]
     releases: list[float]  # ... until the drained owner released each (drain only)
     background: list[tuple[float, float]]  # (sent, latency) of background actions
     lost: int
@@ -212,6 +215,17 @@ async def _move(
     counted = await tally(sessions, ctx.redis, fleet.names, prefix=prefix)
     claims = [log_time(line) - signalled_wall for line in heir.events("lease_claimed")]
     releases = [log_time(line) - signalled_wall for line in owner.events("lease_released")]
+    consuming: dict[str, float] = {}  # when the heir first consumed each queue
+    for line in heir.events("consuming"):
+        if (at := log_time(line)) >= signalled_wall:
+            consuming.setdefault(line["conversation_id"], at)
+    if sig == signal.SIGTERM:  # each stopped taking input as its turn to move came
+        stopped = {
+            line["conversation_id"]: line["stopped_at"] for line in owner.events("lease_released")
+        }
+    else:  # all at once
+        stopped = dict.fromkeys(consuming, signalled_wall)
+    unavailable = [at - stopped[cid] for cid, at in consuming.items() if stopped.get(cid)]
     background = [
         (s.sent[a] - signalled, s.replies[a][0] - s.sent[a])
         for s in sessions
@@ -222,6 +236,7 @@ async def _move(
         resume=[w.result() - signalled for w in waiters if w not in late],
         not_resumed=len(late),
         claims=sorted(claims),
+        unavailable=sorted(unavailable),
         releases=sorted(releases),
         background=background,
         lost=len(counted.lost),
@@ -307,6 +322,19 @@ def _move_result(
         figures.append(Figure(f"not answered in {RESUME_TIMEOUT:g} s", move.not_resumed, "conv"))
     if move.claims:
         figures.append(Figure("claimed p99", stat(move.claims, "p99"), "s", ceiling, label))
+    figures += [
+        Figure(
+            f"unavailable {which}",
+            stat(move.unavailable, which),
+            "s",
+            ceiling,
+            label,
+            Target("<=", p99) if which == "p99" else None,
+        )
+        for which in STATS
+        if move.unavailable
+    ]
+    figures.append(Figure("unavailable measured", len(move.unavailable), "conv"))
     figures.append(Figure("lost", move.lost, "actions", target=Target("<=", 0)))
     figures.append(Figure("duplicated", move.duplicated, "actions", target=Target("<=", 0)))
     return Result(
@@ -320,5 +348,10 @@ def _move_result(
             "misordered": move.misordered,
             "unanswered_after_settle": move.unanswered,
         },
-        series={"resume": move.resume, "claims": move.claims, "background": move.background},
+        series={
+            "resume": move.resume,
+            "claims": move.claims,
+            "unavailable": move.unavailable,
+            "background": move.background,
+        },
     )

@@ -1,0 +1,88 @@
+"""A draining worker hands its conversations over ``DRAIN_WINDOW`` at a time, the next
+ones as the new owner consumes those: the ones it has not handed over yet still answer.
+With no worker taking any for ``HEIR_PATIENCE``, it releases the rest at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.names import Names
+from broker.settings import Settings
+from tests.conftest import InProcessFleet
+from tests.support import answered, create_conversation, http, owned, token
+from workers import worker as worker_module
+
+
+async def test_a_draining_worker_serves_what_it_has_not_handed_over_yet(
+    fleet: InProcessFleet,
+    settings: Settings,
+    redis: Redis,
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
+    monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 3.0)
+    await fleet.start_gateway()
+    drained = await fleet.start_worker()
+    bearer = token(settings, "alice")
+    cids = [await create_conversation(fleet.url, bearer, initial="hi") for _ in range(6)]
+    async with asyncio.timeout(10):
+        while len(await owned(redis, names, drained.worker_id)) < 6:
+            await asyncio.sleep(0.02)
+
+    drained.stop()  # as SIGTERM; no other worker is up to claim what it releases
+    async with asyncio.timeout(10):
+        while len(kept := await owned(redis, names, drained.worker_id)) > 4:
+            await asyncio.sleep(0.01)
+    assert len(kept) == 4, "released more than its window"
+
+    # One it has not handed over yet answers, from the draining worker.
+    cid = sorted(kept)[0]
+    async with http(fleet.url, bearer) as api:
+        body = {"kind": "message", "data": {"content": "still here?"}, "action_id": "during"}
+        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
+    await answered(redis, names, cid, "during")
+    assert cid in await owned(redis, names, drained.worker_id)
+
+    # Nobody claims: after its patience it releases the rest at once, and exits.
+    _, task = fleet.workers[0]
+    await asyncio.wait_for(task, timeout=10)
+    assert not await owned(redis, names, drained.worker_id)
+
+    heir = await fleet.start_worker()
+    async with asyncio.timeout(10):
+        while await owned(redis, names, heir.worker_id) != set(cids):
+            await asyncio.sleep(0.02)
+
+
+async def test_a_draining_worker_moves_the_next_ones_as_the_heir_consumes(
+    fleet: InProcessFleet,
+    settings: Settings,
+    redis: Redis,
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
+    monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 60.0)  # never runs out here
+    await fleet.start_gateway()
+    drained = await fleet.start_worker(shutdown_grace=120.0)  # nor does the grace
+    bearer = token(settings, "alice")
+    cids = [await create_conversation(fleet.url, bearer, initial="hi") for _ in range(6)]
+    async with asyncio.timeout(10):
+        while len(await owned(redis, names, drained.worker_id)) < 6:
+            await asyncio.sleep(0.02)
+    heir = await fleet.start_worker()
+
+    drained.stop()
+    _, task = fleet.workers[0]
+    await asyncio.wait_for(task, timeout=10)  # moved along by the heir consuming each
+    assert await owned(redis, names, heir.worker_id) == set(cids)
+    async with http(fleet.url, bearer) as api:
+        body = {"kind": "message", "data": {"content": "moved?"}, "action_id": "after"}
+        assert (
+            await api.post(f"/api/conversations/{cids[-1]}/actions", json=body)
+        ).status_code == 200
+    await answered(redis, names, cids[-1], "after")
