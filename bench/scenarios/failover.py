@@ -306,34 +306,29 @@ def _move_result(
     label: str,
     p99: float,
 ) -> Result:
-    """p50, p99 and max of the resume times, claims, lost and duplicated actions."""
-    figures = [
-        Figure(
-            f"{word} {which}",
-            stat(move.censored, which),
-            "s",
-            ceiling,
-            label,
-            Target("<=", p99) if which == "p99" else None,
-        )
-        for which in STATS
-    ]
+    """p50, p99 and max of the resume (or pause) and unavailable times, claims, lost
+    and duplicated actions; ``p99`` is the target of both p99s."""
+
+    def spread(name: str, seconds: list[float]) -> list[Figure]:
+        return [
+            Figure(
+                f"{name} {which}",
+                stat(seconds, which),
+                "s",
+                ceiling,
+                label,
+                Target("<=", p99) if which == "p99" else None,
+            )
+            for which in STATS
+        ]
+
+    figures = spread(word, move.censored)
     if move.not_resumed:
         figures.append(Figure(f"not answered in {RESUME_TIMEOUT:g} s", move.not_resumed, "conv"))
     if move.claims:
         figures.append(Figure("claimed p99", stat(move.claims, "p99"), "s", ceiling, label))
-    figures += [
-        Figure(
-            f"unavailable {which}",
-            stat(move.unavailable, which),
-            "s",
-            ceiling,
-            label,
-            Target("<=", p99) if which == "p99" else None,
-        )
-        for which in STATS
-        if move.unavailable
-    ]
+    if move.unavailable:
+        figures += spread("unavailable", move.unavailable)
     figures.append(Figure("unavailable measured", len(move.unavailable), "conv"))
     figures.append(Figure("lost", move.lost, "actions", target=Target("<=", 0)))
     figures.append(Figure("duplicated", move.duplicated, "actions", target=Target("<=", 0)))

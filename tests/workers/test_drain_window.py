@@ -5,6 +5,7 @@ With no worker taking any for ``HEIR_PATIENCE``, it releases the rest at once.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -14,6 +15,32 @@ from broker.settings import Settings
 from tests.conftest import InProcessFleet
 from tests.support import answered, create_conversation, http, owned, token
 from workers import worker as worker_module
+from workers.worker import Worker
+
+COUNT = 6
+
+
+async def owning(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names, **worker: Any
+) -> tuple[Worker, list[str]]:
+    """A gateway, and a worker that owns ``COUNT`` new conversations of alice's."""
+    await fleet.start_gateway()
+    drained = await fleet.start_worker(**worker)
+    bearer = token(settings, "alice")
+    cids = [await create_conversation(fleet.url, bearer, initial="hi") for _ in range(COUNT)]
+    async with asyncio.timeout(10):
+        while len(await owned(redis, names, drained.worker_id)) < COUNT:
+            await asyncio.sleep(0.02)
+    return drained, cids
+
+
+async def answers(
+    fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names, cid: str
+) -> None:
+    async with http(fleet.url, token(settings, "alice")) as api:
+        body = {"kind": "message", "data": {"content": "there?"}, "action_id": "probe"}
+        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
+    await answered(redis, names, cid, "probe")
 
 
 async def test_a_draining_worker_serves_what_it_has_not_handed_over_yet(
@@ -25,26 +52,17 @@ async def test_a_draining_worker_serves_what_it_has_not_handed_over_yet(
 ) -> None:
     monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
     monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 3.0)
-    await fleet.start_gateway()
-    drained = await fleet.start_worker()
-    bearer = token(settings, "alice")
-    cids = [await create_conversation(fleet.url, bearer, initial="hi") for _ in range(6)]
-    async with asyncio.timeout(10):
-        while len(await owned(redis, names, drained.worker_id)) < 6:
-            await asyncio.sleep(0.02)
+    drained, cids = await owning(fleet, settings, redis, names)
 
     drained.stop()  # as SIGTERM; no other worker is up to claim what it releases
     async with asyncio.timeout(10):
-        while len(kept := await owned(redis, names, drained.worker_id)) > 4:
+        while len(kept := await owned(redis, names, drained.worker_id)) > COUNT - 2:
             await asyncio.sleep(0.01)
-    assert len(kept) == 4, "released more than its window"
+    assert len(kept) == COUNT - 2, "released more than its window"
 
     # One it has not handed over yet answers, from the draining worker.
     cid = sorted(kept)[0]
-    async with http(fleet.url, bearer) as api:
-        body = {"kind": "message", "data": {"content": "still here?"}, "action_id": "during"}
-        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
-    await answered(redis, names, cid, "during")
+    await answers(fleet, settings, redis, names, cid)
     assert cid in await owned(redis, names, drained.worker_id)
 
     # Nobody claims: after its patience it releases the rest at once, and exits.
@@ -67,22 +85,11 @@ async def test_a_draining_worker_moves_the_next_ones_as_the_heir_consumes(
 ) -> None:
     monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
     monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 60.0)  # never runs out here
-    await fleet.start_gateway()
-    drained = await fleet.start_worker(shutdown_grace=120.0)  # nor does the grace
-    bearer = token(settings, "alice")
-    cids = [await create_conversation(fleet.url, bearer, initial="hi") for _ in range(6)]
-    async with asyncio.timeout(10):
-        while len(await owned(redis, names, drained.worker_id)) < 6:
-            await asyncio.sleep(0.02)
+    drained, cids = await owning(fleet, settings, redis, names, shutdown_grace=120.0)  # nor this
     heir = await fleet.start_worker()
 
     drained.stop()
     _, task = fleet.workers[0]
     await asyncio.wait_for(task, timeout=10)  # moved along by the heir consuming each
     assert await owned(redis, names, heir.worker_id) == set(cids)
-    async with http(fleet.url, bearer) as api:
-        body = {"kind": "message", "data": {"content": "moved?"}, "action_id": "after"}
-        assert (
-            await api.post(f"/api/conversations/{cids[-1]}/actions", json=body)
-        ).status_code == 200
-    await answered(redis, names, cids[-1], "after")
+    await answers(fleet, settings, redis, names, cids[-1])
