@@ -540,11 +540,13 @@ class Worker(Service):
             _, late = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
             await cancel_all(late)
         # Shielded: releasing and re-dispatching must finish even if we are cancelled.
-        released = await asyncio.shield(
+        outcomes = await asyncio.shield(
             asyncio.gather(*(self._hand_over(loop) for loop, _ in moving), return_exceptions=True)
         )
-        return {
-            loop.conversation_id: loop.epoch
-            for (loop, _), ok in zip(moving, released, strict=True)
-            if ok is True
-        }
+        released: dict[str, int] = {}
+        for (loop, _), outcome in zip(moving, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # once we have left, the reaper moves it
+                loop.log.warning("hand_over_failed", error=repr(outcome))
+            elif outcome:
+                released[loop.conversation_id] = loop.epoch
+        return released
