@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.settings import Settings
 from tests.conftest import InProcessFleet
-from tests.support import Client, answered, create_conversation, http, token
+from tests.support import Client, answered, create_conversation, say, token
 
 
 async def test_a_conversation_answers_after_its_channel_closed_under_it(
@@ -33,7 +33,5 @@ async def test_a_conversation_answers_after_its_channel_closed_under_it(
     with pytest.raises(ChannelNotFoundEntity):
         await channel.declare_queue(names.conversation_queue(uuid.uuid4().hex), passive=True)
 
-    async with http(fleet.url, bearer) as api:
-        body = {"kind": "message", "data": {"content": "after"}, "action_id": "after"}
-        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
+    await say(fleet.url, bearer, cid, "after")
     await answered(redis, names, cid, "after")

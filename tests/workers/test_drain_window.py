@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.settings import Settings
 from tests.conftest import InProcessFleet
-from tests.support import answered, create_conversation, http, owned, token
+from tests.support import answered, create_conversation, owned, say, token
 from workers import worker as worker_module
 from workers.worker import Worker
 
@@ -37,9 +37,7 @@ async def owning(
 async def answers(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names, cid: str
 ) -> None:
-    async with http(fleet.url, token(settings, "alice")) as api:
-        body = {"kind": "message", "data": {"content": "there?"}, "action_id": "probe"}
-        assert (await api.post(f"/api/conversations/{cid}/actions", json=body)).status_code == 200
+    await say(fleet.url, token(settings, "alice"), cid, "probe")
     await answered(redis, names, cid, "probe")
 
 
