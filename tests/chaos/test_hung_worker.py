@@ -21,8 +21,8 @@ from tests.traffic import Sender
 
 HANG = 20.0
 # What the hung worker was handed, the broker gives back once it drops its connection:
-# after two to three heartbeats (1 s each, the liveness TTL) of silence, so up to 3 s
-# (2.9-3.0 s in make test runs); then the next owner answers in milliseconds.
+# after two to three heartbeats (1 s each, the liveness TTL) of silence, so about 3 s
+# (2.9-3.13 s measured in make test runs); then the next owner answers in milliseconds.
 DELAY_BOUND = 3.5
 
 
