@@ -1,6 +1,7 @@
 """A draining worker hands its conversations over ``DRAIN_WINDOW`` at a time, the next
 ones as the new owner consumes those: the ones it has not handed over yet still answer.
-With no worker taking any for ``HEIR_PATIENCE``, it releases the rest at once."""
+With no worker taking any for ``HEIR_PATIENCE``, or after half its shutdown grace, it
+releases the rest at once."""
 
 from __future__ import annotations
 
@@ -91,3 +92,20 @@ async def test_a_draining_worker_moves_the_next_ones_as_the_heir_consumes(
     await asyncio.wait_for(task, timeout=10)  # moved along by the heir consuming each
     assert await owned(redis, names, heir.worker_id) == set(cids)
     await answers(fleet, settings, redis, names, cids[-1])
+
+
+async def test_a_drain_hurries_after_half_its_grace(
+    fleet: InProcessFleet,
+    settings: Settings,
+    redis: Redis,
+    names: Names,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
+    monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 60.0)  # never runs out here
+    drained, _ = await owning(fleet, settings, redis, names, shutdown_grace=2.0)
+
+    drained.stop()  # nobody claims: only half the grace (1 s) sends the rest at once
+    _, task = fleet.workers[0]
+    await asyncio.wait_for(task, timeout=10)
+    assert not await owned(redis, names, drained.worker_id)
