@@ -226,6 +226,11 @@ class Names:
     def reaper_leader(self) -> str:
         return f"{self.namespace}:reaper:leader"
 
+    @property
+    def history(self) -> str:
+        """List: the fleet's recent history, newest first (``broker.history``)."""
+        return f"{self.namespace}:history"
+
     # --- PostgreSQL ---------------------------------------------------------------
     @property
     def schema(self) -> str:

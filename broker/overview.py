@@ -1,7 +1,8 @@
 """The fleet as Redis holds it right now, for the dashboard: workers (liveness, what
-they own), gateways (their connections), and the conversations that are owned, owed
-an owner or watched by a client. Read only, three round trips, bounded in size
-whatever the fleet's: no SCAN, only the indexes the fleet keeps anyway.
+they own), gateways (their connections), the conversations that are owned, owed an
+owner or watched by a client, and the fleet's recent history. Read only, four round
+trips, bounded in size whatever the fleet's: no SCAN, only the indexes the fleet keeps
+anyway.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, cast, get_args
 
+from broker.history import Record, records
 from broker.names import IndexedStatus, Names, parse_lease
 from broker.redis import Client, text
 
 SHOWN = 200  # conversations listed at most
 OWNED_SHOWN = 50  # conversation ids listed per worker at most
+HISTORY_SHOWN = 100  # records of the fleet's history, the newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class Overview:
     gateways: list[ProcessView]
     conversations: list[ConversationView]
     pending: int  # conversations owed an owner, in all
+    history: list[Record]  # newest first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,15 +58,17 @@ class Overview:
 
 async def read_overview(redis: Client, names: Names) -> Overview:
     groups = names.all_groups
+    # Not in the pipeline: a Redis Cluster's pipeline refuses TIME (it has no key).
+    clock = await redis.time()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         # Every process has a deadline and liveness in group 0 (and a copy in each other).
         pipe.zrange(names.deadlines("worker", 0), 0, -1)
         pipe.zrange(names.deadlines("gateway", 0), 0, -1)
+        pipe.lrange(names.history, 0, HISTORY_SHOWN - 1)
         for group in groups:
             pipe.zrange(names.pending(group), 0, SHOWN - 1, withscores=True)
             pipe.zcard(names.pending(group))
-        clock, worker_ids, gateway_ids, *owed = await pipe.execute()
+        worker_ids, gateway_ids, history, *owed = await pipe.execute()
     pending = sorted((p for found in owed[0::2] for p in found), key=lambda p: p[1])[:SHOWN]
     pending_count = sum(owed[1::2])
     workers = [text(w) for w in worker_ids]
@@ -109,7 +115,12 @@ async def read_overview(redis: Client, names: Names) -> Overview:
     conversations = await _conversations(redis, names, wanted[:SHOWN], clients, since)
     seconds, micros = clock
     return Overview(
-        seconds + micros / 1e6, worker_views, gateway_views, conversations, pending_count
+        seconds + micros / 1e6,
+        worker_views,
+        gateway_views,
+        conversations,
+        pending_count,
+        records(history),
     )
 
 

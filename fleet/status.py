@@ -1,6 +1,6 @@
 """``fleet status``: gateways, workers and reapers, conversations by status, the
-dispatch backlog, webhook deliveries waiting and dead letters; ``--json`` for tools,
-``--watch`` to follow it.
+dispatch backlog, webhook deliveries waiting, dead letters and the fleet's recent
+history; ``--json`` for tools, ``--watch`` to follow it.
 
 Read-only: Redis reads and passive queue checks, nothing declared or written.
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import orjson
 
 from broker.events import ProcessInfo, decode_process_info
+from broker.history import History, Record
 from broker.names import Role
 from broker.overview import count_by_status
 from broker.redis import text
@@ -23,6 +24,7 @@ from broker.settings import Settings
 from fleet.ops import Ops, ago, run, table
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+RECENT = 10  # records of the fleet's history shown, the newest (``--json``: all kept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class FleetStatus:
     dispatch_backlog: int | None  # None: no dispatch queue (no fleet ever ran here)
     dead_letters: int = 0  # messages in the fleet's dead-letter queues
     webhooks_waiting: int | None = None  # in the webhook outbox (None: no outbox)
+    history: list[Record] = field(default_factory=list)  # newest first
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,7 @@ class FleetStatus:
             "dispatch_backlog": self.dispatch_backlog,
             "dead_letters": self.dead_letters,
             "webhooks_waiting": self.webhooks_waiting,
+            "history": [record.to_dict() for record in self.history],
         }
 
 
@@ -112,6 +116,7 @@ async def gather(ops: Ops) -> FleetStatus:
         dispatch_backlog=backlog,
         dead_letters=sum(depth or 0 for depth in dead),
         webhooks_waiting=webhooks,
+        history=await History(ops.redis, n).recent(),
     )
 
 
@@ -161,8 +166,7 @@ def _connections(index: dict[bytes, bytes]) -> int:
 
 def render(status: FleetStatus) -> str:
     """The status as text, one section per kind of process."""
-    at = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(status.at))
-    lines = [f"fleet {status.namespace!r} at {at}"]
+    lines = [f"fleet {status.namespace!r} at {_utc(status.at)}"]
     lines.append(f"gateways: {len(status.gateways)}")
     if status.gateways:
         rows = [
@@ -204,7 +208,14 @@ def render(status: FleetStatus) -> str:
     else:
         lines.append(f"webhooks: {status.webhooks_waiting} delivery(ies) waiting")
     lines.append(f"dead letters: {status.dead_letters}")
+    shown = status.history[:RECENT]
+    lines.append("recent history, newest first:" if shown else "recent history: none")
+    lines += [f"  {_utc(record.at)}  {record.describe()}" for record in shown]
     return "\n".join(lines)
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def _liveness(process: ProcessStatus) -> str:

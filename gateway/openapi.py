@@ -30,7 +30,8 @@ from broker.errors import (
     Unavailable,
 )
 from broker.events import ACTION_ID, CHAT_ROLES, MAX_ID_FIELD, MAX_QUERY_MESSAGES
-from broker.names import CONVERSATION_ID
+from broker.history import Happening
+from broker.names import CONVERSATION_ID, Role
 from broker.settings import BusyPolicy
 from broker.store import Status
 from gateway.operations import MAX_PAGE
@@ -196,9 +197,26 @@ PROCESS: Schema = {
         "connections": {"type": "integer", "description": "clients connected (gateways)"},
     },
 }
+RECORD: Schema = {
+    "type": "object",
+    "required": ["at", "happened", "role", "process_id", "conversations", "reason"],
+    "additionalProperties": False,
+    "properties": {
+        "at": {"type": "number", "description": "epoch seconds, the writer's clock"},
+        "happened": {"enum": enum_of(Happening)},
+        "role": {"enum": enum_of(Role)},
+        "process_id": {"type": "string"},
+        "conversations": {
+            "type": ["integer", "null"],
+            "description": "moved (died), stopped (fenced), handed over (left); a gateway's: "
+            "those it had clients of",
+        },
+        "reason": {"type": ["string", "null"]},
+    },
+}
 OVERVIEW: Schema = {
     "type": "object",
-    "required": ["now", "workers", "gateways", "conversations", "pending"],
+    "required": ["now", "workers", "gateways", "conversations", "pending", "history"],
     "additionalProperties": False,
     "properties": {
         "now": {"type": "number", "description": "the Redis clock, epoch seconds"},
@@ -233,6 +251,12 @@ OVERVIEW: Schema = {
             },
         },
         "pending": {"type": "integer", "description": "conversations owed an owner"},
+        "history": {
+            "type": "array",
+            "items": RECORD,
+            "description": "the fleet's recent history, newest first (100 at most): workers "
+            "that joined, fenced themselves, left after a drain or died; gateways that died",
+        },
     },
 }
 STREAMING: Schema = {
@@ -513,7 +537,7 @@ PATHS: dict[str, dict[str, Schema]] = {
     },
     "/api/admin/fleet": {
         "get": api(
-            "The fleet now: workers, gateways, conversations (admin tokens only)",
+            "The fleet now: workers, gateways, conversations, recent history (admin tokens only)",
             answers(200, "the overview", OVERVIEW, *ADMIN),
         )
     },

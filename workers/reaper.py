@@ -26,6 +26,7 @@ from broker.backoff import Backoff
 from broker.errors import ConversationClosed, Unavailable
 from broker.events import ProcessInfo
 from broker.exposition import STUCK_AFTER, Exposition
+from broker.history import History
 from broker.leader import LeaderLease
 from broker.leases import Leases
 from broker.lifecycle import Service, process_id
@@ -40,6 +41,8 @@ log = structlog.get_logger()
 
 # Seconds between the leader's counts of the whole fleet (its metrics).
 CENSUS_EVERY = 2.0
+# The reason the fleet's history gives for a process the reaper found dead.
+LAPSED = "liveness lapsed"
 # Timers fired per sweep and key group, at most: after downtime, a backlog goes out in
 # batches.
 TIMER_BATCH = 500
@@ -62,6 +65,7 @@ class Reaper(Service):
         self.workers = Liveness(self.redis, self.names, "worker")
         self.gateways = Liveness(self.redis, self.names, "gateway")
         self.reapers = Liveness(self.redis, self.names, "reaper")
+        self.history = History(self.redis, self.names)
         self._started_at = time.time()
         self._beat_at = 0.0  # monotonic time of our last liveness renewal
         self._counted_at = 0.0  # ... and of our last census
@@ -195,6 +199,7 @@ class Reaper(Service):
             forgotten = await self.gateways.forget(gateway_id)
             if forgotten >= 0:
                 log.warning("gateway_reaped", gateway_id=gateway_id, conversations=forgotten)
+                await self.history.record("died", "gateway", gateway_id, forgotten, LAPSED)
         for reaper_id in await self.reapers.expired():
             if await self.reapers.forget(reaper_id) >= 0:
                 log.warning("reaper_reaped", reaper_id=reaper_id)
@@ -216,6 +221,7 @@ class Reaper(Service):
             if await self.workers.forget(worker_id) >= 0:
                 log.warning("worker_reaped", worker_id=worker_id, conversations=len(cids))
                 metrics.WORKERS_REAPED.inc()
+                await self.history.record("died", "worker", worker_id, len(cids), LAPSED)
                 moved += len(cids)
         return moved
 

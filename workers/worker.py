@@ -18,6 +18,7 @@ from broker.backoff import Backoff
 from broker.errors import LeaseLost
 from broker.events import Malformed, ProcessInfo, decode_claim_request
 from broker.exposition import STUCK_AFTER, Exposition
+from broker.history import History
 from broker.inbox import Delivery
 from broker.leases import Leases
 from broker.lifecycle import Service, cancel_all, first_of, process_id
@@ -79,6 +80,7 @@ class Worker(Service):
         self.timers = Timers(self.redis, self.names)
         self.leases = Leases(self.redis, self.names, archiving=self.archive is not None)
         self.liveness = Liveness(self.redis, self.names, "worker")
+        self.history = History(self.redis, self.names)
         # The broker gives up on a worker that stopped answering about as soon as the
         # fleet does (its liveness TTL), and hands what it held to the next owner.
         self.broker = Broker(
@@ -176,12 +178,12 @@ class Worker(Service):
             # A passivation under way finishes first: cut short, its broker operation
             # could leave the channel waiting for a reply, and the broker's close with it.
             await asyncio.wait([passivating], timeout=self.settings.shutdown_grace)
-            if self.fatal is None:
-                await self._drain()
+            handed_over = await self._drain() if self.fatal is None else 0
             await cancel_all([*background, passivating])
             if self.fatal is None:
                 # Only now: a heartbeat still running would see the key gone and fence.
                 await self.liveness.forget(self.worker_id, leaving=True)
+                await self.history.record("left", "worker", self.worker_id, handed_over)
             else:
                 self._stopping = True
                 await self._stop_loops()
@@ -239,8 +241,13 @@ class Worker(Service):
             if renewed:
                 if self.fencing.renewed(sent):
                     self._registered.set()
-                    if self.fencing.incarnation:
+                    rejoined = self.fencing.incarnation > 0
+                    if rejoined:
                         log.info("worker_rejoined", worker_id=self.worker_id)
+                    why = "rejoined after a fence" if rejoined else None
+                    self._tasks.create_task(
+                        self.history.record("joined", "worker", self.worker_id, reason=why)
+                    )
                 await self._keep_up()
             elif reason := self.fencing.verdict(renewed, time.monotonic()):
                 await self._fence(reason)
@@ -265,6 +272,9 @@ class Worker(Service):
         )
         metrics.FENCES.labels(reason).inc()
         fenced_id = self.fencing.fence()
+        self._tasks.create_task(
+            self.history.record("fenced", "worker", fenced_id, len(self.loops), reason)
+        )
         await self._update_dispatch()
         await self._stop_loops()
         try:
@@ -496,14 +506,15 @@ class Worker(Service):
             await self.leases.queue_deleted(cid)
 
     # --- drain ---------------------------------------------------------------------------
-    async def _drain(self) -> None:
+    async def _drain(self) -> int:
         """Stop claiming, then hand every conversation over after the input in hand,
         ``DRAIN_WINDOW`` in transit at a time for half of ``shutdown_grace`` at most,
-        then the rest at once: all within ``shutdown_grace``."""
+        then the rest at once: all within ``shutdown_grace``. How many there were."""
         self._stopping = True
         await self._update_dispatch()
         waiting = list(self.loops.values())
-        log.info("worker_draining", worker_id=self.worker_id, conversations=len(waiting))
+        total = len(waiting)
+        log.info("worker_draining", worker_id=self.worker_id, conversations=total)
         started = time.monotonic()
         hurry = started + self.settings.shutdown_grace / 2
         deadline = started + self.settings.shutdown_grace
@@ -527,6 +538,7 @@ class Worker(Service):
                         for cid in moved:
                             del in_transit[cid]
                         progress = time.monotonic()
+        return total
 
     async def _move(
         self, moving: list[tuple[ConversationLoop, asyncio.Task[None]]], deadline: float

@@ -1,8 +1,9 @@
 """The dashboard in a real headless Chromium against a fleet of real processes: the admin
 pastes a token, sees the workers, the gateway and the conversations, watches one
 conversation's events and streamed text live, then a worker is killed (SIGKILL) and
-the page shows the failover, without a reload. A screenshot is kept in
-tests/artifacts/ (its path is printed)."""
+the page shows the failover, without a reload; reloaded, it still shows the death,
+from the fleet's history. A screenshot is kept in tests/artifacts/ (its path is
+printed)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,8 @@ async def test_the_dashboard_shows_the_fleet_live_and_a_failover(
         assert ack.action_id[:12] in shown
 
         # kill -9 the worker that owns it: the page says the conversation failed over.
+        moved = sum(owner == victim_id for owner in rows.values())
+        died = f"worker {victim_id} died (liveness lapsed): {moved} conversation(s) moved to others"
         await victim.kill()
         failover = await until(
             "the failover",
@@ -128,6 +131,9 @@ async def test_the_dashboard_shows_the_fleet_live_and_a_failover(
         )
         survivor = next(w for w in workers.values() if w != victim_id)
         await until("the new owner", lambda: owners(browser).get(cid) == survivor)
+        await until(
+            "the death", lambda: any(died in t for t in texts(browser, "#timeline li.died"))
+        )
         stored = await asyncio.to_thread(
             browser.execute_script, "return [sessionStorage.length, localStorage.length]"
         )
@@ -138,8 +144,18 @@ async def test_the_dashboard_shows_the_fleet_live_and_a_failover(
         with capsys.disabled():
             print(f"\ndashboard screenshot: {screenshot}")
 
+        # Opened anew (the token is kept in this tab), the page still tells the death.
+        await asyncio.to_thread(browser.refresh)
+        await until(
+            "the death, after a reload",
+            lambda: died in " ".join(texts(browser, "#timeline li.died")),
+        )
+        joined = texts(browser, "#timeline li.joined")
+
     assert f"from {victim_id} (dead) to {survivor}" in failover
     assert stored == [1, 0]  # the token: in this tab's session only
+    for worker_id in workers.values():
+        assert any(t.endswith(f"worker {worker_id} joined") for t in joined), joined
 
 
 def owners(driver: WebDriver) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -15,7 +16,7 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, status_becomes, token
+from tests.support import Client, create_conversation, http, owned, status_becomes, token
 
 
 def fleet_env(settings: Settings) -> dict[str, str]:
@@ -130,3 +131,80 @@ async def test_a_killed_worker_shows_dead_until_reaped_and_watch_repeats(
         await watching.wait()
         assert [w["id"] for w in first["workers"]] == [alive_id]
         assert second["at"] > first["at"]
+
+
+async def test_the_recent_history_says_who_joined_died_fenced_and_left(
+    settings: Settings, redis: Redis, names: Names
+) -> None:
+    """Read after the fact, as an operator does: a worker killed, another paused past its
+    liveness (it fences itself and rejoins) then drained, a gateway killed. Each is said
+    once, with the conversations it concerned, in ``fleet status`` and the dashboard's API."""
+    async with LocalFleet(settings, FLEET_GATEWAY_LIVENESS_TTL="1") as fleet:
+        doomed_gateway, doomed_url = await fleet.gateway()
+        _, url = await fleet.gateway()
+        doomed, doomed_id = await fleet.worker()
+        await fleet.reaper()
+        bearer = token(settings, "alice")
+        cids = [await create_conversation(url, bearer, "hi") for _ in range(3)]
+        watcher = await Client().connect(doomed_url, bearer, cids[0])
+        sleeper, sleeper_id = await fleet.worker()
+
+        await doomed.kill()  # its conversations move to the sleeper
+        await owned_becomes(redis, names, sleeper_id, set(cids))
+        sleeper.signal(signal.SIGSTOP)  # past its TTL: the reaper moves them (to nobody)
+        await said(settings, "died", sleeper_id)
+        sleeper.signal(signal.SIGCONT)  # it fences itself, rejoins, claims them again
+        rejoined_id = str((await sleeper.wait_for("worker_rejoined", timeout=10))["worker_id"])
+        await owned_becomes(redis, names, rejoined_id, set(cids))
+        _, heir_id = await fleet.worker()
+        sleeper.signal(signal.SIGTERM)  # a drain: it hands them to the heir
+        assert await sleeper.stop() == 0
+        gateways = {g["address"]: g["id"] for g in (await status_json(settings))["gateways"]}
+        doomed_gateway_id = gateways[doomed_url.removeprefix("http://")]
+        await doomed_gateway.kill()
+        await watcher.close()
+        await said(settings, "died", doomed_gateway_id)
+
+        status = await status_json(settings)
+        text = (await run_fleet(settings, "status")).stdout
+        async with http(url, token(settings, "root", admin=True)) as admin:
+            overview = (await admin.get("/api/admin/fleet")).json()
+
+    records = [
+        (r["happened"], r["role"], r["process_id"], r["conversations"], r["reason"])
+        for r in reversed(status["history"])  # oldest first
+    ]
+    fenced = next(r for r in records if r[0] == "fenced")
+    assert records == [
+        ("joined", "worker", doomed_id, None, None),
+        ("joined", "worker", sleeper_id, None, None),
+        ("died", "worker", doomed_id, 3, "liveness lapsed"),
+        ("died", "worker", sleeper_id, 3, "liveness lapsed"),  # while it was paused
+        ("fenced", "worker", sleeper_id, 3, fenced[4]),
+        ("joined", "worker", rejoined_id, None, "rejoined after a fence"),
+        ("joined", "worker", heir_id, None, None),
+        ("left", "worker", rejoined_id, 3, None),
+        ("died", "gateway", doomed_gateway_id, 1, "liveness lapsed"),
+    ]
+    assert fenced[4] in ("liveness_lapsed", "loop_stalled")
+    assert overview["history"] == status["history"]
+    assert f"worker {doomed_id} died (liveness lapsed): 3 conversation(s) moved to others" in text
+    assert f"worker {rejoined_id} left after a drain: 3 conversation(s) handed over" in text
+    gateway_died = "died (liveness lapsed): 1 conversation(s) with clients here"
+    assert f"gateway {doomed_gateway_id} {gateway_died}" in text
+
+
+async def said(settings: Settings, happened: str, process_id: str) -> None:
+    """Wait until ``fleet status --json`` has this record."""
+    async with asyncio.timeout(10):
+        while not any(
+            (r["happened"], r["process_id"]) == (happened, process_id)
+            for r in (await status_json(settings))["history"]
+        ):
+            await asyncio.sleep(0.1)
+
+
+async def owned_becomes(redis: Redis, names: Names, worker_id: str, cids: set[str]) -> None:
+    async with asyncio.timeout(10):
+        while await owned(redis, names, worker_id) != cids:
+            await asyncio.sleep(0.05)
