@@ -3,13 +3,13 @@ left after a drain or died, and gateways that died. For an operator who opens th
 dashboard, or runs ``fleet status``, after the fact: what happened while nobody watched.
 
 One capped list in Redis, written by whoever saw it happen (the worker itself; for a
-death, the reaper that moved what the dead held). Best effort: a record that cannot be
-written is logged and dropped, and never holds up what it records.
+death, the reaper that moved what the dead held), each record stamped with the Redis
+clock (``lua/history.lua``). Best effort: a record that cannot be written is logged
+and dropped, and never holds up what it records.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from typing import Any, Literal
 import orjson
 import structlog
 
+from broker import scripts
 from broker.names import Names, Role
 from broker.redis import Client
 
@@ -44,7 +45,7 @@ class Record:
     """One happening. ``conversations``: those it moved, stopped or handed over (a
     gateway's: those it had clients of); ``reason``: why, when there is one."""
 
-    at: float  # epoch seconds, the writer's clock
+    at: float  # epoch seconds, the Redis clock
     happened: Happening
     role: Role
     process_id: str
@@ -71,6 +72,7 @@ class History:
     def __init__(self, redis: Client, names: Names) -> None:
         self.redis = redis
         self.key = names.history
+        self._record = scripts.load(redis, names, "history")
 
     async def record(
         self,
@@ -81,15 +83,14 @@ class History:
         reason: str | None = None,
     ) -> None:
         """Add a record, dropping the oldest past ``KEPT``; logged, not raised, on failure."""
-        entry = Record(time.time(), happened, role, process_id, conversations, reason)
+        count = "" if conversations is None else conversations
+        args = [KEPT, happened, role, process_id, count, reason or ""]
         try:
-            # One key, so a Redis Cluster takes both in one round trip as well.
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(self.key, orjson.dumps(entry.to_dict()))
-                pipe.ltrim(self.key, 0, KEPT - 1)
-                await pipe.execute()
+            await self._record(keys=[self.key], args=args)
         except Exception as exc:
-            log.warning("history_not_recorded", **entry.to_dict(), error=repr(exc))
+            log.warning(
+                "history_not_recorded", happened=happened, process_id=process_id, error=repr(exc)
+            )
 
     async def recent(self, limit: int = KEPT) -> list[Record]:
         """The newest ``limit`` records, newest first."""

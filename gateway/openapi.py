@@ -202,7 +202,7 @@ RECORD: Schema = {
     "required": ["at", "happened", "role", "process_id", "conversations", "reason"],
     "additionalProperties": False,
     "properties": {
-        "at": {"type": "number", "description": "epoch seconds, the writer's clock"},
+        "at": {"type": "number", "description": "epoch seconds, the Redis clock"},
         "happened": {"enum": enum_of(Happening)},
         "role": {"enum": enum_of(Role)},
         "process_id": {"type": "string"},
