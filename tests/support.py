@@ -217,3 +217,12 @@ async def say(
 async def owned(redis: Redis | RedisCluster, names: Names, worker_id: str) -> set[str]:
     """The conversations a worker owns, in all key groups."""
     return set(await Leases(redis, names).owned_by(worker_id))
+
+
+async def owned_becomes(
+    redis: Redis | RedisCluster, names: Names, worker_id: str, cids: set[str]
+) -> None:
+    """Wait until the worker owns exactly ``cids``."""
+    async with asyncio.timeout(10):
+        while await owned(redis, names, worker_id) != cids:
+            await asyncio.sleep(0.02)

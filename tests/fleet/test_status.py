@@ -16,7 +16,14 @@ from broker.names import Names
 from broker.settings import Settings
 from fleet.harness import LocalFleet
 from tests.conftest import InProcessFleet
-from tests.support import Client, create_conversation, http, owned, status_becomes, token
+from tests.support import (
+    Client,
+    create_conversation,
+    http,
+    owned_becomes,
+    status_becomes,
+    token,
+)
 
 
 def fleet_env(settings: Settings) -> dict[str, str]:
@@ -202,9 +209,3 @@ async def said(settings: Settings, happened: str, process_id: str) -> None:
             for r in (await status_json(settings))["history"]
         ):
             await asyncio.sleep(0.1)
-
-
-async def owned_becomes(redis: Redis, names: Names, worker_id: str, cids: set[str]) -> None:
-    async with asyncio.timeout(10):
-        while await owned(redis, names, worker_id) != cids:
-            await asyncio.sleep(0.05)

@@ -14,11 +14,17 @@ from redis.asyncio import Redis
 from broker.names import Names
 from broker.settings import Settings
 from tests.conftest import InProcessFleet
-from tests.support import answered, create_conversation, owned, say, token
+from tests.support import answered, create_conversation, owned, owned_becomes, say, token
 from workers import worker as worker_module
 from workers.worker import Worker
 
 COUNT = 6
+
+
+@pytest.fixture(autouse=True)
+def window_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two in transit at a time: with six conversations, the window has to move."""
+    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
 
 
 async def owning(
@@ -35,6 +41,12 @@ async def owning(
     return drained, cids
 
 
+async def exited(fleet: InProcessFleet) -> None:
+    """Wait until the first worker started has drained and exited."""
+    _, task = fleet.workers[0]
+    await asyncio.wait_for(task, timeout=10)
+
+
 async def answers(
     fleet: InProcessFleet, settings: Settings, redis: Redis, names: Names, cid: str
 ) -> None:
@@ -49,7 +61,6 @@ async def test_a_draining_worker_serves_what_it_has_not_handed_over_yet(
     names: Names,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
     monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 3.0)
     drained, cids = await owning(fleet, settings, redis, names)
 
@@ -65,14 +76,11 @@ async def test_a_draining_worker_serves_what_it_has_not_handed_over_yet(
     assert cid in await owned(redis, names, drained.worker_id)
 
     # Nobody claims: after its patience it releases the rest at once, and exits.
-    _, task = fleet.workers[0]
-    await asyncio.wait_for(task, timeout=10)
+    await exited(fleet)
     assert not await owned(redis, names, drained.worker_id)
 
     heir = await fleet.start_worker()
-    async with asyncio.timeout(10):
-        while await owned(redis, names, heir.worker_id) != set(cids):
-            await asyncio.sleep(0.02)
+    await owned_becomes(redis, names, heir.worker_id, set(cids))
 
 
 async def test_a_draining_worker_moves_the_next_ones_as_the_heir_consumes(
@@ -82,14 +90,12 @@ async def test_a_draining_worker_moves_the_next_ones_as_the_heir_consumes(
     names: Names,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
     monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 60.0)  # never runs out here
     drained, cids = await owning(fleet, settings, redis, names, shutdown_grace=120.0)  # nor this
     heir = await fleet.start_worker()
 
     drained.stop()
-    _, task = fleet.workers[0]
-    await asyncio.wait_for(task, timeout=10)  # moved along by the heir consuming each
+    await exited(fleet)  # moved along by the heir consuming each
     assert await owned(redis, names, heir.worker_id) == set(cids)
     await answers(fleet, settings, redis, names, cids[-1])
 
@@ -101,11 +107,9 @@ async def test_a_drain_hurries_after_half_its_grace(
     names: Names,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "DRAIN_WINDOW", 2)
     monkeypatch.setattr(worker_module, "HEIR_PATIENCE", 60.0)  # never runs out here
     drained, _ = await owning(fleet, settings, redis, names, shutdown_grace=2.0)
 
     drained.stop()  # nobody claims: only half the grace (1 s) sends the rest at once
-    _, task = fleet.workers[0]
-    await asyncio.wait_for(task, timeout=10)
+    await exited(fleet)
     assert not await owned(redis, names, drained.worker_id)
