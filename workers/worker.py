@@ -44,8 +44,8 @@ DISPATCH_PREFETCH = 32
 # few channels lets a burst of claims (failover, drain) declare and consume in parallel.
 CONSUME_CHANNELS = 8
 # A drain has at most this many conversations in transit (released, their queue not
-# yet consumed by another worker): the others are served meanwhile, so each pauses for
-# its own move only. Released all at once, each waited for the heir to open them all.
+# yet consumed by another worker): the others are served meanwhile, so each pauses only
+# for its batch's move. Released all at once, each waited for the heir to open them all.
 DRAIN_WINDOW = 20
 DRAIN_POLL = 0.02  # seconds between looks at which of those are consumed again
 # None consumed again for this long: no worker is taking them (none is up, or all are
